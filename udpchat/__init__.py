@@ -1,0 +1,3 @@
+"""udpchat: a terminal chat over UDP for a LAN, in three comparable concurrency models."""
+
+__version__ = "0.1.0"

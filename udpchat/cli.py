@@ -1,0 +1,149 @@
+"""The `udpchat` command: parse arguments, open a runtime, run line mode.
+
+Every error a user can cause (a bad flag value, a malformed or unknown peer, a port in
+use) is one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import io
+import signal
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from . import __version__
+from .protocol import MAX_NICK_BYTES, Config
+from .runtimes import DEFAULT_PORT, MODELS, AddressError, create_runtime, resolve_peer
+from .runtimes.base import family_of, parse_port
+from .ui.format import escape
+from .ui.lines import LineMode
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A mistake in the command line; the message is shown as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="udpchat",
+        description="Chat over UDP with people on the same LAN (or terminals on one machine).",
+        epilog=(
+            "Two terminals on one machine: 'udpchat --port 9000 --peer 127.0.0.1:9001' and "
+            "'udpchat --port 9001 --peer 127.0.0.1:9000'."
+        ),
+    )
+    parser.add_argument(
+        "--model",
+        default="thread",
+        metavar="MODEL",
+        help=f"concurrency model: {', '.join(MODELS)} (default: thread)",
+    )
+    parser.add_argument("--bind", default="0.0.0.0", metavar="ADDR", help="local IP to listen on")
+    parser.add_argument(
+        "--port",
+        default=str(DEFAULT_PORT),
+        metavar="N",
+        help=f"local UDP port (default: {DEFAULT_PORT}; 0 picks a free one)",
+    )
+    parser.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help=f"someone to chat with (repeatable; default port {DEFAULT_PORT})",
+    )
+    parser.add_argument("--name", metavar="NICK", help="your nickname (default: your user name)")
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="line mode: one line in is one message, one event out is one line",
+    )
+    parser.add_argument("--jsonl", action="store_true", help="line mode printing JSON objects")
+    parser.add_argument(
+        "--give-up",
+        default="30",
+        metavar="SECONDS",
+        help="how long to retry a message before reporting it failed (default: 30)",
+    )
+    parser.add_argument("--version", action="version", version=f"udpchat {__version__}")
+    return parser
+
+
+def _nick(name: str | None) -> str:
+    if name is None:
+        try:
+            name = getpass.getuser()
+        except Exception:
+            name = "anonymous"
+        name = name.encode("utf-8")[:MAX_NICK_BYTES].decode("utf-8", "ignore") or "anonymous"
+    name = name.strip()
+    if not 1 <= len(name.encode("utf-8")) <= MAX_NICK_BYTES or escape(name) != name:
+        raise UsageError(
+            f"--name must be 1 to {MAX_NICK_BYTES} bytes of UTF-8 without control characters"
+        )
+    return name
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.1 <= value <= 86400:
+        raise UsageError(f"--give-up needs a number of seconds from 0.1 to 86400, not {text!r}")
+    return value
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Parse `argv` and chat; return the exit status. Raises UsageError or AddressError."""
+    args = build_parser().parse_args(argv)
+    if args.model not in MODELS:
+        raise UsageError(f"unknown model {args.model!r}; choose from {', '.join(MODELS)}")
+    nick = _nick(args.name)
+    give_up = _seconds(args.give_up)
+    port = parse_port(args.port)
+    family = family_of(args.bind)
+    peers = [resolve_peer(text, family) for text in args.peer]
+    runtime = create_runtime(
+        args.model,
+        nick,
+        bind=args.bind,
+        port=port,
+        peers=peers,
+        config=Config(give_up_after=give_up),
+    )
+    stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+    runtime.open()
+    try:
+        return LineMode(runtime, jsonl=args.jsonl, drain_timeout=give_up + 5, stdin=stdin).run()
+    finally:
+        runtime.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script: errors become one line and exit status 2."""
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")
+    # SIGTERM ends a chat the way Ctrl-C does: BYE, no traceback.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return run(argv)
+    except (UsageError, AddressError) as error:
+        print(f"udpchat: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""The sans-I/O core of udpchat: wire format and protocol state, no I/O, no clock.
+
+Nothing in this package imports socket, time, threading, multiprocessing or asyncio;
+every method that needs the time takes `now` (monotonic seconds) from the caller.
+"""
+
+from .config import Config, Stats
+from .errors import (
+    LocalProtocolError,
+    MessageTooLong,
+    NoPeers,
+    OutboxFull,
+    ProtocolError,
+    WireError,
+)
+from .events import (
+    Address,
+    DatagramRejected,
+    DeliveryFailed,
+    Event,
+    MessageDelivered,
+    MessageReceived,
+    PeerJoined,
+    PeerLeft,
+    PeerRenamed,
+)
+from .notes import AckNote, Note, PeerNote, PongNote
+from .receiver import Receiver
+from .sender import Sender
+from .session import ChatSession, PeerStatus, merge_peers
+from .wire import MAX_DATAGRAM, MAX_MESSAGE_BYTES, MAX_NICK_BYTES
+
+__all__ = [
+    "MAX_DATAGRAM",
+    "MAX_MESSAGE_BYTES",
+    "MAX_NICK_BYTES",
+    "AckNote",
+    "Address",
+    "ChatSession",
+    "Config",
+    "DatagramRejected",
+    "DeliveryFailed",
+    "Event",
+    "LocalProtocolError",
+    "MessageDelivered",
+    "MessageReceived",
+    "MessageTooLong",
+    "NoPeers",
+    "Note",
+    "OutboxFull",
+    "PeerJoined",
+    "PeerLeft",
+    "PeerNote",
+    "PeerRenamed",
+    "PeerStatus",
+    "PongNote",
+    "ProtocolError",
+    "Receiver",
+    "Sender",
+    "Stats",
+    "WireError",
+    "merge_peers",
+]

@@ -1,0 +1,85 @@
+"""Tunable limits of the core and the counters it keeps.
+
+Every per-peer table is bounded by a field here; docs/protocol.md ("Limits") lists the
+defaults and what happens at each limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    give_up_after: float = 30.0
+    """Seconds after `send_message` at which an unacknowledged message fails."""
+    initial_rto: float = 0.25
+    """Retransmission timeout before any round trip has been measured (RFC 6298 2.1)."""
+    min_rto: float = 0.05
+    """Floor of the computed timeout; loopback and LAN round trips are far below it."""
+    max_rto: float = 8.0
+    """Cap of the timeout after exponential back-off."""
+    keepalive_interval: float = 15.0
+    """Seconds between PINGs to a peer that is present."""
+    peer_timeout: float = 45.0
+    """A peer silent for this long is reported as left ("timed out")."""
+    hello_retry_max: float = 30.0
+    """Cap of the back-off between HELLOs to a configured peer that has not answered."""
+    send_window: int = 128
+    """DATA datagrams in flight (sent, unacknowledged) per peer."""
+    receive_window: int = 256
+    """Out-of-order DATA datagrams held back per peer; the sender's window fits inside."""
+    max_peers: int = 64
+    """Peers remembered at once; the least recently heard absent one is forgotten first."""
+    max_pending: int = 10_000
+    """Messages accepted by `send_message` and not yet delivered or failed, all peers."""
+    retired_sessions: int = 4
+    """Old session ids remembered per peer, so late datagrams of a dead session are dropped."""
+    reject_report_interval: float = 5.0
+    """At most one DatagramRejected event per this many seconds; the rest are counted."""
+
+    def __post_init__(self) -> None:
+        if self.receive_window < self.send_window:
+            raise ValueError("receive_window must be at least send_window")
+        if not 0 < self.min_rto <= self.initial_rto <= self.max_rto:
+            raise ValueError("need 0 < min_rto <= initial_rto <= max_rto")
+        if self.give_up_after <= 0 or self.max_peers < 1 or self.max_pending < 1:
+            raise ValueError("give_up_after, max_peers and max_pending must be positive")
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters since the session opened. Each half of the core keeps its own; add them."""
+
+    datagrams_sent: int = 0
+    datagrams_received: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    messages_sent: int = 0
+    """Messages accepted by `send_message` (one per message, whatever the peer count)."""
+    messages_delivered: int = 0
+    """Deliveries acknowledged, one per (message, peer)."""
+    messages_failed: int = 0
+    """Deliveries given up, one per (message, peer)."""
+    messages_received: int = 0
+    data_sent: int = 0
+    """DATA datagrams sent for the first time."""
+    retransmissions: int = 0
+    acks_sent: int = 0
+    acks_received: int = 0
+    duplicates_dropped: int = 0
+    """DATA datagrams received again (acknowledged again, shown once)."""
+    malformed_dropped: int = 0
+    """Datagrams with the udpchat magic that did not decode, or broke the fragment rules."""
+    foreign_dropped: int = 0
+    """Datagrams that are not udpchat at all."""
+    window_dropped: int = 0
+    """DATA beyond the receive window, or from a peer when the peer table was full."""
+    stale_dropped: int = 0
+    """Datagrams of a peer's retired session, or acknowledgements of another session."""
+
+    def __add__(self, other: Stats) -> Stats:
+        return Stats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}

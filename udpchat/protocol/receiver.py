@@ -1,0 +1,362 @@
+"""The receive half of the core: decoding, duplicate suppression, ordering, reassembly,
+acknowledgements, and the table of peers (docs/protocol.md, "Receiving").
+
+Rules this module keeps:
+- nothing a peer sends makes it raise; a bad datagram is counted and dropped, and at
+  most one DatagramRejected event per `reject_report_interval` reports the drops;
+- every DATA datagram is acknowledged, a duplicate too, but a message is shown once;
+- messages of one sender session are shown in the order of their seq; a gap is waited
+  for until the sender's `base` passes it ("the sender no longer retransmits below base");
+- per peer, at most `receive_window` datagrams are held back and one message is being
+  reassembled; at most `max_peers` peers are remembered.
+The half answers PINGs itself (PONG) and tells the send half what it needs through notes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from . import wire
+from .config import Config, Stats
+from .errors import WireError
+from .events import (
+    Address,
+    DatagramRejected,
+    Event,
+    MessageReceived,
+    PeerJoined,
+    PeerLeft,
+    PeerRenamed,
+)
+from .notes import AckNote, Note, PeerNote, PongNote
+
+_PREVIEW_BYTES = 80
+
+
+@dataclass(slots=True)
+class _Peer:
+    session: bytes
+    nick: str
+    last_heard: float
+    present: bool = True
+    expected: int | None = None
+    """Next seq to deliver; None until the first DATA of this session."""
+    held: dict[int, wire.Data] = field(default_factory=dict)
+    partial: list[wire.Data] = field(default_factory=list)
+    partial_bytes: int = 0
+    retired: deque[bytes] = field(default_factory=deque)
+
+    def restart(self, session: bytes, keep: int) -> None:
+        if self.session:
+            self.retired.append(self.session)
+        while len(self.retired) > keep:
+            self.retired.popleft()
+        self.session = session
+        self.expected = None
+        self.held.clear()
+        self.partial.clear()
+        self.partial_bytes = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """What the receive half knows of one peer (for `/peers`)."""
+
+    peer: Address
+    nick: str
+    present: bool
+    last_heard: float
+
+
+class Receiver:
+    """Receive half. Feed it datagrams; drain events, notes and datagrams to send."""
+
+    def __init__(self, session: bytes, config: Config) -> None:
+        self.session = session
+        self.config = config
+        self.stats = Stats()
+        self._peers: dict[Address, _Peer] = {}
+        self._ack_due: set[Address] = set()
+        self._outgoing: list[tuple[bytes, Address]] = []
+        self._events: deque[Event] = deque()
+        self._notes: deque[Note] = deque()
+        self._rejected_since_report = 0
+        self._last_report: float | None = None
+        self._now = 0.0
+
+    # -- inputs ---------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        """Handle one datagram from `addr`. Never raises on its content."""
+        self._now = now
+        self.stats.datagrams_received += 1
+        self.stats.bytes_received += len(data)
+        try:
+            datagram = wire.decode(data)
+        except WireError as error:
+            reason = str(error)
+            if reason == "not udpchat":
+                self.stats.foreign_dropped += 1
+            else:
+                self.stats.malformed_dropped += 1
+            self._reject(addr, reason, data if reason == "not udpchat" else b"")
+            return
+        if isinstance(datagram, wire.Ack):
+            self._on_ack(datagram, addr, now)
+        elif isinstance(datagram, wire.Ping):
+            self._outgoing.append((wire.encode(wire.Pong(self.session, datagram.token)), addr))
+            self._touch(datagram.session, addr, now)
+        elif isinstance(datagram, wire.Pong):
+            if self._touch(datagram.session, addr, now):
+                self._notes.append(PongNote(addr, datagram.token))
+        elif isinstance(datagram, wire.Data):
+            self._on_data(datagram, addr, now)
+        elif isinstance(datagram, wire.Hello):
+            self._on_hello(datagram, addr, now)
+        else:
+            self._on_bye(datagram, addr)
+
+    def handle_timer(self, now: float) -> None:
+        """Report peers that have been silent for longer than `peer_timeout`."""
+        for addr, peer in self._peers.items():
+            if peer.present and now >= peer.last_heard + self.config.peer_timeout:
+                self._leave(addr, peer, "timed out")
+
+    # -- outputs --------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        """When `handle_timer` next has something to do, or None."""
+        deadlines = [p.last_heard for p in self._peers.values() if p.present]
+        return min(deadlines) + self.config.peer_timeout if deadlines else None
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        """PONGs, and one ACK per peer that sent DATA since the last call (batched)."""
+        out, self._outgoing = self._outgoing, []
+        for addr in self._ack_due:
+            peer = self._peers.get(addr)
+            if peer is not None and peer.expected is not None:
+                out.append((self._ack_for(peer), addr))
+        self.stats.acks_sent += len(self._ack_due)
+        self._ack_due.clear()
+        for data, _ in out:
+            self.stats.datagrams_sent += 1
+            self.stats.bytes_sent += len(data)
+        return out
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def next_note(self) -> Note | None:
+        return self._notes.popleft() if self._notes else None
+
+    def peers(self) -> list[PeerInfo]:
+        return [PeerInfo(a, p.nick, p.present, p.last_heard) for a, p in self._peers.items()]
+
+    # -- peers ----------------------------------------------------------------
+
+    def _touch(self, session: bytes, addr: Address, now: float) -> bool:
+        """Refresh a known peer's last-heard time; False if this is not its session."""
+        peer = self._peers.get(addr)
+        if peer is None or peer.session != session:
+            return False
+        peer.last_heard = now
+        if not peer.present:
+            peer.present = True
+            self._events.append(PeerJoined(peer=addr, nick=peer.nick))
+            self._notes.append(PeerNote(addr, present=True))
+        return True
+
+    def _peer(
+        self, session: bytes, addr: Address, nick: str, now: float, *, greet: bool, asked: bool
+    ) -> _Peer | None:
+        """The peer record for (addr, session), created or restarted as needed.
+
+        Our HELLO is sent back when `asked`, or when `greet` and the peer is new, restarted
+        or returning. Returns None (and counts the drop) for a retired session or a full
+        table.
+        """
+        peer = self._peers.get(addr)
+        if peer is not None and peer.session == session:
+            peer.last_heard = now
+            if not peer.present:
+                peer.present = True
+                self._events.append(PeerJoined(peer=addr, nick=nick or peer.nick))
+                self._notes.append(PeerNote(addr, present=True, send_hello=greet or asked))
+            elif asked:
+                self._notes.append(PeerNote(addr, present=True, send_hello=True))
+            if nick and nick != peer.nick:
+                if peer.nick:
+                    self._events.append(PeerRenamed(peer=addr, old_nick=peer.nick, new_nick=nick))
+                peer.nick = nick
+            return peer
+        if peer is not None:
+            if session in peer.retired:
+                self.stats.stale_dropped += 1
+                return None
+            peer.restart(session, self.config.retired_sessions)
+            peer.nick, peer.last_heard, peer.present = nick or peer.nick, now, True
+            self._events.append(PeerJoined(peer=addr, nick=peer.nick, restarted=True))
+            self._notes.append(PeerNote(addr, present=True, send_hello=greet or asked))
+            return peer
+        if len(self._peers) >= self.config.max_peers and not self._forget_one():
+            self.stats.window_dropped += 1
+            return None
+        peer = _Peer(session, nick, now)
+        self._peers[addr] = peer
+        self._events.append(PeerJoined(peer=addr, nick=nick))
+        self._notes.append(PeerNote(addr, present=True, send_hello=greet or asked))
+        return peer
+
+    def _forget_one(self) -> bool:
+        absent = [(p.last_heard, a) for a, p in self._peers.items() if not p.present]
+        if not absent:
+            return False
+        del self._peers[min(absent)[1]]
+        return True
+
+    def _leave(self, addr: Address, peer: _Peer, reason: str) -> None:
+        peer.present = False
+        self._events.append(PeerLeft(peer=addr, nick=peer.nick, reason=reason))
+        self._notes.append(PeerNote(addr, present=False))
+
+    # -- datagram kinds -------------------------------------------------------
+
+    def _on_hello(self, hello: wire.Hello, addr: Address, now: float) -> None:
+        # A HELLO that asks for none is itself a reply: answering it would never end.
+        wants = hello.wants_reply
+        self._peer(hello.session, addr, hello.nick, now, greet=wants, asked=wants)
+
+    def _on_bye(self, bye: wire.Bye, addr: Address) -> None:
+        peer = self._peers.get(addr)
+        if peer is None or peer.session != bye.session:
+            return
+        if peer.present:
+            self._leave(addr, peer, "bye")
+        # The session is over: late datagrams of it are stale from now on.
+        peer.restart(bye.session, self.config.retired_sessions)
+        peer.session = b""
+
+    def _on_ack(self, ack: wire.Ack, addr: Address, now: float) -> None:
+        if ack.acked_session != self.session:
+            self.stats.stale_dropped += 1
+            return
+        self.stats.acks_received += 1
+        self._touch(ack.session, addr, now)
+        self._notes.append(AckNote(addr, ack.cumulative, ack.selective))
+
+    def _on_data(self, data: wire.Data, addr: Address, now: float) -> None:
+        # DATA from a peer that has not heard our HELLO: greet it, so it learns our nick.
+        peer = self._peer(data.session, addr, data.nick, now, greet=True, asked=False)
+        if peer is None:
+            return
+        self._ack_due.add(addr)
+        if peer.expected is None:
+            peer.expected = data.base
+        elif data.base > peer.expected:
+            self._skip_to(addr, peer, data.base)
+        expected = peer.expected
+        if data.seq < expected or data.seq in peer.held:
+            self.stats.duplicates_dropped += 1
+            return
+        if data.seq >= expected + self.config.receive_window:
+            self.stats.window_dropped += 1
+            return
+        peer.held[data.seq] = data
+        while expected in peer.held:
+            self._feed(addr, peer, peer.held.pop(expected))
+            expected += 1
+        peer.expected = expected
+
+    def _skip_to(self, addr: Address, peer: _Peer, base: int) -> None:
+        """The sender gave up below `base`: deliver what we hold there, skip the gaps."""
+        assert peer.expected is not None
+        for seq in sorted(s for s in peer.held if s < base):
+            if seq != peer.expected:
+                self._drop_partial(peer)
+            self._feed(addr, peer, peer.held.pop(seq))
+            peer.expected = seq + 1
+        if peer.expected < base:
+            self._drop_partial(peer)
+        peer.expected = base
+
+    def _drop_partial(self, peer: _Peer) -> None:
+        peer.partial.clear()
+        peer.partial_bytes = 0
+
+    def _feed(self, addr: Address, peer: _Peer, fragment: wire.Data) -> None:
+        """Add the next in-order fragment to the message being reassembled."""
+        partial = peer.partial
+        if fragment.index == 0:
+            if partial:
+                self._malformed(addr, "message cut short by a new one")
+            self._drop_partial(peer)
+        elif not partial:
+            return  # the rest of a message whose start the sender gave up on
+        elif partial[-1].index + 1 != fragment.index or partial[0].count != fragment.count:
+            self._malformed(addr, "fragments out of order")
+            self._drop_partial(peer)
+            return
+        partial.append(fragment)
+        peer.partial_bytes += len(fragment.payload)
+        if peer.partial_bytes > wire.MAX_MESSAGE_BYTES:
+            self._malformed(addr, "message longer than 65536 bytes")
+            self._drop_partial(peer)
+            return
+        if len(partial) < partial[0].count:
+            return
+        first = partial[0]
+        raw = b"".join(f.payload for f in partial)
+        self._drop_partial(peer)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self._malformed(addr, "message text is not UTF-8")
+            return
+        self.stats.messages_received += 1
+        self._events.append(
+            MessageReceived(peer=addr, nick=first.nick, text=text, sent_at_ms=first.sent_at_ms)
+        )
+
+    def _ack_for(self, peer: _Peer) -> bytes:
+        expected = peer.expected
+        assert expected is not None
+        bits = 0
+        for seq in peer.held:
+            offset = seq - expected - 1
+            if offset < 64:
+                bits |= 1 << offset
+        return wire.encode(wire.Ack(self.session, peer.session, expected, bits))
+
+    # -- rejects --------------------------------------------------------------
+
+    def _malformed(self, addr: Address, reason: str) -> None:
+        self.stats.malformed_dropped += 1
+        self._reject(addr, reason, b"")
+
+    def _reject(self, addr: Address, reason: str, data: bytes) -> None:
+        self._rejected_since_report += 1
+        now, last = self._now, self._last_report
+        if last is not None and now < last + self.config.reject_report_interval:
+            return
+        self._last_report = now
+        self._events.append(
+            DatagramRejected(
+                peer=addr,
+                reason=reason,
+                count=self._rejected_since_report,
+                preview=_preview(data),
+            )
+        )
+        self._rejected_since_report = 0
+
+
+def _preview(data: bytes) -> str:
+    """Show a foreign datagram as text: plain tools send UTF-8, Windows ones often GBK."""
+    head = data[:_PREVIEW_BYTES]
+    for encoding in ("utf-8", "gbk"):
+        try:
+            return head.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return head.decode("utf-8", errors="replace")

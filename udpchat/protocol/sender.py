@@ -1,0 +1,399 @@
+"""The send half of the core: outbox, fragmentation, retransmission, give-up, and the
+HELLO and PING probes (docs/protocol.md, "Sending").
+
+Theory of operation. Each peer (a *target*) has its own stream of seq numbers. A message
+becomes one *delivery* per target: its fragments get consecutive seqs and wait in the
+target's unsent queue. `datagrams_to_send` moves fragments into flight while
+`seq < base + send_window`, where base is the lowest seq still in flight. A fragment is
+retransmitted when its own deadline passes: `sent + rto * 2**(transmissions - 1)`, capped
+at `max_rto`, with rto from RFC 6298 over samples of fragments sent once (Karn). Acks
+(cumulative plus a 64-bit selective map) only ever remove fragments from flight; a
+duplicate ack triggers nothing. A delivery that is not fully acknowledged `give_up_after`
+seconds after `send_message` fails: its fragments leave flight, base moves past them, and
+every later DATA tells the receiver not to wait for them.
+"""
+
+from __future__ import annotations
+
+import heapq
+import struct
+from collections import deque
+from dataclasses import dataclass, field
+
+from . import wire
+from .config import Config, Stats
+from .errors import LocalProtocolError, MessageTooLong, NoPeers, OutboxFull
+from .events import Address, DeliveryFailed, Event, MessageDelivered
+from .notes import AckNote, Note, PeerNote, PongNote
+
+# Where `base` sits in an encoded DATA datagram: after the header and the seq.
+_BASE_AT = wire.HEADER.size + 8
+_U64 = struct.Struct("!Q")
+_PINGS_REMEMBERED = 4
+_HELLO_RETRY_FIRST = 1.0
+
+
+@dataclass(slots=True, eq=False)
+class _Delivery:
+    """One message on its way to one target."""
+
+    message_id: int
+    queued_at: float
+    deadline: float
+    unacked: int
+
+
+@dataclass(slots=True, eq=False)
+class _Fragment:
+    seq: int
+    datagram: bytes
+    """Encoded with base 0; the real base is written in at each transmission."""
+    delivery: _Delivery
+    sent_at: float = 0.0
+    transmissions: int = 0
+    retransmit_at: float = 0.0
+
+
+@dataclass(slots=True, eq=False)
+class _Target:
+    configured: bool
+    active: bool
+    """Included in new messages: configured peers always, learned ones while present."""
+    confirmed: bool = False
+    """The peer has been heard from (so PING it) rather than not yet (so send HELLO)."""
+    next_seq: int = 0
+    unsent: deque[_Fragment] = field(default_factory=deque)
+    in_flight: dict[int, _Fragment] = field(default_factory=dict)
+    retransmit_heap: list[tuple[float, int]] = field(default_factory=list)
+    deliveries: dict[int, _Delivery] = field(default_factory=dict)
+    """In queueing order, which is also deadline order."""
+    srtt: float | None = None
+    rttvar: float = 0.0
+    rto: float = 0.25
+    last_rtt: float | None = None
+    next_probe: float | None = None
+    probe_backoff: float = _HELLO_RETRY_FIRST
+    pings: dict[int, float] = field(default_factory=dict)
+
+    def base(self) -> int:
+        for seq in self.in_flight:
+            return seq
+        return self.unsent[0].seq if self.unsent else self.next_seq
+
+
+@dataclass(frozen=True, slots=True)
+class TargetInfo:
+    """What the send half knows of one peer (for `/peers`)."""
+
+    peer: Address
+    configured: bool
+    confirmed: bool
+    pending: int
+    srtt: float | None
+    rto: float
+
+
+class Sender:
+    """Send half. Call its methods, then drain `datagrams_to_send` and events."""
+
+    def __init__(self, session: bytes, nick: str, config: Config) -> None:
+        wire.encode(wire.Hello(session, nick))  # validates both, early and loudly
+        self.session = session
+        self.nick = nick
+        self.config = config
+        self.stats = Stats()
+        self._targets: dict[Address, _Target] = {}
+        self._outgoing: list[tuple[bytes, Address]] = []
+        self._events: deque[Event] = deque()
+        self._next_message_id = 1
+        self._next_token = 1
+        self._pending = 0
+
+    # -- caller's API ---------------------------------------------------------
+
+    def add_peer(self, addr: Address, now: float) -> None:
+        """Send to `addr` from now on; greet it with HELLOs until it answers."""
+        target = self._targets.get(addr)
+        if target is None:
+            if len(self._targets) >= self.config.max_peers and not self._forget_one():
+                raise LocalProtocolError(f"at most {self.config.max_peers} peers")
+            target = self._targets[addr] = _Target(True, True, rto=self.config.initial_rto)
+        target.configured = target.active = True
+        if not target.confirmed:
+            target.probe_backoff = _HELLO_RETRY_FIRST
+            self._probe(addr, target, now)
+
+    def remove_peer(self, addr: Address, now: float) -> None:
+        """Stop sending to `addr`; its pending deliveries fail at once."""
+        target = self._targets.pop(addr, None)
+        if target is not None:
+            for delivery in list(target.deliveries.values()):
+                self._fail(addr, target, delivery, now, "peer removed")
+            self._outgoing.append((wire.encode(wire.Bye(self.session)), addr))
+
+    def set_nick(self, nick: str) -> None:
+        """Change our nickname and announce it to every peer that is present."""
+        wire.encode(wire.Hello(self.session, nick))
+        self.nick = nick
+        for addr, target in self._targets.items():
+            if target.confirmed:
+                self._send_hello(addr, wants_reply=False)
+
+    def send_message(
+        self, text: str, now: float, *, sent_at_ms: int, to: list[Address] | None = None
+    ) -> int:
+        """Queue `text` for every active peer (or those in `to`); return the message id.
+
+        Raises MessageTooLong, NoPeers or OutboxFull; nothing is queued then.
+        """
+        raw = text.encode("utf-8")
+        if len(raw) > wire.MAX_MESSAGE_BYTES:
+            raise MessageTooLong(
+                f"message is {len(raw)} bytes of UTF-8; the limit is {wire.MAX_MESSAGE_BYTES}"
+            )
+        addrs = [a for a, t in self._targets.items() if t.active] if to is None else to
+        targets = [(a, self._targets[a]) for a in addrs if a in self._targets]
+        if not targets:
+            raise NoPeers("no peer to send to")
+        if self._pending + len(targets) > self.config.max_pending:
+            raise OutboxFull(f"{self._pending} messages are still waiting for delivery")
+        payloads = _split(raw, self.nick)
+        message_id = self._next_message_id
+        self._next_message_id += 1
+        deadline = now + self.config.give_up_after
+        for _, target in targets:
+            delivery = _Delivery(message_id, now, deadline, len(payloads))
+            target.deliveries[message_id] = delivery
+            for index, payload in enumerate(payloads):
+                seq = target.next_seq
+                target.next_seq += 1
+                record = wire.Data(
+                    self.session, seq, 0, index, len(payloads), payload, sent_at_ms, self.nick
+                )
+                target.unsent.append(_Fragment(seq, wire.encode(record), delivery))
+        self._pending += len(targets)
+        self.stats.messages_sent += 1
+        return message_id
+
+    def close(self) -> None:
+        """Say BYE to every peer we have been talking to."""
+        bye = wire.encode(wire.Bye(self.session))
+        for addr, target in self._targets.items():
+            if target.configured or target.confirmed:
+                self._outgoing.append((bye, addr))
+
+    def handle_note(self, note: Note, now: float) -> None:
+        """Take news from the receive half."""
+        if isinstance(note, AckNote):
+            self._on_ack(note, now)
+        elif isinstance(note, PongNote):
+            target = self._targets.get(note.peer)
+            sent = target.pings.pop(note.token, None) if target else None
+            if target is not None and sent is not None:
+                self._rtt_sample(target, now - sent)
+        else:
+            self._on_peer(note, now)
+
+    def handle_timer(self, now: float) -> None:
+        """Give up on late deliveries, retransmit what is due, send due probes."""
+        for addr, target in self._targets.items():
+            while target.deliveries:
+                delivery = next(iter(target.deliveries.values()))
+                if delivery.deadline > now:
+                    break
+                reason = f"no acknowledgement within {self.config.give_up_after:g} s"
+                self._fail(addr, target, delivery, now, reason)
+            heap = target.retransmit_heap
+            while heap and heap[0][0] <= now:
+                due, seq = heapq.heappop(heap)
+                fragment = target.in_flight.get(seq)
+                if fragment is not None and fragment.retransmit_at == due:
+                    self.stats.retransmissions += 1
+                    self._transmit(addr, target, fragment, now)
+            if target.next_probe is not None and target.next_probe <= now:
+                self._probe(addr, target, now)
+
+    # -- outputs --------------------------------------------------------------
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        """Fill each peer's window with new fragments; return all datagrams due now."""
+        window = self.config.send_window
+        for addr, target in self._targets.items():
+            unsent = target.unsent
+            if unsent:
+                base = target.base()
+                while unsent and unsent[0].seq < base + window:
+                    self.stats.data_sent += 1
+                    self._transmit(addr, target, unsent.popleft(), now)
+        out, self._outgoing = self._outgoing, []
+        self.stats.datagrams_sent += len(out)
+        self.stats.bytes_sent += sum(len(data) for data, _ in out)
+        return out
+
+    def get_timer(self) -> float | None:
+        """The earliest deadline, probe or retransmission; None when there is none."""
+        soonest: float | None = None
+        for target in self._targets.values():
+            heap = target.retransmit_heap
+            while heap:
+                fragment = target.in_flight.get(heap[0][1])
+                if fragment is not None and fragment.retransmit_at == heap[0][0]:
+                    break
+                heapq.heappop(heap)  # acknowledged or rescheduled: stale
+            candidates = [heap[0][0]] if heap else []
+            if target.deliveries:
+                candidates.append(next(iter(target.deliveries.values())).deadline)
+            if target.next_probe is not None:
+                candidates.append(target.next_probe)
+            for when in candidates:
+                if soonest is None or when < soonest:
+                    soonest = when
+        return soonest
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def pending(self) -> int:
+        """Deliveries (message, peer) neither acknowledged nor failed yet."""
+        return self._pending
+
+    def targets(self) -> list[TargetInfo]:
+        return [
+            TargetInfo(a, t.configured, t.confirmed, len(t.deliveries), t.srtt, t.rto)
+            for a, t in self._targets.items()
+        ]
+
+    # -- internals ------------------------------------------------------------
+
+    def _transmit(self, addr: Address, target: _Target, fragment: _Fragment, now: float) -> None:
+        fragment.transmissions += 1
+        fragment.sent_at = now
+        backoff = target.rto * (1 << min(fragment.transmissions - 1, 16))
+        fragment.retransmit_at = now + min(backoff, self.config.max_rto)
+        target.in_flight[fragment.seq] = fragment
+        heapq.heappush(target.retransmit_heap, (fragment.retransmit_at, fragment.seq))
+        data = fragment.datagram
+        base = _U64.pack(target.base())
+        self._outgoing.append((data[:_BASE_AT] + base + data[_BASE_AT + 8 :], addr))
+
+    def _on_ack(self, note: AckNote, now: float) -> None:
+        target = self._targets.get(note.peer)
+        if target is None or not target.in_flight:
+            return
+        acked: list[_Fragment] = []
+        in_flight = target.in_flight
+        while in_flight:
+            seq = next(iter(in_flight))
+            if seq >= note.cumulative:
+                break
+            acked.append(in_flight.pop(seq))
+        bits, seq = note.selective, note.cumulative + 1
+        while bits:
+            if bits & 1 and seq in in_flight:
+                acked.append(in_flight.pop(seq))
+            bits >>= 1
+            seq += 1
+        sample: _Fragment | None = None
+        for fragment in acked:
+            if fragment.transmissions == 1 and (sample is None or fragment.seq > sample.seq):
+                sample = fragment
+            delivery = fragment.delivery
+            delivery.unacked -= 1
+            if delivery.unacked == 0 and delivery.message_id in target.deliveries:
+                del target.deliveries[delivery.message_id]
+                self._pending -= 1
+                self.stats.messages_delivered += 1
+                self._events.append(
+                    MessageDelivered(
+                        message_id=delivery.message_id,
+                        peer=note.peer,
+                        elapsed=now - delivery.queued_at,
+                    )
+                )
+        if sample is not None:
+            self._rtt_sample(target, now - sample.sent_at)
+
+    def _rtt_sample(self, target: _Target, rtt: float) -> None:
+        """RFC 6298 section 2, with alpha 1/8, beta 1/4, K 4 and the configured floor."""
+        target.last_rtt = rtt
+        if target.srtt is None:
+            target.srtt, target.rttvar = rtt, rtt / 2
+        else:
+            target.rttvar = 0.75 * target.rttvar + 0.25 * abs(target.srtt - rtt)
+            target.srtt = 0.875 * target.srtt + 0.125 * rtt
+        rto = target.srtt + 4 * target.rttvar
+        target.rto = min(max(rto, self.config.min_rto), self.config.max_rto)
+
+    def _fail(
+        self, addr: Address, target: _Target, delivery: _Delivery, now: float, reason: str
+    ) -> None:
+        del target.deliveries[delivery.message_id]
+        self._pending -= 1
+        self.stats.messages_failed += 1
+        for seq in [s for s, f in target.in_flight.items() if f.delivery is delivery]:
+            del target.in_flight[seq]
+        if any(f.delivery is delivery for f in target.unsent):
+            target.unsent = deque(f for f in target.unsent if f.delivery is not delivery)
+        self._events.append(
+            DeliveryFailed(
+                message_id=delivery.message_id,
+                peer=addr,
+                elapsed=now - delivery.queued_at,
+                reason=reason,
+            )
+        )
+
+    def _on_peer(self, note: PeerNote, now: float) -> None:
+        target = self._targets.get(note.peer)
+        if target is None:
+            if not note.present:
+                return
+            if len(self._targets) >= self.config.max_peers and not self._forget_one():
+                return
+            target = self._targets[note.peer] = _Target(False, True, rto=self.config.initial_rto)
+        target.confirmed = note.present
+        if note.present:
+            target.active = True
+            target.next_probe = now + self.config.keepalive_interval
+        else:
+            target.active = target.configured
+            target.probe_backoff = _HELLO_RETRY_FIRST
+            target.next_probe = now + _HELLO_RETRY_FIRST if target.configured else None
+        if note.send_hello:
+            self._send_hello(note.peer, wants_reply=False)
+
+    def _probe(self, addr: Address, target: _Target, now: float) -> None:
+        if target.confirmed:
+            token = self._next_token
+            self._next_token += 1
+            target.pings[token] = now
+            while len(target.pings) > _PINGS_REMEMBERED:
+                del target.pings[next(iter(target.pings))]
+            self._outgoing.append((wire.encode(wire.Ping(self.session, token)), addr))
+            target.next_probe = now + self.config.keepalive_interval
+        else:
+            self._send_hello(addr, wants_reply=True)
+            target.next_probe = now + target.probe_backoff
+            target.probe_backoff = min(target.probe_backoff * 2, self.config.hello_retry_max)
+
+    def _send_hello(self, addr: Address, *, wants_reply: bool) -> None:
+        hello = wire.Hello(self.session, self.nick, wants_reply)
+        self._outgoing.append((wire.encode(hello), addr))
+
+    def _forget_one(self) -> bool:
+        """Make room by forgetting a learned peer that is gone and owed nothing."""
+        for addr, target in self._targets.items():
+            if not target.configured and not target.active and not target.deliveries:
+                del self._targets[addr]
+                return True
+        return False
+
+
+def _split(raw: bytes, nick: str) -> list[bytes]:
+    """Cut a message's UTF-8 text into fragment payloads (docs/protocol.md, "Fragments")."""
+    first = wire.MAX_DATAGRAM - wire.DATA_HEADER_SIZE - wire.FIRST_FRAGMENT_OVERHEAD
+    first -= len(nick.encode("utf-8"))
+    payloads = [raw[:first]]
+    step = wire.FRAGMENT_PAYLOAD
+    payloads.extend(raw[i : i + step] for i in range(first, len(raw), step))
+    return payloads

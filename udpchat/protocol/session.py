@@ -1,0 +1,133 @@
+"""`ChatSession`: the whole sans-I/O core for one local endpoint.
+
+It joins the receive half and the send half, passing the receive half's notes straight
+to the send half. The thread and asyncio models drive one `ChatSession`; the process
+model drives the two halves in two processes and carries the notes over a pipe.
+
+Three inputs drive it (calls, `receive_datagram`, `handle_timer`) and the caller drains
+it after each: `datagrams_to_send(now)`, `get_timer()`, `next_event()`. It never reads a
+clock or touches a socket; `now` is any monotonic time in seconds.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from .config import Config, Stats
+from .events import Address, Event
+from .receiver import Receiver
+from .sender import Sender
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    """One peer as `/peers` shows it."""
+
+    peer: Address
+    nick: str
+    present: bool
+    configured: bool
+    silent_for: float | None
+    """Seconds since we last heard from it, or None if never."""
+    rtt: float | None
+    """Smoothed round-trip time in seconds, or None before the first sample."""
+    pending: int
+    """Messages to it not yet acknowledged or failed."""
+
+
+def merge_peers(sender: Sender, receiver: Receiver, now: float) -> list[PeerStatus]:
+    """Join what each half knows of the peers, one row per address."""
+    heard = {info.peer: info for info in receiver.peers()}
+    rows = []
+    targets = {t.peer: t for t in sender.targets()}
+    for addr in list(targets) + [a for a in heard if a not in targets]:
+        target, info = targets.get(addr), heard.get(addr)
+        rows.append(
+            PeerStatus(
+                peer=addr,
+                nick=info.nick if info else "",
+                present=info.present if info else False,
+                configured=target.configured if target else False,
+                silent_for=now - info.last_heard if info else None,
+                rtt=target.srtt if target else None,
+                pending=target.pending if target else 0,
+            )
+        )
+    return rows
+
+
+class ChatSession:
+    """One chat endpoint: any number of peers, one session id per start."""
+
+    def __init__(
+        self, nick: str, *, session_id: bytes | None = None, config: Config | None = None
+    ) -> None:
+        self.config = config or Config()
+        self.session_id = session_id if session_id is not None else secrets.token_bytes(8)
+        self.receiver = Receiver(self.session_id, self.config)
+        self.sender = Sender(self.session_id, nick, self.config)
+
+    @property
+    def nick(self) -> str:
+        return self.sender.nick
+
+    # -- inputs ---------------------------------------------------------------
+
+    def add_peer(self, addr: Address, now: float) -> None:
+        self.sender.add_peer(addr, now)
+
+    def remove_peer(self, addr: Address, now: float) -> None:
+        self.sender.remove_peer(addr, now)
+
+    def set_nick(self, nick: str) -> None:
+        self.sender.set_nick(nick)
+
+    def send_message(
+        self, text: str, now: float, *, sent_at_ms: int, to: list[Address] | None = None
+    ) -> int:
+        """Queue a message for every active peer; see `Sender.send_message`."""
+        return self.sender.send_message(text, now, sent_at_ms=sent_at_ms, to=to)
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        """Take one datagram from the network. Never raises on its content."""
+        self.receiver.receive_datagram(data, addr, now)
+        self._pass_notes(now)
+
+    def handle_timer(self, now: float) -> None:
+        self.receiver.handle_timer(now)
+        self._pass_notes(now)
+        self.sender.handle_timer(now)
+
+    def close(self) -> None:
+        """Queue a BYE to every peer; drain `datagrams_to_send` once more after this."""
+        self.sender.close()
+
+    # -- outputs --------------------------------------------------------------
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        """Acks and PONGs first (they unblock the peer), then our own DATA and probes."""
+        return self.receiver.datagrams_to_send() + self.sender.datagrams_to_send(now)
+
+    def get_timer(self) -> float | None:
+        timers = [t for t in (self.receiver.get_timer(), self.sender.get_timer()) if t is not None]
+        return min(timers) if timers else None
+
+    def next_event(self) -> Event | None:
+        event = self.receiver.next_event()
+        return event if event is not None else self.sender.next_event()
+
+    def pending(self) -> int:
+        return self.sender.pending()
+
+    def stats(self) -> Stats:
+        return self.receiver.stats + self.sender.stats
+
+    def peers(self, now: float) -> list[PeerStatus]:
+        return merge_peers(self.sender, self.receiver, now)
+
+    def _pass_notes(self, now: float) -> None:
+        note = self.receiver.next_note()
+        while note is not None:
+            self.sender.handle_note(note, now)
+            note = self.receiver.next_note()

@@ -1,0 +1,260 @@
+"""Encoding and decoding of udpchat datagrams (docs/protocol.md, "Wire format").
+
+Every datagram is one self-contained record: a 12-byte common header followed by a
+kind-specific body. `decode` turns bytes into one of the frozen records below or raises
+`WireError` (and nothing else) with a short reason; `encode` is its exact inverse.
+Nothing here keeps state: ordering, acks and retransmission live in `sender` and
+`receiver`.
+"""
+
+from __future__ import annotations
+
+import struct
+from enum import IntEnum
+from typing import NamedTuple
+
+from .errors import WireError
+
+__all__ = [
+    "FIRST_FRAGMENT_OVERHEAD",
+    "HEADER",
+    "HELLO_MIN_SIZE",
+    "MAGIC",
+    "MAX_DATAGRAM",
+    "MAX_FRAGMENTS",
+    "MAX_MESSAGE_BYTES",
+    "MAX_NICK_BYTES",
+    "VERSION",
+    "Ack",
+    "Bye",
+    "Data",
+    "Datagram",
+    "Hello",
+    "Kind",
+    "Ping",
+    "Pong",
+    "decode",
+    "encode",
+]
+
+# "Every datagram starts with the two bytes `UC` (0x55 0x43) and the version byte 0x01."
+MAGIC = b"UC"
+VERSION = 1
+# "No datagram is longer than 1200 bytes", so one crosses any LAN without IP fragmentation.
+MAX_DATAGRAM = 1200
+# "A message's text is at most 65,536 bytes of UTF-8."
+MAX_MESSAGE_BYTES = 65536
+MAX_NICK_BYTES = 32
+# "A HELLO that asks for a reply is padded to at least 64 bytes": the reply is never
+# larger than the request, so udpchat cannot be used to amplify traffic.
+HELLO_MIN_SIZE = 64
+
+# magic, version, kind, session id
+HEADER = struct.Struct("!2sBB8s")
+_DATA = struct.Struct("!QQHH")  # seq, base, fragment index, fragment count
+_FIRST = struct.Struct("!QB")  # sent-at (ms since the Unix epoch), nick length
+_ACK = struct.Struct("!8sQQ")  # acknowledged session, cumulative, selective bitmap
+_TOKEN = struct.Struct("!Q")
+_HELLO = struct.Struct("!BB")  # flags, nick length
+
+DATA_HEADER_SIZE = HEADER.size + _DATA.size
+FIRST_FRAGMENT_OVERHEAD = _FIRST.size
+# Text bytes a non-first fragment can carry.
+FRAGMENT_PAYLOAD = MAX_DATAGRAM - DATA_HEADER_SIZE
+# Upper bound on fragments of one message: the first carries the least text.
+MAX_FRAGMENTS = 1 + -(-MAX_MESSAGE_BYTES // FRAGMENT_PAYLOAD)
+
+HELLO_WANTS_REPLY = 0x01
+
+
+class Kind(IntEnum):
+    """The datagram kinds of protocol version 1."""
+
+    HELLO = 1
+    """Announce a nickname; may ask the receiver to answer with its own HELLO."""
+    BYE = 2
+    """The sender is leaving."""
+    PING = 3
+    """Liveness and round-trip probe; answered by a PONG with the same token."""
+    PONG = 4
+    """Answer to a PING."""
+    DATA = 5
+    """One fragment of a chat message; reliable and ordered."""
+    ACK = 6
+    """Cumulative and selective acknowledgement of DATA."""
+
+
+class Hello(NamedTuple):
+    session: bytes
+    """Sender's 8-byte session id."""
+    nick: str
+    """Sender's nickname, 1 to 32 bytes of UTF-8."""
+    wants_reply: bool = False
+    """True when the receiver should answer with a HELLO of its own."""
+
+
+class Bye(NamedTuple):
+    session: bytes
+    """Session id of the leaving sender."""
+
+
+class Ping(NamedTuple):
+    session: bytes
+    """Sender's session id."""
+    token: int
+    """Opaque 64-bit value echoed in the PONG."""
+
+
+class Pong(NamedTuple):
+    session: bytes
+    """Sender's session id (the one answering)."""
+    token: int
+    """The token of the PING being answered."""
+
+
+class Data(NamedTuple):
+    session: bytes
+    """Sender's session id."""
+    seq: int
+    """Sequence number of this datagram in the stream from sender to this receiver."""
+    base: int
+    """Lowest seq the sender still retransmits; the receiver skips any gap below it."""
+    index: int
+    """Position of this fragment in its message, from 0."""
+    count: int
+    """Number of fragments of the message, 1 to MAX_FRAGMENTS."""
+    payload: bytes
+    """This fragment's slice of the UTF-8 text."""
+    sent_at_ms: int = 0
+    """First fragment only: when the message was sent, ms since the Unix epoch."""
+    nick: str = ""
+    """First fragment only: the sender's nickname."""
+
+
+class Ack(NamedTuple):
+    session: bytes
+    """Acknowledging receiver's session id."""
+    acked_session: bytes
+    """Session id of the DATA sender being acknowledged."""
+    cumulative: int
+    """Every seq below this has been received (the next seq expected)."""
+    selective: int
+    """Bit i set: seq cumulative + 1 + i has been received too."""
+
+
+Datagram = Hello | Bye | Ping | Pong | Data | Ack
+
+
+def _header(kind: Kind, session: bytes) -> bytes:
+    return HEADER.pack(MAGIC, VERSION, kind, session)
+
+
+def _nick_bytes(nick: str) -> bytes:
+    raw = nick.encode("utf-8")
+    if not 1 <= len(raw) <= MAX_NICK_BYTES:
+        raise ValueError(f"nickname must be 1 to {MAX_NICK_BYTES} bytes of UTF-8")
+    return raw
+
+
+def encode(datagram: Datagram) -> bytes:
+    """Return the bytes of one datagram. Raises ValueError for a record no peer could read."""
+    if len(datagram.session) != 8:
+        raise ValueError("session id must be 8 bytes")
+    if isinstance(datagram, Data):
+        head = _header(Kind.DATA, datagram.session) + _DATA.pack(
+            datagram.seq, datagram.base, datagram.index, datagram.count
+        )
+        if datagram.index == 0:
+            nick = _nick_bytes(datagram.nick)
+            head += _FIRST.pack(datagram.sent_at_ms, len(nick)) + nick
+        out = head + datagram.payload
+        if len(out) > MAX_DATAGRAM:
+            raise ValueError("DATA datagram longer than 1200 bytes")
+        return out
+    if isinstance(datagram, Ack):
+        return _header(Kind.ACK, datagram.session) + _ACK.pack(
+            datagram.acked_session, datagram.cumulative, datagram.selective
+        )
+    if isinstance(datagram, Ping):
+        return _header(Kind.PING, datagram.session) + _TOKEN.pack(datagram.token)
+    if isinstance(datagram, Pong):
+        return _header(Kind.PONG, datagram.session) + _TOKEN.pack(datagram.token)
+    if isinstance(datagram, Hello):
+        nick = _nick_bytes(datagram.nick)
+        flags = HELLO_WANTS_REPLY if datagram.wants_reply else 0
+        out = _header(Kind.HELLO, datagram.session) + _HELLO.pack(flags, len(nick)) + nick
+        if datagram.wants_reply and len(out) < HELLO_MIN_SIZE:
+            out += bytes(HELLO_MIN_SIZE - len(out))
+        return out
+    return _header(Kind.BYE, datagram.session)
+
+
+def _decode_nick(raw: bytes) -> str:
+    if not 1 <= len(raw) <= MAX_NICK_BYTES:
+        raise WireError("bad nickname length")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise WireError("nickname is not UTF-8") from None
+
+
+def decode(data: bytes) -> Datagram:
+    """Parse one datagram. Raises WireError, and only WireError, on anything malformed."""
+    size = len(data)
+    if size < HEADER.size:
+        raise WireError("truncated header" if data[:2] == MAGIC else "not udpchat")
+    magic, version, kind, session = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise WireError("not udpchat")
+    if version != VERSION:
+        raise WireError(f"unsupported version {version}")
+    if size > MAX_DATAGRAM:
+        raise WireError("datagram longer than 1200 bytes")
+    at = HEADER.size
+    if kind == Kind.DATA:
+        return _decode_data(session, data, at)
+    if kind == Kind.ACK:
+        if size - at != _ACK.size:
+            raise WireError("bad ACK length")
+        return Ack(session, *_ACK.unpack_from(data, at))
+    if kind == Kind.PING or kind == Kind.PONG:
+        if size - at != _TOKEN.size:
+            raise WireError("bad PING/PONG length")
+        (token,) = _TOKEN.unpack_from(data, at)
+        return Ping(session, token) if kind == Kind.PING else Pong(session, token)
+    if kind == Kind.HELLO:
+        if size - at < _HELLO.size:
+            raise WireError("truncated HELLO")
+        flags, nick_len = _HELLO.unpack_from(data, at)
+        at += _HELLO.size
+        if size < at + nick_len:
+            raise WireError("truncated HELLO")
+        # Bytes after the nickname are padding and are ignored.
+        nick = _decode_nick(data[at : at + nick_len])
+        return Hello(session, nick, bool(flags & HELLO_WANTS_REPLY))
+    if kind == Kind.BYE:
+        if size != at:
+            raise WireError("bad BYE length")
+        return Bye(session)
+    raise WireError(f"unknown kind {kind}")
+
+
+def _decode_data(session: bytes, data: bytes, at: int) -> Data:
+    if len(data) - at < _DATA.size:
+        raise WireError("truncated DATA")
+    seq, base, index, count = _DATA.unpack_from(data, at)
+    if not 1 <= count <= MAX_FRAGMENTS or index >= count:
+        raise WireError("bad fragment index or count")
+    if base > seq:
+        raise WireError("base above seq")
+    at += _DATA.size
+    if index:
+        return Data(session, seq, base, index, count, data[at:])
+    if len(data) - at < _FIRST.size:
+        raise WireError("truncated DATA")
+    sent_at_ms, nick_len = _FIRST.unpack_from(data, at)
+    at += _FIRST.size
+    if len(data) < at + nick_len:
+        raise WireError("truncated DATA")
+    nick = _decode_nick(data[at : at + nick_len])
+    return Data(session, seq, base, index, count, data[at + nick_len :], sent_at_ms, nick)

@@ -1,0 +1,248 @@
+"""The thread model: one UDP socket, a receiving thread and a sending thread.
+
+The receiving thread blocks in `recvfrom`, drains whatever else is already queued in the
+socket, feeds it all to the core and sends the acks this produced. The sending thread
+sleeps on a queue until the core's next timer or until the caller hands it work, then
+runs the timers and sends what is due. One lock guards the core, so the two threads (and
+the caller's) never touch it at once; nothing is sent while the lock is held.
+
+No busy polling: an idle client wakes only for the core's own timers (keepalive PINGs
+every 15 s, HELLOs to a configured peer that has not answered).
+"""
+
+from __future__ import annotations
+
+import queue
+import socket
+import threading
+import time
+from collections.abc import Sequence
+
+from ..protocol import Address, ChatSession, Config, Event, PeerStatus, Stats
+from .base import (
+    RECEIVE_BUFFER,
+    ChatRuntime,
+    bind_socket,
+    normalize,
+    wall_clock_ms,
+)
+
+_DRAIN = 64
+"""Datagrams read per wake-up of the receiving thread before the core is flushed."""
+_STOP = object()
+_CLOSED = object()
+
+
+class ThreadRuntime:
+    """`ChatRuntime` with a receiving thread and a sending thread over one socket."""
+
+    model = "thread"
+
+    def __init__(
+        self,
+        nick: str,
+        *,
+        bind: str = "0.0.0.0",
+        port: int = 0,
+        peers: Sequence[Address] = (),
+        config: Config | None = None,
+    ) -> None:
+        self._core = ChatSession(nick, config=config)
+        self._bind, self._port, self._initial_peers = bind, port, list(peers)
+        self._lock = threading.Condition()
+        self._work: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._events: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._armed: float | None = None
+        """When the sending thread will wake by itself (guarded by the lock)."""
+        self._sock: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+        self._closing = False
+
+    # -- ChatRuntime ----------------------------------------------------------
+
+    @property
+    def local_address(self) -> Address:
+        assert self._sock is not None, "not open"
+        return normalize(self._sock.getsockname())
+
+    @property
+    def nick(self) -> str:
+        return self._core.nick
+
+    def open(self) -> None:
+        self._sock = bind_socket(self._bind, self._port)
+        with self._lock:
+            now = time.monotonic()
+            for addr in self._initial_peers:
+                self._core.add_peer(addr, now)
+        self._threads = [
+            threading.Thread(target=self._receive_loop, name="udpchat-receive", daemon=True),
+            threading.Thread(target=self._send_loop, name="udpchat-send", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        self._work.put(None)  # first flush: the HELLOs
+
+    def close(self) -> None:
+        if self._sock is None or self._closing:
+            return
+        self._closing = True
+        self._work.put(_STOP)
+        receiver, sender = self._threads
+        sender.join(timeout=0.5)
+        _wake_receiver(self._sock)
+        receiver.join(timeout=0.5)
+        self._sock.close()
+        with self._lock:
+            self._drain_events()
+        self._events.put(_CLOSED)
+
+    def __enter__(self) -> ChatRuntime:
+        self.open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def send(self, text: str) -> int:
+        with self._lock:
+            message_id = self._core.send_message(text, time.monotonic(), sent_at_ms=wall_clock_ms())
+        self._work.put(None)
+        return message_id
+
+    def add_peer(self, addr: Address) -> None:
+        with self._lock:
+            self._core.add_peer(addr, time.monotonic())
+        self._work.put(None)
+
+    def remove_peer(self, addr: Address) -> None:
+        with self._lock:
+            self._core.remove_peer(addr, time.monotonic())
+            self._drain_events()
+        self._work.put(None)
+
+    def set_nick(self, nick: str) -> None:
+        with self._lock:
+            self._core.set_nick(nick)
+        self._work.put(None)
+
+    def get_event(self, timeout: float | None = None) -> Event | None:
+        try:
+            item = self._events.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if item is _CLOSED:
+            self._events.put(_CLOSED)  # for any other waiter
+            return None
+        return item  # type: ignore[return-value]
+
+    def wait_delivered(self, timeout: float) -> bool:
+        with self._lock:
+            return self._lock.wait_for(lambda: self._core.pending() == 0, timeout)
+
+    def pending(self) -> int:
+        with self._lock:
+            return self._core.pending()
+
+    def stats(self) -> Stats:
+        with self._lock:
+            return self._core.stats()
+
+    def peers(self) -> list[PeerStatus]:
+        with self._lock:
+            return self._core.peers(time.monotonic())
+
+    # -- the two threads ------------------------------------------------------
+
+    def _receive_loop(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        while True:
+            try:
+                data, addr = sock.recvfrom(RECEIVE_BUFFER)
+            except OSError:
+                if self._closing:
+                    return
+                continue  # e.g. an ICMP error reported on the socket: nothing to read
+            if addr is None or self._closing:  # woken by close()
+                return
+            batch = [(data, addr)]
+            while len(batch) < _DRAIN:
+                try:
+                    batch.append(sock.recvfrom(RECEIVE_BUFFER, socket.MSG_DONTWAIT))
+                except OSError:
+                    break
+            with self._lock:
+                now = time.monotonic()
+                for data, addr in batch:
+                    self._core.receive_datagram(data, normalize(addr), now)
+                out = self._flush(now)
+                timer = self._core.get_timer()
+                wake = timer is not None and (self._armed is None or timer < self._armed)
+            self._transmit(out)
+            if wake:
+                self._work.put(None)
+
+    def _send_loop(self) -> None:
+        while True:
+            with self._lock:
+                timer = self._core.get_timer()
+                self._armed = timer
+            timeout = None if timer is None else max(0.0, timer - time.monotonic())
+            try:
+                item = self._work.get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            with self._lock:
+                now = time.monotonic()
+                if item is _STOP:
+                    self._core.close()
+                timer = self._core.get_timer()
+                if timer is not None and timer <= now:
+                    self._core.handle_timer(now)
+                out = self._flush(now)
+            self._transmit(out)
+            if item is _STOP:
+                return
+
+    # -- helpers --------------------------------------------------------------
+
+    def _flush(self, now: float) -> list[tuple[bytes, Address]]:
+        """Under the lock: collect datagrams and events, wake anyone waiting on delivery."""
+        out = self._core.datagrams_to_send(now)
+        self._drain_events()
+        if self._core.pending() == 0:
+            self._lock.notify_all()
+        return out
+
+    def _drain_events(self) -> None:
+        event = self._core.next_event()
+        while event is not None:
+            self._events.put(event)
+            event = self._core.next_event()
+
+    def _transmit(self, out: list[tuple[bytes, Address]]) -> None:
+        sock = self._sock
+        assert sock is not None
+        for data, addr in out:
+            try:
+                sock.sendto(data, addr)
+            except OSError:
+                # Unreachable network or a full buffer: the datagram is lost, as UDP may
+                # lose any; retransmission covers DATA, and the rest is best effort.
+                continue
+
+
+def _wake_receiver(sock: socket.socket) -> None:
+    """Make a thread blocked in recvfrom return. On Linux shutdown() does it (and reports
+    ENOTCONN for an unconnected socket); elsewhere a datagram to ourselves does."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    host, port = normalize(sock.getsockname())
+    loopback = "::1" if sock.family == socket.AF_INET6 else "127.0.0.1"
+    try:
+        sock.sendto(b"", (loopback if host in ("0.0.0.0", "::") else host, port))
+    except OSError:
+        pass

@@ -287,13 +287,16 @@ class Receiver:
     def _feed(self, addr: Address, peer: _Peer, fragment: wire.Data) -> None:
         """Add the next in-order fragment to the message being reassembled."""
         partial = peer.partial
-        if fragment.index == 0:
+        if fragment.fragment_index == 0:
             if partial:
                 self._malformed(addr, "message cut short by a new one")
             self._drop_partial(peer)
         elif not partial:
             return  # the rest of a message whose start the sender gave up on
-        elif partial[-1].index + 1 != fragment.index or partial[0].count != fragment.count:
+        elif (
+            partial[-1].fragment_index + 1 != fragment.fragment_index
+            or partial[0].fragment_count != fragment.fragment_count
+        ):
             self._malformed(addr, "fragments out of order")
             self._drop_partial(peer)
             return
@@ -303,7 +306,7 @@ class Receiver:
             self._malformed(addr, "message longer than 65536 bytes")
             self._drop_partial(peer)
             return
-        if len(partial) < partial[0].count:
+        if len(partial) < partial[0].fragment_count:
             return
         first = partial[0]
         raw = b"".join(f.payload for f in partial)

@@ -119,9 +119,9 @@ class Data(NamedTuple):
     """Sequence number of this datagram in the stream from sender to this receiver."""
     base: int
     """Lowest seq the sender still retransmits; the receiver skips any gap below it."""
-    index: int
+    fragment_index: int
     """Position of this fragment in its message, from 0."""
-    count: int
+    fragment_count: int
     """Number of fragments of the message, 1 to MAX_FRAGMENTS."""
     payload: bytes
     """This fragment's slice of the UTF-8 text."""
@@ -162,9 +162,9 @@ def encode(datagram: Datagram) -> bytes:
         raise ValueError("session id must be 8 bytes")
     if isinstance(datagram, Data):
         head = _header(Kind.DATA, datagram.session) + _DATA.pack(
-            datagram.seq, datagram.base, datagram.index, datagram.count
+            datagram.seq, datagram.base, datagram.fragment_index, datagram.fragment_count
         )
-        if datagram.index == 0:
+        if datagram.fragment_index == 0:
             nick = _nick_bytes(datagram.nick)
             head += _FIRST.pack(datagram.sent_at_ms, len(nick)) + nick
         out = head + datagram.payload

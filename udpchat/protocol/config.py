@@ -25,9 +25,10 @@ class Config:
     """A peer silent for this long is reported as left ("timed out")."""
     hello_retry_max: float = 30.0
     """Cap of the back-off between HELLOs to a configured peer that has not answered."""
-    send_window: int = 128
-    """DATA datagrams in flight (sent, unacknowledged) per peer."""
-    receive_window: int = 256
+    send_window: int = 64
+    """DATA datagrams in flight per peer: seq < base + 64, so that the ACK's 64-bit
+    selective map reaches every datagram in flight."""
+    receive_window: int = 128
     """Out-of-order DATA datagrams held back per peer; the sender's window fits inside."""
     max_peers: int = 64
     """Peers remembered at once; the least recently heard absent one is forgotten first."""
@@ -41,6 +42,8 @@ class Config:
     def __post_init__(self) -> None:
         if self.receive_window < self.send_window:
             raise ValueError("receive_window must be at least send_window")
+        if not 1 <= self.send_window <= 64:
+            raise ValueError("send_window must be 1 to 64 (the selective ACK's reach)")
         if not 0 < self.min_rto <= self.initial_rto <= self.max_rto:
             raise ValueError("need 0 < min_rto <= initial_rto <= max_rto")
         if self.give_up_after <= 0 or self.max_peers < 1 or self.max_pending < 1:

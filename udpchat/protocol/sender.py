@@ -5,12 +5,16 @@ Theory of operation. Each peer (a *target*) has its own stream of seq numbers. A
 becomes one *delivery* per target: its fragments get consecutive seqs and wait in the
 target's unsent queue. `datagrams_to_send` moves fragments into flight while
 `seq < base + send_window`, where base is the lowest seq still in flight. A fragment is
-retransmitted when its own deadline passes: `sent + rto * 2**(transmissions - 1)`, capped
-at `max_rto`, with rto from RFC 6298 over samples of fragments sent once (Karn). Acks
-(cumulative plus a 64-bit selective map) only ever remove fragments from flight; a
-duplicate ack triggers nothing. A delivery that is not fully acknowledged `give_up_after`
-seconds after `send_message` fails: its fragments leave flight, base moves past them, and
-every later DATA tells the receiver not to wait for them.
+retransmitted when its deadline passes: `sent + rto * 2**backoff`, capped at `max_rto`,
+with rto from RFC 6298 over samples of fragments sent once (Karn). As in RFC 6298 (5.5,
+5.7) the back-off belongs to the peer, not the fragment: each expiry of the oldest
+fragment in flight doubles it, and any acknowledgement of new data resets it. So under
+random loss a lost fragment is resent after one rto, while towards a peer that is gone
+the resends thin out to one per `max_rto`. Acks (cumulative plus a 64-bit selective map)
+only ever remove fragments from flight; a duplicate ack triggers nothing. A delivery
+that is not fully acknowledged `give_up_after` seconds after `send_message` fails: its
+fragments leave flight, base moves past them, and every later DATA tells the receiver
+not to wait for them.
 """
 
 from __future__ import annotations
@@ -70,6 +74,8 @@ class _Target:
     srtt: float | None = None
     rttvar: float = 0.0
     rto: float = 0.25
+    backoff: int = 0
+    """Timer expiries since data was last acknowledged (RFC 6298 5.5 doubling)."""
     last_rtt: float | None = None
     next_probe: float | None = None
     probe_backoff: float = _HELLO_RETRY_FIRST
@@ -203,12 +209,18 @@ class Sender:
                     break
                 reason = f"no acknowledgement within {self.config.give_up_after:g} s"
                 self._fail(addr, target, delivery, now, reason)
-            heap = target.retransmit_heap
+            heap, due_now = target.retransmit_heap, []
             while heap and heap[0][0] <= now:
                 due, seq = heapq.heappop(heap)
                 fragment = target.in_flight.get(seq)
                 if fragment is not None and fragment.retransmit_at == due:
-                    self.stats.retransmissions += 1
+                    due_now.append(fragment)
+            if due_now:
+                head = next(iter(target.in_flight))
+                if any(fragment.seq == head for fragment in due_now):
+                    target.backoff = min(target.backoff + 1, 16)
+                self.stats.retransmissions += len(due_now)
+                for fragment in due_now:
                     self._transmit(addr, target, fragment, now)
             if target.next_probe is not None and target.next_probe <= now:
                 self._probe(addr, target, now)
@@ -268,8 +280,8 @@ class Sender:
     def _transmit(self, addr: Address, target: _Target, fragment: _Fragment, now: float) -> None:
         fragment.transmissions += 1
         fragment.sent_at = now
-        backoff = target.rto * (1 << min(fragment.transmissions - 1, 16))
-        fragment.retransmit_at = now + min(backoff, self.config.max_rto)
+        timeout = target.rto * (1 << target.backoff)
+        fragment.retransmit_at = now + min(timeout, self.config.max_rto)
         target.in_flight[fragment.seq] = fragment
         heapq.heappush(target.retransmit_heap, (fragment.retransmit_at, fragment.seq))
         data = fragment.datagram
@@ -293,6 +305,8 @@ class Sender:
                 acked.append(in_flight.pop(seq))
             bits >>= 1
             seq += 1
+        if acked:
+            target.backoff = 0
         sample: _Fragment | None = None
         for fragment in acked:
             if fragment.transmissions == 1 and (sample is None or fragment.seq > sample.seq):

@@ -1,0 +1,236 @@
+"""The `udpchat` command as a user runs it: real processes, pipes, 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from udpchat.runtimes import MODELS
+
+LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
+
+
+class Chat:
+    """One `udpchat` process with its stdin as a pipe and its output read line by line."""
+
+    def __init__(self, *args: str) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "udpchat", "--bind", "127.0.0.1", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            self.lines.put(raw.decode("utf-8"))
+
+    def expect(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
+        """Wait for an output line matching `pattern` (a regular expression)."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                break
+            self.seen.append(line)
+            match = re.search(pattern, line)
+            if match:
+                return match
+        pytest.fail(f"no line matching {pattern!r} within {timeout} s; saw {self.seen!r}")
+
+    def say(self, text: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(text.encode("utf-8") + b"\n")
+        self.process.stdin.flush()
+
+    def end_input(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+
+    def wait(self, timeout: float = 30.0) -> tuple[int, str]:
+        code = self.process.wait(timeout=timeout)
+        assert self.process.stderr is not None
+        return code, self.process.stderr.read().decode("utf-8")
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def chats() -> Iterator[list[Chat]]:
+    started: list[Chat] = []
+    yield started
+    for chat in started:
+        chat.kill()
+
+
+def start(chats: list[Chat], *args: str) -> Chat:
+    chat = Chat(*args)
+    chats.append(chat)
+    return chat
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_two_plain_chats_talk_both_ways_and_end_cleanly(chats: list[Chat], model: str) -> None:
+    alice = start(chats, "--plain", "--port", "0", "--name", "alice", "--model", model)
+    port = alice.expect(r"listening on 127\.0\.0\.1:(\d+)").group(1)
+    bob = start(
+        chats, "--plain", "--port", "0", "--name", "bob", "--model", model,
+        "--peer", f"127.0.0.1:{port}",
+    )  # fmt: skip
+    bob.expect("listening on")
+    alice.expect(r"\* bob \(127\.0\.0\.1:\d+\) joined")
+    bob.expect(r"\* alice \(127\.0\.0\.1:\d+\) joined")
+    alice.say("你好, bob! 🙂")
+    bob.expect(r"^\d\d:\d\d:\d\d alice: 你好, bob! 🙂$")
+    bob.say("こんにちは alice")
+    alice.expect(r"^\d\d:\d\d:\d\d bob: こんにちは alice$")
+    alice.end_input()
+    assert alice.wait() == (0, "")
+    bob.expect(r"\* alice \(127\.0\.0\.1:\d+\) left$")
+    bob.end_input()
+    assert bob.wait() == (0, "")
+
+
+def test_jsonl_mode_prints_one_json_object_per_event(chats: list[Chat]) -> None:
+    alice = start(chats, "--jsonl", "--port", "0", "--name", "alice")
+    ready = json.loads(alice.expect(r'"event": "ready"').string)
+    port = ready["address"].rsplit(":", 1)[1]
+    bob = start(chats, "--jsonl", "--port", "0", "--name", "bob", "--peer", f"127.0.0.1:{port}")
+    alice.expect(r'"event": "peer_joined"')
+    bob.say("line one\twith a tab")
+    received = json.loads(alice.expect(r'"event": "message_received"').string)
+    assert received["nick"] == "bob" and received["text"] == "line one\twith a tab"
+    delivered = json.loads(bob.expect(r'"event": "message_delivered"').string)
+    assert delivered["message_id"] == 1 and delivered["elapsed"] >= 0
+    bob.end_input()
+    assert bob.wait() == (0, "")
+
+
+def test_end_of_input_waits_until_every_message_is_delivered(chats: list[Chat]) -> None:
+    alice = start(chats, "--plain", "--port", "0", "--name", "alice")
+    port = alice.expect(LISTENING.pattern).group(1)
+    bob = start(chats, "--plain", "--port", "0", "--name", "bob", "--peer", f"127.0.0.1:{port}")
+    for i in range(200):
+        bob.say(f"burst {i}")
+    bob.end_input()  # at once: bob must not quit before alice has everything
+    assert bob.wait() == (0, "")
+    for i in range(200):
+        alice.expect(f"bob: burst {i}$")
+
+
+def test_undeliverable_message_is_reported_and_sets_exit_status_1(chats: list[Chat]) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        alice = start(
+            chats, "--plain", "--port", "0", "--give-up", "0.5", "--peer", f"127.0.0.1:{port}"
+        )
+        alice.say("hello?")
+        alice.end_input()
+        alice.expect(r'\* message 1 "hello\?" to 127\.0\.0\.1:\d+ failed after 0\.\d s')
+        code, stderr = alice.wait()
+    assert code == 1 and stderr == ""
+
+
+def test_peer_text_cannot_reach_the_terminal_raw(chats: list[Chat]) -> None:
+    alice = start(chats, "--plain", "--port", "0", "--name", "alice")
+    port = alice.expect(LISTENING.pattern).group(1)
+    bob = start(chats, "--plain", "--port", "0", "--name", "bob", "--peer", f"127.0.0.1:{port}")
+    bob.say("\x1b[2J\x1b]0;owned\x07 \u202eevil")
+    line = alice.expect("bob: ").string
+    assert "\x1b" not in line and "\x07" not in line and "\u202e" not in line
+    assert r"\x1b[2J\x1b]0;owned\x07 \u202eevil" in line
+
+
+def test_ctrl_c_says_bye_and_exits_without_a_traceback(chats: list[Chat]) -> None:
+    alice = start(chats, "--plain", "--port", "0", "--name", "alice")
+    port = alice.expect(LISTENING.pattern).group(1)
+    bob = start(chats, "--plain", "--port", "0", "--name", "bob", "--peer", f"127.0.0.1:{port}")
+    alice.expect("bob .* joined")
+    bob.process.send_signal(signal.SIGINT)
+    code, stderr = bob.wait()
+    assert code == 130 and "Traceback" not in stderr
+    alice.expect(r"bob \(127\.0\.0\.1:\d+\) left$")
+
+
+def test_invalid_utf8_input_is_sent_with_replacement_and_a_warning(chats: list[Chat]) -> None:
+    alice = start(chats, "--plain", "--port", "0", "--name", "alice")
+    port = alice.expect(LISTENING.pattern).group(1)
+    bob = start(chats, "--plain", "--port", "0", "--name", "bob", "--peer", f"127.0.0.1:{port}")
+    assert bob.process.stdin is not None
+    bob.process.stdin.write("你好".encode("gbk") + b" gbk\n")
+    bob.end_input()
+    alice.expect("bob: \ufffd+ gbk$")
+    code, stderr = bob.wait()
+    assert code == 0 and "not valid UTF-8" in stderr
+
+
+def run_error(*args: str) -> tuple[int, str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "udpchat", *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=30,
+    )
+    return result.returncode, result.stderr.decode("utf-8")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--port", "abc"], "port must be a number from 0 to 65535, not 'abc'"),
+        (["--port", "70000"], "port must be a number from 0 to 65535, not '70000'"),
+        (["--peer", "127.0.0.1:99999"], "port must be a number from 0 to 65535"),
+        (["--peer", "127.0.0.1:0"], "peer port must be 1 to 65535"),
+        (["--peer", "[::1"], "malformed peer address '[::1'"),
+        (["--peer", ":9000"], "malformed peer address ':9000'"),
+        (["--peer", "no-such-host.invalid"], "unknown host 'no-such-host.invalid'"),
+        (["--peer", "::1"], "::1 has no address of the socket's family; try --bind ::"),
+        (["--bind", "not-an-ip"], "--bind needs a numeric IP address, not 'not-an-ip'"),
+        (["--bind", "192.0.2.1"], "192.0.2.1 is not an address of this machine"),
+        (["--model", "fibers"], "unknown model 'fibers'; choose from"),
+        (["--give-up", "-1"], "--give-up needs a number of seconds"),
+        (["--name", "x" * 33], "--name must be 1 to 32 bytes"),
+        (["--name", "a\x1bb"], "--name must be 1 to 32 bytes of UTF-8 without control"),
+        (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors_with_status_2(args: list[str], message: str) -> None:
+    code, stderr = run_error("--port", "0", *args)
+    assert code == 2
+    assert stderr.count("\n") == 1 and stderr.startswith("udpchat: error: ")
+    assert message in stderr
+
+
+def test_port_in_use_is_a_one_line_error_suggesting_another_port() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = str(taken.getsockname()[1])
+        code, stderr = run_error("--bind", "127.0.0.1", "--port", port)
+    assert code == 2 and stderr.count("\n") == 1
+    assert f"UDP port {port} on 127.0.0.1 is already in use; choose another with --port" in stderr

@@ -1,0 +1,148 @@
+"""End to end over real UDP sockets on 127.0.0.1, for every model."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+from conftest import OpenRuntime, collect_messages, wait_for
+from relay import Faults, LossyRelay
+
+from udpchat.protocol import (
+    Config,
+    DatagramRejected,
+    DeliveryFailed,
+    MessageReceived,
+    NoPeers,
+    PeerJoined,
+    PeerLeft,
+)
+
+MESSAGES = 1000
+
+
+def _exchange(a_send, b_send, a, b) -> None:  # type: ignore[no-untyped-def]
+    """Both sides send MESSAGES messages at once; each must get the other's, in order."""
+    sent_by_a = [f"a{i} 你好" for i in range(MESSAGES)]
+    sent_by_b = [f"b{i} 🙂" for i in range(MESSAGES)]
+    sender = threading.Thread(target=lambda: [a_send(t) for t in sent_by_a])
+    sender.start()
+    for text in sent_by_b:
+        b_send(text)
+    sender.join(timeout=30)
+    assert collect_messages(b, MESSAGES) == sent_by_a
+    assert collect_messages(a, MESSAGES) == sent_by_b
+    assert a.wait_delivered(timeout=60) and b.wait_delivered(timeout=60)
+
+
+def test_thousand_messages_each_way_arrive_once_and_in_order(
+    model: str, open_runtime: OpenRuntime
+) -> None:
+    a = open_runtime(model, "alice")
+    b = open_runtime(model, "bob", peers=(a.local_address,))
+    wait_for(a, lambda e: isinstance(e, PeerJoined) and e.nick == "bob")
+    _exchange(a.send, b.send, a, b)
+    for runtime in (a, b):
+        stats = runtime.stats()
+        assert stats.messages_delivered == MESSAGES
+        assert stats.messages_received == MESSAGES
+        assert stats.messages_failed == 0
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_lossy_relay_loses_nothing_duplicates_nothing_and_keeps_order(
+    model: str, open_runtime: OpenRuntime, seed: int
+) -> None:
+    faults = Faults(loss=0.30, duplicate=0.10, reorder=0.25)
+    with LossyRelay(faults, seed=seed) as relay:
+        a = open_runtime(model, "alice")
+        b = open_runtime(model, "bob")
+        relay.connect(a.local_address, b.local_address)
+        a.add_peer(relay.address_for_a)
+        b.add_peer(relay.address_for_b)
+        _exchange(a.send, b.send, a, b)
+        stats = [a.stats(), b.stats()]
+    for side in stats:
+        assert side.messages_delivered == MESSAGES
+        assert side.messages_received == MESSAGES
+        assert side.messages_failed == 0
+    total = stats[0] + stats[1]
+    assert relay.counts.dropped > 0 and relay.counts.duplicated > 0 and relay.counts.delayed > 0
+    assert total.retransmissions > 0 and total.duplicates_dropped > 0
+    print(
+        f"\n[{model} seed {seed}] relay: {relay.counts}; sent {2 * MESSAGES} messages,"
+        f" delivered {total.messages_delivered}, received {total.messages_received},"
+        f" DATA {total.data_sent}, retransmitted {total.retransmissions},"
+        f" duplicates suppressed {total.duplicates_dropped}, ACKs sent {total.acks_sent}"
+    )
+
+
+def test_peer_that_closes_is_reported_as_left(model: str, open_runtime: OpenRuntime) -> None:
+    a = open_runtime(model, "alice")
+    b = open_runtime(model, "bob", peers=(a.local_address,))
+    wait_for(a, lambda e: isinstance(e, PeerJoined))
+    b.close()
+    left = wait_for(a, lambda e: isinstance(e, PeerLeft))
+    assert isinstance(left, PeerLeft) and left.reason == "bye" and left.nick == "bob"
+
+
+def test_message_to_a_silent_peer_fails_after_the_give_up_time(
+    model: str, open_runtime: OpenRuntime
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))  # bound, never reads, never answers
+        a = open_runtime(
+            model, "alice", peers=(silent.getsockname(),), config=Config(give_up_after=0.5)
+        )
+        message_id = a.send("anyone?")
+        failed = wait_for(a, lambda e: isinstance(e, DeliveryFailed))
+    assert isinstance(failed, DeliveryFailed) and failed.message_id == message_id
+    assert failed.elapsed >= 0.5
+    assert a.stats().retransmissions >= 1
+    assert a.pending() == 0
+
+
+def test_sending_with_no_peer_is_refused(model: str, open_runtime: OpenRuntime) -> None:
+    a = open_runtime(model, "alice")
+    with pytest.raises(NoPeers):
+        a.send("hello?")
+
+
+@pytest.mark.parametrize(
+    ("payload", "preview"),
+    [(b"hello from netcat\n", "hello from netcat\n"), ("你好".encode("gbk"), "你好")],
+)
+def test_foreign_datagram_is_dropped_and_reported_with_a_preview(
+    model: str, open_runtime: OpenRuntime, payload: bytes, preview: str
+) -> None:
+    a = open_runtime(model, "alice")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tool:
+        tool.sendto(payload, a.local_address)
+        rejected = wait_for(a, lambda e: isinstance(e, DatagramRejected))
+    assert isinstance(rejected, DatagramRejected)
+    assert rejected.reason == "not udpchat" and rejected.preview == preview
+    assert a.stats().foreign_dropped == 1
+
+
+def test_nick_change_reaches_the_peer(model: str, open_runtime: OpenRuntime) -> None:
+    a = open_runtime(model, "alice")
+    b = open_runtime(model, "bob", peers=(a.local_address,))
+    wait_for(a, lambda e: isinstance(e, PeerJoined))
+    wait_for(b, lambda e: isinstance(e, PeerJoined))
+    b.set_nick("robert")
+    b.send("it is me")
+    message = wait_for(a, lambda e: isinstance(e, MessageReceived))
+    assert isinstance(message, MessageReceived) and message.nick == "robert"
+
+
+def test_close_frees_the_port_and_ends_every_worker(model: str, open_runtime: OpenRuntime) -> None:
+    a = open_runtime(model, "alice")
+    address = a.local_address
+    before = {t.name for t in threading.enumerate()}
+    assert any(name.startswith("udpchat") for name in before) or model != "thread"
+    a.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("udpchat")]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
+        again.bind(address)  # the socket is closed: the port is free again
+    assert a.get_event(timeout=5) is None or True

@@ -25,8 +25,8 @@ from .events import (
     PeerRenamed,
 )
 from .notes import AckNote, Note, PeerNote, PongNote
-from .receiver import Receiver
-from .sender import Sender
+from .receiver import PeerInfo, Receiver
+from .sender import Sender, TargetInfo, encode_text
 from .session import ChatSession, PeerStatus, merge_peers
 from .wire import MAX_DATAGRAM, MAX_MESSAGE_BYTES, MAX_NICK_BYTES
 
@@ -48,6 +48,7 @@ __all__ = [
     "NoPeers",
     "Note",
     "OutboxFull",
+    "PeerInfo",
     "PeerJoined",
     "PeerLeft",
     "PeerNote",
@@ -58,6 +59,8 @@ __all__ = [
     "Receiver",
     "Sender",
     "Stats",
+    "TargetInfo",
     "WireError",
+    "encode_text",
     "merge_peers",
 ]

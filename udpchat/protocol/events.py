@@ -68,8 +68,9 @@ class MessageDelivered:
 class DeliveryFailed:
     message_id: int
     """The id `send_message` returned."""
-    peer: Address
-    """The peer that did not acknowledge it."""
+    peer: Address | None
+    """The peer that did not acknowledge it; None when there was no peer to send to (a
+    runtime that checks for peers before its core does reports the race this way)."""
     elapsed: float
     """Seconds from `send_message` to giving up."""
     reason: str

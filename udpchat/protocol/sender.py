@@ -146,26 +146,32 @@ class Sender:
                 self._send_hello(addr, wants_reply=False)
 
     def send_message(
-        self, text: str, now: float, *, sent_at_ms: int, to: list[Address] | None = None
+        self,
+        text: str,
+        now: float,
+        *,
+        sent_at_ms: int,
+        to: list[Address] | None = None,
+        message_id: int | None = None,
     ) -> int:
         """Queue `text` for every active peer (or those in `to`); return the message id.
 
-        Raises MessageTooLong, NoPeers or OutboxFull; nothing is queued then.
+        `message_id` lets a caller that numbers messages itself (the process model's
+        parent) choose it. Raises MessageTooLong, NoPeers or OutboxFull; nothing is
+        queued then.
         """
-        raw = text.encode("utf-8")
-        if len(raw) > wire.MAX_MESSAGE_BYTES:
-            raise MessageTooLong(
-                f"message is {len(raw)} bytes of UTF-8; the limit is {wire.MAX_MESSAGE_BYTES}"
-            )
+        raw = encode_text(text)
         addrs = [a for a, t in self._targets.items() if t.active] if to is None else to
-        targets = [(a, self._targets[a]) for a in addrs if a in self._targets]
+        # dict.fromkeys: an address named twice in `to` still gets one delivery.
+        targets = [(a, self._targets[a]) for a in dict.fromkeys(addrs) if a in self._targets]
         if not targets:
             raise NoPeers("no peer to send to")
         if self._pending + len(targets) > self.config.max_pending:
-            raise OutboxFull(f"{self._pending} messages are still waiting for delivery")
+            raise OutboxFull(f"outbox full: {self._pending} messages are waiting for delivery")
         payloads = _split(raw, self.nick)
-        message_id = self._next_message_id
-        self._next_message_id += 1
+        if message_id is None:
+            message_id = self._next_message_id
+        self._next_message_id = max(self._next_message_id, message_id + 1)
         deadline = now + self.config.give_up_after
         for _, target in targets:
             delivery = _Delivery(message_id, now, deadline, len(payloads))
@@ -269,6 +275,10 @@ class Sender:
         """Deliveries (message, peer) neither acknowledged nor failed yet."""
         return self._pending
 
+    def active_peers(self) -> int:
+        """How many peers a new message would go to."""
+        return sum(target.active for target in self._targets.values())
+
     def targets(self) -> list[TargetInfo]:
         return [
             TargetInfo(a, t.configured, t.confirmed, len(t.deliveries), t.srtt, t.rto)
@@ -370,8 +380,9 @@ class Sender:
             target.active = True
             target.next_probe = now + self.config.keepalive_interval
         else:
+            # Greet it again as at start-up: after 1 s, then 2, 4, ... up to the cap.
             target.active = target.configured
-            target.probe_backoff = _HELLO_RETRY_FIRST
+            target.probe_backoff = _HELLO_RETRY_FIRST * 2
             target.next_probe = now + _HELLO_RETRY_FIRST if target.configured else None
         if note.send_hello:
             self._send_hello(note.peer, wants_reply=False)
@@ -401,6 +412,16 @@ class Sender:
                 del self._targets[addr]
                 return True
         return False
+
+
+def encode_text(text: str) -> bytes:
+    """The UTF-8 of a message's text; MessageTooLong if the protocol cannot carry it."""
+    raw = text.encode("utf-8")
+    if len(raw) > wire.MAX_MESSAGE_BYTES:
+        raise MessageTooLong(
+            f"message is {len(raw)} bytes of UTF-8; the limit is {wire.MAX_MESSAGE_BYTES}"
+        )
+    return raw
 
 
 def _split(raw: bytes, nick: str) -> list[bytes]:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from .config import Config, Stats
 from .events import Address, Event
-from .receiver import Receiver
-from .sender import Sender
+from .receiver import PeerInfo, Receiver
+from .sender import Sender, TargetInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,11 +36,14 @@ class PeerStatus:
     """Messages to it not yet acknowledged or failed."""
 
 
-def merge_peers(sender: Sender, receiver: Receiver, now: float) -> list[PeerStatus]:
-    """Join what each half knows of the peers, one row per address."""
-    heard = {info.peer: info for info in receiver.peers()}
+def merge_peers(
+    targets_known: list[TargetInfo], heard_from: list[PeerInfo], now: float
+) -> list[PeerStatus]:
+    """Join what each half knows of the peers (`Sender.targets()`, `Receiver.peers()`),
+    one row per address."""
+    heard = {info.peer: info for info in heard_from}
     rows = []
-    targets = {t.peer: t for t in sender.targets()}
+    targets = {t.peer: t for t in targets_known}
     for addr in list(targets) + [a for a in heard if a not in targets]:
         target, info = targets.get(addr), heard.get(addr)
         rows.append(
@@ -124,7 +127,7 @@ class ChatSession:
         return self.receiver.stats + self.sender.stats
 
     def peers(self, now: float) -> list[PeerStatus]:
-        return merge_peers(self.sender, self.receiver, now)
+        return merge_peers(self.sender.targets(), self.receiver.peers(), now)
 
     def _pass_notes(self, now: float) -> None:
         note = self.receiver.next_note()

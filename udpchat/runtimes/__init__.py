@@ -10,9 +10,10 @@ from collections.abc import Sequence
 
 from ..protocol import Address, Config
 from .base import DEFAULT_PORT, AddressError, ChatRuntime, bind_socket, resolve_peer
+from .process import ProcessRuntime
 from .thread import ThreadRuntime
 
-MODELS = ("thread",)
+MODELS = ("thread", "process")
 """Names accepted by `--model`, in the order the docs present them."""
 
 
@@ -28,6 +29,8 @@ def create_runtime(
     """A runtime of the named model, not yet open. ValueError for an unknown model."""
     if model == "thread":
         return ThreadRuntime(nick, bind=bind, port=port, peers=peers, config=config)
+    if model == "process":
+        return ProcessRuntime(nick, bind=bind, port=port, peers=peers, config=config)
     raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
 
 
@@ -36,6 +39,7 @@ __all__ = [
     "MODELS",
     "AddressError",
     "ChatRuntime",
+    "ProcessRuntime",
     "ThreadRuntime",
     "bind_socket",
     "create_runtime",

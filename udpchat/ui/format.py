@@ -75,8 +75,9 @@ def describe(event: Event, texts: dict[int, str] | None = None) -> str | None:
     if isinstance(event, DeliveryFailed):
         text = (texts or {}).get(event.message_id)
         quoted = f' "{escape(_shorten(text))}"' if text is not None else ""
+        to = f" to {format_address(event.peer)}" if event.peer is not None else ""
         return (
-            f"* message {event.message_id}{quoted} to {format_address(event.peer)}"
+            f"* message {event.message_id}{quoted}{to}"
             f" failed after {event.elapsed:.1f} s: {event.reason}"
         )
     if isinstance(event, DatagramRejected):
@@ -108,7 +109,7 @@ def to_json(event: Event, wall: float | None = None) -> str:
     record: dict[str, Any] = {"event": _NAMES[type(event)], "time": _iso(wall)}
     for name in event.__slots__:
         value = getattr(event, name)
-        record[name] = format_address(value) if name == "peer" else value
+        record[name] = format_address(value) if name == "peer" and value else value
     return _dumps(record)
 
 

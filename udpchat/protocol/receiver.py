@@ -14,6 +14,7 @@ The half answers PINGs itself (PONG) and tells the send half what it needs throu
 
 from __future__ import annotations
 
+import codecs
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -279,6 +280,12 @@ class Receiver:
         if peer.expected < base:
             self._drop_partial(peer)
         peer.expected = base
+        # What is held from base on may now be next in line. Deliver it here, not only
+        # when a new seq arrives: the datagram that moved base may be one already held,
+        # and ACKs assume the expected seq is never held.
+        while peer.expected in peer.held:
+            self._feed(addr, peer, peer.held.pop(peer.expected))
+            peer.expected += 1
 
     def _drop_partial(self, peer: _Peer) -> None:
         peer.partial.clear()
@@ -357,9 +364,12 @@ class Receiver:
 def _preview(data: bytes) -> str:
     """Show a foreign datagram as text: plain tools send UTF-8, Windows ones often GBK."""
     head = data[:_PREVIEW_BYTES]
+    # When the cut at 80 bytes falls inside a character, that character is left out
+    # rather than taken as proof that the text is in another encoding.
+    cut_short = len(data) > _PREVIEW_BYTES
     for encoding in ("utf-8", "gbk"):
         try:
-            return head.decode(encoding)
+            return codecs.getincrementaldecoder(encoding)().decode(head, final=not cut_short)
         except UnicodeDecodeError:
             continue
     return head.decode("utf-8", errors="replace")

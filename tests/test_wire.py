@@ -1,0 +1,421 @@
+"""The wire format of docs/protocol.md, byte for byte.
+
+One table of (name, record, bytes) cases drives both the encoder and the decoder, and
+every `wire NAME` example in docs/protocol.md must be in that table with the same bytes,
+so the document and the code cannot drift apart. Then: malformed datagrams, property
+tests of the decoder, and whole messages carried between two `ChatSession`s.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from memnet import ALICE, ALICE_SESSION, BOB, BOB_SESSION, MemNet, pair
+
+from udpchat.protocol import ChatSession, MessageReceived, MessageTooLong, WireError
+from udpchat.protocol.wire import (
+    MAX_DATAGRAM,
+    MAX_FRAGMENTS,
+    MAX_MESSAGE_BYTES,
+    Ack,
+    Bye,
+    Data,
+    Datagram,
+    Hello,
+    Kind,
+    Ping,
+    Pong,
+    decode,
+    encode,
+)
+
+PROTOCOL_MD = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
+
+S = bytes(range(1, 9))  # "01 02 03 04 05 06 07 08", the sender of the doc's examples
+T = bytes(range(0x11, 0x19))  # "11 12 ... 18", the acknowledging peer
+S_HEX = "01 02 03 04 05 06 07 08"
+T_HEX = "11 12 13 14 15 16 17 18"
+
+# fmt: off
+CASES: list[tuple[str, Datagram, str]] = [
+    # -- the examples of docs/protocol.md, copied by hand ---------------------------
+    ("hello-wants-reply", Hello(S, "alice", wants_reply=True),
+     "55 43 01 01" + S_HEX + "01 05 61 6c 69 63 65" + " 00" * 45),
+    ("hello", Hello(S, "alice"),
+     "55 43 01 01" + S_HEX + "00 05 61 6c 69 63 65"),
+    ("bye", Bye(S),
+     "55 43 01 02" + S_HEX),
+    ("ping", Ping(S, 7),
+     "55 43 01 03" + S_HEX + "00 00 00 00 00 00 00 07"),
+    ("pong", Pong(S, 7),
+     "55 43 01 04" + S_HEX + "00 00 00 00 00 00 00 07"),
+    ("data-first", Data(S, 0, 0, 0, 1, "hi 你好".encode(), 1764000000000, "alice"),
+     "55 43 01 05" + S_HEX
+     + "00 00 00 00 00 00 00 00  00 00 00 00 00 00 00 00  00 00 00 01"
+     + "00 00 01 9a b6 97 e8 00  05 61 6c 69 63 65"
+     + "68 69 20 e4 bd a0 e5 a5 bd"),
+    ("data-later", Data(S, 5, 3, 1, 2, b"ld"),
+     "55 43 01 05" + S_HEX
+     + "00 00 00 00 00 00 00 05  00 00 00 00 00 00 00 03  00 01 00 02  6c 64"),
+    ("ack", Ack(T, S, 5, 0b101),
+     "55 43 01 06" + T_HEX + S_HEX
+     + "00 00 00 00 00 00 00 05  00 00 00 00 00 00 00 05"),
+    # -- more cases ------------------------------------------------------------------
+    ("hello-cjk-nick", Hello(S, "小明"),
+     "55 43 01 01" + S_HEX + "00 06 e5 b0 8f e6 98 8e"),
+    ("hello-wants-reply-32-byte-nick", Hello(S, "🙂" * 8, wants_reply=True),
+     "55 43 01 01" + S_HEX + "01 20" + " f0 9f 99 82" * 8 + " 00" * 18),
+    ("ping-largest-token", Ping(T, 2**64 - 1),
+     "55 43 01 03" + T_HEX + " ff" * 8),
+    ("data-empty-message", Data(T, 7, 7, 0, 1, b"", 0, "bob"),
+     "55 43 01 05" + T_HEX
+     + "00 00 00 00 00 00 00 07  00 00 00 00 00 00 00 07  00 00 00 01"
+     + "00 00 00 00 00 00 00 00  03 62 6f 62"),
+    # A fragment may end or start inside a character: this is the tail of U+1F600.
+    ("data-fragment-inside-a-character", Data(S, 9, 2, 2, 3, b"\x9f\x98\x80"),
+     "55 43 01 05" + S_HEX
+     + "00 00 00 00 00 00 00 09  00 00 00 00 00 00 00 02  00 02 00 03  9f 98 80"),
+    ("ack-every-bit", Ack(T, S, 2**64 - 1, 2**64 - 1),
+     "55 43 01 06" + T_HEX + S_HEX + " ff" * 16),
+]
+# fmt: on
+
+CASE_PARAMS = [pytest.param(record, bytes.fromhex(hexes), id=name) for name, record, hexes in CASES]
+
+
+def doc_examples() -> dict[str, bytes]:
+    """Every ```wire NAME block of docs/protocol.md, as bytes."""
+    text = PROTOCOL_MD.read_text(encoding="utf-8")
+    blocks = re.findall(r"^```wire[ \t]+(\S+)[ \t]*\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+    examples: dict[str, bytes] = {}
+    for name, body in blocks:
+        assert name not in examples, f"two examples named {name!r} in protocol.md"
+        examples[name] = bytes.fromhex(body)
+    return examples
+
+
+# -- the table -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("record", "data"), CASE_PARAMS)
+def test_encoder_writes_the_bytes_of_the_table(record: Datagram, data: bytes) -> None:
+    assert encode(record) == data
+
+
+@pytest.mark.parametrize(("record", "data"), CASE_PARAMS)
+def test_decoder_reads_the_record_of_the_table(record: Datagram, data: bytes) -> None:
+    decoded = decode(data)
+    # Records are NamedTuples: Ping(s, 7) == Pong(s, 7) as tuples, so the type counts too.
+    assert type(decoded) is type(record)
+    assert decoded == record
+
+
+def test_doc_examples_are_found() -> None:
+    # Guards the parser below: a renamed fence must not make the doc check vacuous.
+    assert set(doc_examples()) >= {"hello", "bye", "ping", "pong", "data-first", "ack"}
+
+
+@pytest.mark.parametrize("name", sorted(doc_examples()))
+def test_every_doc_example_is_in_the_table_byte_for_byte(name: str) -> None:
+    table = {case_name: bytes.fromhex(hexes) for case_name, _, hexes in CASES}
+    assert name in table, f"docs/protocol.md example {name!r} has no case in CASES"
+    assert doc_examples()[name] == table[name]
+
+
+def test_table_names_are_unique() -> None:
+    names = [name for name, _, _ in CASES]
+    assert len(names) == len(set(names))
+
+
+def test_doc_examples_cover_every_kind() -> None:
+    kinds = {type(decode(data)) for data in doc_examples().values()}
+    assert kinds == {Hello, Bye, Ping, Pong, Data, Ack}
+
+
+def test_hello_padding_is_ignored_whatever_it_holds() -> None:
+    padded = encode(Hello(S, "alice", wants_reply=True))
+    assert decode(padded[:-3] + b"xyz") == Hello(S, "alice", wants_reply=True)
+
+
+# -- refusing to write what no peer could read ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        pytest.param(Hello(S, ""), id="empty-nick"),
+        pytest.param(Hello(S, "a" * 33), id="33-byte-nick"),
+        pytest.param(Hello(S, "你" * 11), id="33-byte-cjk-nick"),
+        pytest.param(Bye(b"short"), id="short-session-id"),
+        pytest.param(Data(S, 0, 0, 0, 1, b"x" * 1200, 0, "a"), id="data-over-1200-bytes"),
+        pytest.param(Data(S, 0, 0, 0, 1, b"x", 0, ""), id="first-fragment-without-nick"),
+    ],
+)
+def test_encoder_refuses_records_no_peer_could_read(record: Datagram) -> None:
+    with pytest.raises(ValueError):
+        encode(record)
+
+
+def test_largest_fragments_are_exactly_1200_bytes() -> None:
+    nick = "n" * 32
+    first = Data(S, 0, 0, 0, 2, b"x" * (1159 - 32), 0, nick)
+    later = Data(S, 1, 0, 1, 2, b"x" * 1168)
+    assert len(encode(first)) == len(encode(later)) == MAX_DATAGRAM
+
+
+# -- malformed datagrams ("What a receiver does with malformed datagrams") --------------
+
+
+def header(kind: int, *, version: int = 1, session: bytes = S) -> bytes:
+    return b"UC" + bytes([version, kind]) + session
+
+
+def data_fields(seq: int = 0, base: int = 0, index: int = 0, count: int = 1) -> bytes:
+    return (
+        header(Kind.DATA)
+        + seq.to_bytes(8, "big")
+        + base.to_bytes(8, "big")
+        + index.to_bytes(2, "big")
+        + count.to_bytes(2, "big")
+    )
+
+
+SENT_AT = (1764000000000).to_bytes(8, "big")
+
+# fmt: off
+MALFORMED: list[tuple[str, bytes, str]] = [
+    ("empty", b"", "not udpchat"),
+    ("short-foreign", b"hi\n", "not udpchat"),
+    ("lone-U", b"U", "not udpchat"),
+    ("foreign-text", b"GET / HTTP/1.1\r\nHost: example\r\n\r\n", "not udpchat"),
+    ("foreign-gbk-text", "你好，世界".encode("gbk"), "not udpchat"),
+    ("foreign-and-too-long", b"x" * 1500, "not udpchat"),
+    ("magic-only", b"UC", "truncated header"),
+    ("header-cut-short", header(Kind.PING)[:11], "truncated header"),
+    ("version-2", header(Kind.PING, version=2) + bytes(8), "unsupported version 2"),
+    ("version-0", header(Kind.PING, version=0) + bytes(8), "unsupported version 0"),
+    ("longer-than-1200", data_fields(count=2, index=1) + bytes(1201 - 32),
+     "datagram longer than 1200 bytes"),
+    ("kind-0", header(0) + bytes(8), "unknown kind 0"),
+    ("kind-7", header(7), "unknown kind 7"),
+    ("kind-255", header(255) + bytes(20), "unknown kind 255"),
+    ("hello-without-body", header(Kind.HELLO), "truncated HELLO"),
+    ("hello-flags-only", header(Kind.HELLO) + b"\x01", "truncated HELLO"),
+    ("hello-nick-cut-short", header(Kind.HELLO) + b"\x00\x05ali", "truncated HELLO"),
+    ("hello-nick-length-0", header(Kind.HELLO) + b"\x00\x00" + bytes(50),
+     "bad nickname length"),
+    ("hello-nick-length-33", header(Kind.HELLO) + b"\x00\x21" + b"a" * 33,
+     "bad nickname length"),
+    ("hello-nick-not-utf8", header(Kind.HELLO) + b"\x00\x02\xff\xfe", "nickname is not UTF-8"),
+    ("hello-nick-gbk", header(Kind.HELLO) + b"\x00\x04" + "你好".encode("gbk"),
+     "nickname is not UTF-8"),
+    ("bye-with-body", header(Kind.BYE) + b"\x00", "bad BYE length"),
+    ("ping-7-byte-token", header(Kind.PING) + bytes(7), "bad PING/PONG length"),
+    ("ping-9-byte-token", header(Kind.PING) + bytes(9), "bad PING/PONG length"),
+    ("pong-without-token", header(Kind.PONG), "bad PING/PONG length"),
+    ("ack-too-short", header(Kind.ACK) + bytes(23), "bad ACK length"),
+    ("ack-too-long", header(Kind.ACK) + bytes(25), "bad ACK length"),
+    ("data-without-body", header(Kind.DATA), "truncated DATA"),
+    ("data-fixed-fields-cut", data_fields()[:31], "truncated DATA"),
+    ("data-first-without-sent-at", data_fields(), "truncated DATA"),
+    ("data-first-without-nick-length", data_fields() + SENT_AT, "truncated DATA"),
+    ("data-first-nick-cut-short", data_fields() + SENT_AT + b"\x05al", "truncated DATA"),
+    ("data-first-nick-length-0", data_fields() + SENT_AT + b"\x00hi", "bad nickname length"),
+    ("data-first-nick-length-33", data_fields() + SENT_AT + b"\x21" + b"a" * 40,
+     "bad nickname length"),
+    ("data-first-nick-not-utf8", data_fields() + SENT_AT + b"\x01\xff", "nickname is not UTF-8"),
+    ("data-count-0", data_fields(count=0) + SENT_AT + b"\x01a", "bad fragment index or count"),
+    ("data-count-59", data_fields(index=1, count=59), "bad fragment index or count"),
+    ("data-index-equal-to-count", data_fields(index=2, count=2), "bad fragment index or count"),
+    ("data-base-above-seq", data_fields(seq=3, base=4) + SENT_AT + b"\x01a", "base above seq"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"), [pytest.param(data, reason, id=name) for name, data, reason in MALFORMED]
+)
+def test_malformed_datagram_is_refused_with_its_reason(data: bytes, reason: str) -> None:
+    with pytest.raises(WireError) as caught:
+        decode(data)
+    assert str(caught.value) == reason
+
+
+def test_largest_valid_fragment_count_is_58() -> None:
+    assert MAX_FRAGMENTS == 58
+    last = decode(data_fields(seq=57, index=57, count=58))
+    assert isinstance(last, Data)
+    assert last.fragment_count == 58
+
+
+# -- properties ----------------------------------------------------------------------
+
+PROPERTY = settings(max_examples=400, deadline=None)
+
+sessions = st.binary(min_size=8, max_size=8)
+u64 = st.integers(0, 2**64 - 1)
+# Nicknames of 1 to 32 bytes: short ones from all of Unicode (CJK, emoji, accents), and
+# ASCII ones up to the limit.
+nicks = st.one_of(
+    st.text(st.characters(codec="utf-8"), min_size=1, max_size=8),
+    st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=32),
+    st.sampled_from(["小明", "🙂" * 8, "Zoë", "a" * 32]),
+)
+
+
+@st.composite
+def data_records(draw: st.DrawFn) -> Data:
+    session = draw(sessions)
+    seq = draw(u64)
+    base = draw(st.integers(0, seq))
+    count = draw(st.integers(1, MAX_FRAGMENTS))
+    index = draw(st.integers(0, count - 1))
+    if index:
+        payload = draw(st.binary(max_size=MAX_DATAGRAM - 32))
+        return Data(session, seq, base, index, count, payload)
+    nick = draw(nicks)
+    room = 1159 - len(nick.encode())
+    payload = draw(st.binary(max_size=room) | st.text(max_size=room // 4).map(str.encode))
+    return Data(session, seq, base, index, count, payload, draw(u64), nick)
+
+
+records = st.one_of(
+    st.builds(Hello, sessions, nicks, st.booleans()),
+    st.builds(Bye, sessions),
+    st.builds(Ping, sessions, u64),
+    st.builds(Pong, sessions, u64),
+    data_records(),
+    st.builds(Ack, sessions, sessions, u64, u64),
+)
+
+
+@PROPERTY
+@given(records)
+def test_every_valid_record_survives_encode_then_decode(record: Datagram) -> None:
+    data = encode(record)
+    assert len(data) <= MAX_DATAGRAM
+    decoded = decode(data)
+    assert type(decoded) is type(record)
+    assert decoded == record
+    assert encode(decoded) == data
+
+
+def decodes_or_wire_error(data: bytes) -> None:
+    try:
+        record = decode(data)
+    except WireError:
+        return
+    # Whatever decodes is a record the encoder can write back.
+    assert len(encode(record)) <= MAX_DATAGRAM
+
+
+@PROPERTY
+@given(st.binary(max_size=1300))
+def test_decoding_arbitrary_bytes_raises_only_wire_error(data: bytes) -> None:
+    decodes_or_wire_error(data)
+
+
+@PROPERTY
+@given(
+    st.sampled_from([*Kind, 0, 7, 255]),
+    sessions,
+    st.binary(max_size=MAX_DATAGRAM),
+)
+def test_decoding_arbitrary_bodies_after_a_valid_header_raises_only_wire_error(
+    kind: int, session: bytes, body: bytes
+) -> None:
+    decodes_or_wire_error(header(kind, session=session) + body)
+
+
+@PROPERTY
+@given(records, st.data())
+def test_truncated_or_extended_valid_datagrams_raise_only_wire_error(
+    record: Datagram, data: st.DataObject
+) -> None:
+    raw = encode(record)
+    cut = data.draw(st.integers(0, len(raw)))
+    extra = data.draw(st.binary(max_size=16))
+    decodes_or_wire_error(raw[:cut])
+    decodes_or_wire_error(raw + extra)
+
+
+# -- whole messages between two sessions ----------------------------------------------
+
+
+def fragments_for(text: str, nick: str) -> int:
+    """Datagrams docs/protocol.md says a message takes: the first fragment carries up to
+    1159 - N bytes of text, every other one up to 1168."""
+    size, first = len(text.encode()), 1159 - len(nick.encode())
+    return 1 if size <= first else 1 + math.ceil((size - first) / 1168)
+
+
+FIRST_ROOM = 1159 - len("alice")
+
+MESSAGES = [
+    pytest.param("hi", id="ascii"),
+    pytest.param("你好，世界！今天下午三点开会。", id="cjk"),
+    pytest.param("👋🏽 ok 🎉 👨‍👩‍👧", id="emoji-and-zwj"),
+    pytest.param("", id="empty"),
+    pytest.param("tab\tnul\x00cr\r\nbell\x07", id="control-characters"),
+    pytest.param("x" * FIRST_ROOM, id="fills-the-first-fragment"),
+    pytest.param("x" * (FIRST_ROOM + 1), id="one-byte-into-a-second-fragment"),
+    pytest.param("x" * (FIRST_ROOM + 1168), id="fills-two-fragments"),
+    pytest.param("é" * 3000, id="fragmented-two-byte-characters"),
+    pytest.param("你" * 21845 + "!", id="65536-bytes-of-cjk"),
+    pytest.param("😀" * 16384, id="65536-bytes-of-emoji"),
+]
+
+
+@pytest.mark.parametrize("text", MESSAGES)
+def test_message_arrives_exactly_as_sent(text: str) -> None:
+    net = pair()
+    net.run_for(1)
+    message_id = net.send(ALICE, text)
+    net.run_until_settled()
+    assert net.texts(BOB) == [text]
+    received = net.events(BOB, MessageReceived)[0]
+    assert received.nick == "alice"
+    data = net.datagrams(src=ALICE, kind=Data)
+    assert len(data) == fragments_for(text, "alice")
+    assert {d.decoded(Data).fragment_count for d in data} == {len(data)}
+    assert all(len(sent.data) <= MAX_DATAGRAM for sent in net.sent)
+    assert net.session(ALICE).stats().messages_delivered == 1
+    assert message_id == 1
+
+
+def test_longest_message_with_longest_nick_fits_in_58_fragments() -> None:
+    net = MemNet()
+    nick = "🙂" * 8
+    net.attach(ALICE, ChatSession(nick, session_id=ALICE_SESSION))
+    net.attach(BOB, ChatSession("bob", session_id=BOB_SESSION))
+    net.add_peer(ALICE, BOB)
+    text = "😀" * (MAX_MESSAGE_BYTES // 4)
+    net.send(ALICE, text)
+    net.run_until_settled()
+    assert net.texts(BOB) == [text]
+    count = len(net.datagrams(src=ALICE, kind=Data))
+    assert count == fragments_for(text, nick) <= MAX_FRAGMENTS
+
+
+def test_message_of_65537_bytes_is_refused_before_anything_is_queued() -> None:
+    net = pair()
+    net.run_for(1)
+    sent_before = len(net.sent)
+    alice = net.session(ALICE)
+    with pytest.raises(MessageTooLong):
+        alice.send_message("你" * 21845 + "ab", net.now, sent_at_ms=0)
+    assert alice.pending() == 0
+    assert alice.stats().messages_sent == 0
+    assert alice.datagrams_to_send(net.now) == []
+    net.run_for(1)
+    assert net.datagrams(kind=Data) == []
+    assert len(net.sent) == sent_before
+    # The session is unharmed, and the refused message used no message id.
+    assert net.send(ALICE, "next") == 1
+    net.run_until_settled()
+    assert net.texts(BOB) == ["next"]

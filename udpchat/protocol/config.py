@@ -6,7 +6,7 @@ defaults and what happens at each limit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,6 +38,17 @@ class Config:
     """Old session ids remembered per peer, so late datagrams of a dead session are dropped."""
     reject_report_interval: float = 5.0
     """At most one DatagramRejected event per this many seconds; the rest are counted."""
+    key: bytes | None = field(default=None, repr=False)
+    """Shared-key mode: the 32-byte master key (`crypto.derive_master_key`), or None."""
+    max_skew: float = 60.0
+    """Shared-key mode: sealed datagrams stamped further than this from our clock are
+    refused (bounds replays to a receiver that restarted and forgot its windows)."""
+    unknown_rate: float = 100.0
+    """Datagrams per second accepted from an address that is not a present peer."""
+    unknown_burst: float = 200.0
+    """Burst allowed above `unknown_rate` from such an address."""
+    max_sources: int = 1024
+    """Addresses whose rate is tracked; the least recently seen is forgotten first."""
 
     def __post_init__(self) -> None:
         if self.receive_window < self.send_window:
@@ -46,6 +57,8 @@ class Config:
             raise ValueError("send_window must be 1 to 64 (the selective ACK's reach)")
         if not 0 < self.min_rto <= self.initial_rto <= self.max_rto:
             raise ValueError("need 0 < min_rto <= initial_rto <= max_rto")
+        if self.key is not None and len(self.key) != 32:
+            raise ValueError("key must be the 32-byte master key")
         if self.give_up_after <= 0 or self.max_peers < 1 or self.max_pending < 1:
             raise ValueError("give_up_after, max_peers and max_pending must be positive")
 
@@ -80,6 +93,11 @@ class Stats:
     """DATA beyond the receive window, or from a peer when the peer table was full."""
     stale_dropped: int = 0
     """Datagrams of a peer's retired session, or acknowledgements of another session."""
+    auth_failed: int = 0
+    """Shared-key mode mismatches: forged, replayed, too old, or sealed with another key
+    (or sealed when we have none, or plain when we have one)."""
+    rate_limited: int = 0
+    """Datagrams from an unknown address beyond `unknown_rate`, dropped unread."""
 
     def __add__(self, other: Stats) -> Stats:
         return Stats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))

@@ -8,15 +8,20 @@ Rules this module keeps:
 - messages of one sender session are shown in the order of their seq; a gap is waited
   for until the sender's `base` passes it ("the sender no longer retransmits below base");
 - per peer, at most `receive_window` datagrams are held back and one message is being
-  reassembled; at most `max_peers` peers are remembered.
+  reassembled; at most `max_peers` peers are remembered;
+- an address that is not a present peer gets `unknown_rate` datagrams a second (a token
+  bucket, `max_sources` addresses tracked); the rest are dropped unread, so junk costs
+  little and never makes us answer at its rate;
+- in shared-key mode nothing is decoded before it has been authenticated (`crypto`).
 The half answers PINGs itself (PONG) and tells the send half what it needs through notes.
 """
 
 from __future__ import annotations
 
 import codecs
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import wire
 from .config import Config, Stats
@@ -31,6 +36,9 @@ from .events import (
     PeerRenamed,
 )
 from .notes import AckNote, Note, PeerNote, PongNote
+
+if TYPE_CHECKING:
+    from .crypto import Opener, Sealer
 
 _PREVIEW_BYTES = 80
 
@@ -73,10 +81,21 @@ class PeerInfo:
 class Receiver:
     """Receive half. Feed it datagrams; drain events, notes and datagrams to send."""
 
-    def __init__(self, session: bytes, config: Config) -> None:
+    def __init__(self, session: bytes, config: Config, *, wall_offset: float = 0.0) -> None:
+        """`wall_offset` turns the caller's `now` into wall-clock seconds (shared-key
+        mode stamps and checks datagrams with the wall clock)."""
         self.session = session
         self.config = config
         self.stats = Stats()
+        self._wall_offset = wall_offset
+        self._opener: Opener | None = None
+        self._sealer: Sealer | None = None
+        if config.key is not None:
+            from . import crypto  # only shared-key mode pays for importing cryptography
+
+            self._opener = crypto.Opener(config.key, config.max_skew)
+            self._sealer = crypto.Sealer(config.key, session, crypto.ORIGIN_RECEIVE)
+        self._sources: OrderedDict[Address, list[float]] = OrderedDict()
         self._peers: dict[Address, _Peer] = {}
         self._ack_due: set[Address] = set()
         self._outgoing: list[tuple[bytes, Address]] = []
@@ -93,12 +112,19 @@ class Receiver:
         self._now = now
         self.stats.datagrams_received += 1
         self.stats.bytes_received += len(data)
+        if not self._admit(addr, now):
+            self.stats.rate_limited += 1
+            return
         try:
+            if self._opener is not None:
+                data = self._opener.open(data, self._wall_ms(now))
             datagram = wire.decode(data)
         except WireError as error:
             reason = str(error)
             if reason == "not udpchat":
                 self.stats.foreign_dropped += 1
+            elif self._opener is not None or reason.startswith("encrypted"):
+                self.stats.auth_failed += 1
             else:
                 self.stats.malformed_dropped += 1
             self._reject(addr, reason, data if reason == "not udpchat" else b"")
@@ -131,7 +157,7 @@ class Receiver:
         deadlines = [p.last_heard for p in self._peers.values() if p.present]
         return min(deadlines) + self.config.peer_timeout if deadlines else None
 
-    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         """PONGs, and one ACK per peer that sent DATA since the last call (batched)."""
         out, self._outgoing = self._outgoing, []
         for addr in self._ack_due:
@@ -140,6 +166,9 @@ class Receiver:
                 out.append((self._ack_for(peer), addr))
         self.stats.acks_sent += len(self._ack_due)
         self._ack_due.clear()
+        if self._sealer is not None and out:
+            wall_ms, seal = self._wall_ms(now), self._sealer.seal
+            out = [(seal(data, wall_ms), addr) for data, addr in out]
         for data, _ in out:
             self.stats.datagrams_sent += 1
             self.stats.bytes_sent += len(data)
@@ -155,6 +184,29 @@ class Receiver:
         return [PeerInfo(a, p.nick, p.present, p.last_heard) for a, p in self._peers.items()]
 
     # -- peers ----------------------------------------------------------------
+
+    def _wall_ms(self, now: float) -> int:
+        return int((now + self._wall_offset) * 1000)
+
+    def _admit(self, addr: Address, now: float) -> bool:
+        """Token bucket for addresses that are not present peers."""
+        peer = self._peers.get(addr)
+        if peer is not None and peer.present:
+            return True
+        config, sources = self.config, self._sources
+        bucket = sources.get(addr)
+        if bucket is None:
+            bucket = sources[addr] = [config.unknown_burst, now]
+            if len(sources) > config.max_sources:
+                sources.popitem(last=False)
+        else:
+            sources.move_to_end(addr)
+            elapsed, bucket[1] = now - bucket[1], now
+            bucket[0] = min(config.unknown_burst, bucket[0] + elapsed * config.unknown_rate)
+        if bucket[0] < 1:
+            return False
+        bucket[0] -= 1
+        return True
 
     def _touch(self, session: bytes, addr: Address, now: float) -> bool:
         """Refresh a known peer's last-heard time; False if this is not its session."""

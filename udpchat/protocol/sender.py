@@ -23,12 +23,16 @@ import heapq
 import struct
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import wire
 from .config import Config, Stats
 from .errors import LocalProtocolError, MessageTooLong, NoPeers, OutboxFull
 from .events import Address, DeliveryFailed, Event, MessageDelivered
 from .notes import AckNote, Note, PeerNote, PongNote
+
+if TYPE_CHECKING:
+    from .crypto import Sealer
 
 # Where `base` sits in an encoded DATA datagram: after the header and the seq.
 _BASE_AT = wire.HEADER.size + 8
@@ -102,12 +106,23 @@ class TargetInfo:
 class Sender:
     """Send half. Call its methods, then drain `datagrams_to_send` and events."""
 
-    def __init__(self, session: bytes, nick: str, config: Config) -> None:
+    def __init__(
+        self, session: bytes, nick: str, config: Config, *, wall_offset: float = 0.0
+    ) -> None:
+        """`wall_offset` turns `now` into wall-clock seconds, for shared-key mode."""
         wire.encode(wire.Hello(session, nick))  # validates both, early and loudly
         self.session = session
         self.nick = nick
         self.config = config
         self.stats = Stats()
+        self._wall_offset = wall_offset
+        self._sealer: Sealer | None = None
+        self._overhead = 0
+        if config.key is not None:
+            from . import crypto  # only shared-key mode pays for importing cryptography
+
+            self._sealer = crypto.Sealer(config.key, session, crypto.ORIGIN_SEND)
+            self._overhead = crypto.OVERHEAD
         self._targets: dict[Address, _Target] = {}
         self._outgoing: list[tuple[bytes, Address]] = []
         self._events: deque[Event] = deque()
@@ -168,7 +183,7 @@ class Sender:
             raise NoPeers("no peer to send to")
         if self._pending + len(targets) > self.config.max_pending:
             raise OutboxFull(f"outbox full: {self._pending} messages are waiting for delivery")
-        payloads = _split(raw, self.nick)
+        payloads = _split(raw, self.nick, self._overhead)
         if message_id is None:
             message_id = self._next_message_id
         self._next_message_id = max(self._next_message_id, message_id + 1)
@@ -244,6 +259,9 @@ class Sender:
                     self.stats.data_sent += 1
                     self._transmit(addr, target, unsent.popleft(), now)
         out, self._outgoing = self._outgoing, []
+        if self._sealer is not None and out:
+            wall_ms, seal = int((now + self._wall_offset) * 1000), self._sealer.seal
+            out = [(seal(data, wall_ms), addr) for data, addr in out]
         self.stats.datagrams_sent += len(out)
         self.stats.bytes_sent += sum(len(data) for data, _ in out)
         return out
@@ -424,11 +442,12 @@ def encode_text(text: str) -> bytes:
     return raw
 
 
-def _split(raw: bytes, nick: str) -> list[bytes]:
-    """Cut a message's UTF-8 text into fragment payloads (docs/protocol.md, "Fragments")."""
+def _split(raw: bytes, nick: str, overhead: int) -> list[bytes]:
+    """Cut a message's UTF-8 text into fragment payloads (docs/protocol.md, "DATA"), each
+    datagram `overhead` bytes shorter when it will be sealed."""
     first = wire.MAX_DATAGRAM - wire.DATA_HEADER_SIZE - wire.FIRST_FRAGMENT_OVERHEAD
-    first -= len(nick.encode("utf-8"))
+    first -= len(nick.encode("utf-8")) + overhead
     payloads = [raw[:first]]
-    step = wire.FRAGMENT_PAYLOAD
+    step = wire.FRAGMENT_PAYLOAD - overhead
     payloads.extend(raw[i : i + step] for i in range(first, len(raw), step))
     return payloads

@@ -64,12 +64,19 @@ class ChatSession:
     """One chat endpoint: any number of peers, one session id per start."""
 
     def __init__(
-        self, nick: str, *, session_id: bytes | None = None, config: Config | None = None
+        self,
+        nick: str,
+        *,
+        session_id: bytes | None = None,
+        config: Config | None = None,
+        wall_offset: float = 0.0,
     ) -> None:
+        """`wall_offset` is wall-clock time minus the caller's `now`; shared-key mode uses
+        it to stamp datagrams. Runtimes pass `time.time() - time.monotonic()`."""
         self.config = config or Config()
         self.session_id = session_id if session_id is not None else secrets.token_bytes(8)
-        self.receiver = Receiver(self.session_id, self.config)
-        self.sender = Sender(self.session_id, nick, self.config)
+        self.receiver = Receiver(self.session_id, self.config, wall_offset=wall_offset)
+        self.sender = Sender(self.session_id, nick, self.config, wall_offset=wall_offset)
 
     @property
     def nick(self) -> str:
@@ -110,7 +117,7 @@ class ChatSession:
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         """Acks and PONGs first (they unblock the peer), then our own DATA and probes."""
-        return self.receiver.datagrams_to_send() + self.sender.datagrams_to_send(now)
+        return self.receiver.datagrams_to_send(now) + self.sender.datagrams_to_send(now)
 
     def get_timer(self) -> float | None:
         timers = [t for t in (self.receiver.get_timer(), self.sender.get_timer()) if t is not None]

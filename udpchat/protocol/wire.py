@@ -236,6 +236,8 @@ def decode(data: bytes) -> Datagram:
         if size != at:
             raise WireError("bad BYE length")
         return Bye(session)
+    if kind == 7:  # crypto.SEALED
+        raise WireError("encrypted, and this chat has no key")
     raise WireError(f"unknown kind {kind}")
 
 

@@ -96,6 +96,11 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def wall_offset() -> float:
+    """Wall-clock time minus monotonic time: the core's `wall_offset` (shared-key mode)."""
+    return time.time() - time.monotonic()
+
+
 def normalize(addr: tuple[object, ...]) -> Address:
     """(host, port) from what recvfrom returns (IPv6 adds flow info and scope id)."""
     host, port = addr[0], addr[1]

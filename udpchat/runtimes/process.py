@@ -52,7 +52,14 @@ from ..protocol import (
     encode_text,
     merge_peers,
 )
-from .base import RECEIVE_BUFFER, ChatRuntime, bind_socket, normalize, wall_clock_ms
+from .base import (
+    RECEIVE_BUFFER,
+    ChatRuntime,
+    bind_socket,
+    normalize,
+    wall_clock_ms,
+    wall_offset,
+)
 
 _DRAIN = 64
 _JOIN_TIMEOUT = 0.5
@@ -190,10 +197,12 @@ class ProcessRuntime:
     def send(self, text: str) -> int:
         encode_text(text)  # MessageTooLong, before anything crosses a pipe
         status = self._status
+        # The snapshot can lag: we may have seen a PeerJoined whose note the sending
+        # process has not read yet. Only a "no" is worth a round trip to confirm.
+        if status[_ACTIVE] == 0 and not self._call(self._commands, "active_peers", default=0):
+            raise NoPeers("no peer to send to")
         with self._send_lock:
             unprocessed = self._sends_issued - status[_DONE]
-            if status[_ACTIVE] == 0:
-                raise NoPeers("no peer to send to")
             if status[_PENDING] + unprocessed * status[_ACTIVE] >= self._config.max_pending:
                 raise OutboxFull(
                     f"outbox full: {status[_PENDING]} messages are waiting for delivery"
@@ -324,7 +333,8 @@ def _receiver_main(
     """Receiving process: socket in, receive half, ACKs out, notes and events onward."""
     _child_setup(parent_end)
     try:
-        _receive_loop(sock, Receiver(session, config), control, notes, events, lifeline)
+        receiver = Receiver(session, config, wall_offset=wall_offset())
+        _receive_loop(sock, receiver, control, notes, events, lifeline)
     finally:
         for resource in (sock, control, notes, events, lifeline):
             resource.close()
@@ -367,7 +377,7 @@ def _receive_loop(
                 receiver.receive_datagram(data, normalize(addr), now)
         if timer is not None and timer <= now:
             receiver.handle_timer(now)
-        _transmit(sock, receiver.datagrams_to_send())
+        _transmit(sock, receiver.datagrams_to_send(now))
         batch = []
         while (note := receiver.next_note()) is not None:
             batch.append(note)
@@ -401,7 +411,7 @@ def _sender_main(
     """Sending process: commands and notes in, send half, DATA and probes out."""
     _child_setup(parent_end)
     try:
-        sender = Sender(session, nick, config)
+        sender = Sender(session, nick, config, wall_offset=wall_offset())
         _send_loop(sock, sender, peers, commands, notes, events, status, lifeline)
     finally:
         for resource in (sock, commands, notes, events, lifeline):
@@ -446,16 +456,15 @@ def _send_loop(
         now = time.monotonic()
         if lifeline in ready:
             stopping = True  # the parent is gone: say BYE and go
-        if notes in ready:
-            try:
-                while notes.poll():
-                    for note in notes.recv():
-                        sender.handle_note(note, now)
-            except EOFError:
-                sources.remove(notes)  # the receiving process has ended
+        if notes in ready and not _read_notes(notes, sender, now):
+            sources.remove(notes)  # the receiving process has ended
         try:
             while commands in ready and commands.poll():
                 request = commands.recv()
+                # The receiving process writes a note before the event it goes with, so
+                # a command the parent sent after seeing that event finds the note here.
+                if notes in sources and not _read_notes(notes, sender, now):
+                    sources.remove(notes)
                 if request[0] == "send":
                     sends_done += 1
                     refusal = _queue_message(sender, request, now)
@@ -474,6 +483,17 @@ def _send_loop(
             sender.handle_timer(now)
         if stopping:
             sender.close()
+
+
+def _read_notes(notes: Connection, sender: Sender, now: float) -> bool:
+    """Hand every note waiting in the pipe to the send half; False at end-of-file."""
+    try:
+        while notes.poll():
+            for note in notes.recv():
+                sender.handle_note(note, now)
+    except EOFError:
+        return False
+    return True
 
 
 def _queue_message(sender: Sender, request: tuple[Any, ...], now: float) -> Event | None:
@@ -500,6 +520,8 @@ def _answer(sender: Sender, request: tuple[Any, ...], now: float) -> object:
             return sender.stats
         elif name == "targets":
             return sender.targets()
+        elif name == "active_peers":
+            return sender.active_peers()
         return None
     except (LocalProtocolError, ValueError) as error:
         return error

@@ -25,6 +25,7 @@ from .base import (
     bind_socket,
     normalize,
     wall_clock_ms,
+    wall_offset,
 )
 
 _DRAIN = 64
@@ -47,7 +48,7 @@ class ThreadRuntime:
         peers: Sequence[Address] = (),
         config: Config | None = None,
     ) -> None:
-        self._core = ChatSession(nick, config=config)
+        self._core = ChatSession(nick, config=config, wall_offset=wall_offset())
         self._bind, self._port, self._initial_peers = bind, port, list(peers)
         self._lock = threading.Condition()
         self._work: queue.SimpleQueue[object] = queue.SimpleQueue()

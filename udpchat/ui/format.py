@@ -57,6 +57,24 @@ def clock(wall: float | None = None, *, seconds: bool = True) -> str:
     return time.strftime("%H:%M:%S" if seconds else "%H:%M", time.localtime(wall))
 
 
+def duration(seconds: float) -> str:
+    """A round trip or delay for people: "0.4 ms", "12 ms", "1.5 s"."""
+    if seconds < 0.01:
+        return f"{seconds * 1000:.1f} ms"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    return f"{seconds:.1f} s"
+
+
+def ago(seconds: float | None) -> str:
+    """How long ago we last heard from a peer: "3 s ago", "2 min ago", or "never"."""
+    if seconds is None:
+        return "never"
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    return f"{seconds / 60:.0f} min ago"
+
+
 def describe(event: Event, texts: dict[int, str] | None = None) -> str | None:
     """The line-mode text of an event (without the time), or None for a silent one."""
     if isinstance(event, MessageReceived):
@@ -81,12 +99,27 @@ def describe(event: Event, texts: dict[int, str] | None = None) -> str | None:
             f" failed after {event.elapsed:.1f} s: {event.reason}"
         )
     if isinstance(event, DatagramRejected):
+        hint = AUTH_HINTS.get(event.reason)
+        if hint is not None:
+            many = f"{event.count} datagrams" if event.count > 1 else "a datagram"
+            source = format_address(event.peer)
+            return f"* {many} from {source} failed authentication ({event.reason}): {hint}"
         more = f" ({event.count} dropped)" if event.count > 1 else ""
         preview = f': "{escape(_shorten(event.preview))}"' if event.preview else ""
         return (
             f"* dropped a datagram from {format_address(event.peer)}{more}: {event.reason}{preview}"
         )
     return None  # MessageDelivered: silent in line mode
+
+
+AUTH_HINTS = {
+    "authentication failed": "different key?",
+    "replayed": "a copy of an earlier datagram, dropped",
+    "timestamp outside the allowed clock skew": "replayed, or the clocks differ by over 60 s",
+    "not encrypted": "the peer has no shared key",
+    "encrypted, and this chat has no key": "the peer uses a shared key (--key-file, --ask-key)",
+}
+"""What to tell the user about each shared-key failure the core reports."""
 
 
 def _shorten(text: str, limit: int = 40) -> str:

@@ -71,7 +71,7 @@ def test_sealed_example_in_the_spec_is_exact() -> None:
     spec = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text("utf-8")
     block = re.search(r"```sealed ping\n(.*?)```", spec, re.S)
     assert block is not None
-    ping = wire.encode(wire.Ping(ALICE_SESSION, 7))
+    ping = wire.encode(wire.Ping(ALICE_SESSION, 7, 12))
     expected = Sealer(KEY, ALICE_SESSION, ORIGIN_SEND).seal(ping, EPOCH_MS)
     assert bytes.fromhex(block.group(1)) == expected
     assert Opener(KEY, max_skew=60).open(expected, EPOCH_MS) == ping

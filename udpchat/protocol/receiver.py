@@ -133,7 +133,8 @@ class Receiver:
             self._on_ack(datagram, addr, now)
         elif isinstance(datagram, wire.Ping):
             self._outgoing.append((wire.encode(wire.Pong(self.session, datagram.token)), addr))
-            self._touch(datagram.session, addr, now)
+            if self._touch(datagram.session, addr, now) and datagram.base:
+                self._on_base(addr, self._peers[addr], datagram.base)
         elif isinstance(datagram, wire.Pong):
             if self._touch(datagram.session, addr, now):
                 self._notes.append(PongNote(addr, datagram.token))
@@ -320,6 +321,14 @@ class Receiver:
             self._feed(addr, peer, peer.held.pop(expected))
             expected += 1
         peer.expected = expected
+
+    def _on_base(self, addr: Address, peer: _Peer, base: int) -> None:
+        """A PING told us the sender's base: nothing below it will come any more."""
+        if peer.expected is None:
+            peer.expected = base
+        elif base > peer.expected:
+            self._skip_to(addr, peer, base)
+            self._ack_due.add(addr)
 
     def _skip_to(self, addr: Address, peer: _Peer, base: int) -> None:
         """The sender gave up below `base`: deliver what we hold there, skip the gaps."""

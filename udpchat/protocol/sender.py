@@ -39,6 +39,9 @@ _BASE_AT = wire.HEADER.size + 8
 _U64 = struct.Struct("!Q")
 _PINGS_REMEMBERED = 4
 _HELLO_RETRY_FIRST = 1.0
+_LOSS_THRESHOLD = 3
+"""A fragment is lost once this many fragments transmitted after it are acknowledged
+(QUIC's packet threshold, RFC 9002 6.1.1): resent at once, without waiting for a timer."""
 
 
 @dataclass(slots=True, eq=False)
@@ -60,6 +63,8 @@ class _Fragment:
     sent_at: float = 0.0
     transmissions: int = 0
     retransmit_at: float = 0.0
+    order: int = 0
+    """When it was last transmitted, counted in transmissions to its target."""
 
 
 @dataclass(slots=True, eq=False)
@@ -83,7 +88,13 @@ class _Target:
     last_rtt: float | None = None
     next_probe: float | None = None
     probe_backoff: float = _HELLO_RETRY_FIRST
-    pings: dict[int, float] = field(default_factory=dict)
+    pings: dict[int, tuple[float, int]] = field(default_factory=dict)
+    """Outstanding PINGs: token -> (when sent, the base it carried)."""
+    transmitted: int = 0
+    """Transmissions so far, the clock of `_Fragment.order`."""
+    largest_acked_order: int = 0
+    base_known: bool = True
+    """False from a give-up until a PONG confirms the peer has heard our new base."""
 
     def base(self) -> int:
         for seq in self.in_flight:
@@ -215,9 +226,12 @@ class Sender:
             self._on_ack(note, now)
         elif isinstance(note, PongNote):
             target = self._targets.get(note.peer)
-            sent = target.pings.pop(note.token, None) if target else None
-            if target is not None and sent is not None:
+            ping = target.pings.pop(note.token, None) if target else None
+            if target is not None and ping is not None:
+                sent, base = ping
                 self._rtt_sample(target, now - sent)
+                if base >= target.base():
+                    target.base_known = True
         else:
             self._on_peer(note, now)
 
@@ -308,6 +322,8 @@ class Sender:
     def _transmit(self, addr: Address, target: _Target, fragment: _Fragment, now: float) -> None:
         fragment.transmissions += 1
         fragment.sent_at = now
+        target.transmitted += 1
+        fragment.order = target.transmitted
         timeout = target.rto * (1 << target.backoff)
         fragment.retransmit_at = now + min(timeout, self.config.max_rto)
         target.in_flight[fragment.seq] = fragment
@@ -335,6 +351,7 @@ class Sender:
             seq += 1
         if acked:
             target.backoff = 0
+            self._resend_lost(note.peer, target, max(f.order for f in acked), now)
         sample: _Fragment | None = None
         for fragment in acked:
             if fragment.transmissions == 1 and (sample is None or fragment.seq > sample.seq):
@@ -354,6 +371,15 @@ class Sender:
                 )
         if sample is not None:
             self._rtt_sample(target, now - sample.sent_at)
+
+    def _resend_lost(self, addr: Address, target: _Target, order: int, now: float) -> None:
+        """Resend fragments that `_LOSS_THRESHOLD` later transmissions have overtaken."""
+        target.largest_acked_order = max(target.largest_acked_order, order)
+        horizon = target.largest_acked_order - _LOSS_THRESHOLD
+        lost = [f for f in target.in_flight.values() if f.order <= horizon]
+        self.stats.retransmissions += len(lost)
+        for fragment in lost:
+            self._transmit(addr, target, fragment, now)
 
     def _rtt_sample(self, target: _Target, rtt: float) -> None:
         """RFC 6298 section 2, with alpha 1/8, beta 1/4, K 4 and the configured floor."""
@@ -376,6 +402,13 @@ class Sender:
             del target.in_flight[seq]
         if any(f.delivery is delivery for f in target.unsent):
             target.unsent = deque(f for f in target.unsent if f.delivery is not delivery)
+        # Our base has moved past the given-up fragments. Later DATA would tell the peer,
+        # but there may be none, while it holds later messages waiting for the gap: say
+        # it in a PING now, and again until a PONG shows it arrived.
+        target.base_known = False
+        target.probe_backoff = max(target.rto, self.config.min_rto)
+        if target.confirmed:
+            target.next_probe = now
         self._events.append(
             DeliveryFailed(
                 message_id=delivery.message_id,
@@ -396,7 +429,9 @@ class Sender:
         target.confirmed = note.present
         if note.present:
             target.active = True
-            target.next_probe = now + self.config.keepalive_interval
+            target.next_probe = now + (
+                0 if not target.base_known else self.config.keepalive_interval
+            )
         else:
             # Greet it again as at start-up: after 1 s, then 2, 4, ... up to the cap.
             target.active = target.configured
@@ -409,11 +444,17 @@ class Sender:
         if target.confirmed:
             token = self._next_token
             self._next_token += 1
-            target.pings[token] = now
+            base = target.base()
+            target.pings[token] = (now, base)
             while len(target.pings) > _PINGS_REMEMBERED:
                 del target.pings[next(iter(target.pings))]
-            self._outgoing.append((wire.encode(wire.Ping(self.session, token)), addr))
-            target.next_probe = now + self.config.keepalive_interval
+            self._outgoing.append((wire.encode(wire.Ping(self.session, token, base)), addr))
+            if target.base_known:
+                target.next_probe = now + self.config.keepalive_interval
+            else:
+                target.next_probe = now + target.probe_backoff
+                keepalive = self.config.keepalive_interval
+                target.probe_backoff = min(target.probe_backoff * 2, keepalive)
         else:
             self._send_hello(addr, wants_reply=True)
             target.next_probe = now + target.probe_backoff

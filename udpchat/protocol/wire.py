@@ -55,6 +55,7 @@ _DATA = struct.Struct("!QQHH")  # seq, base, fragment index, fragment count
 _FIRST = struct.Struct("!QB")  # sent-at (ms since the Unix epoch), nick length
 _ACK = struct.Struct("!8sQQ")  # acknowledged session, cumulative, selective bitmap
 _TOKEN = struct.Struct("!Q")
+_PING = struct.Struct("!QQ")  # token, base
 _HELLO = struct.Struct("!BB")  # flags, nick length
 
 DATA_HEADER_SIZE = HEADER.size + _DATA.size
@@ -103,6 +104,9 @@ class Ping(NamedTuple):
     """Sender's session id."""
     token: int
     """Opaque 64-bit value echoed in the PONG."""
+    base: int = 0
+    """The sender's base for the stream to the receiver, as in DATA: a gap the sender gave
+    up on is skipped even when no DATA follows it."""
 
 
 class Pong(NamedTuple):
@@ -176,7 +180,7 @@ def encode(datagram: Datagram) -> bytes:
             datagram.acked_session, datagram.cumulative, datagram.selective
         )
     if isinstance(datagram, Ping):
-        return _header(Kind.PING, datagram.session) + _TOKEN.pack(datagram.token)
+        return _header(Kind.PING, datagram.session) + _PING.pack(datagram.token, datagram.base)
     if isinstance(datagram, Pong):
         return _header(Kind.PONG, datagram.session) + _TOKEN.pack(datagram.token)
     if isinstance(datagram, Hello):
@@ -217,11 +221,14 @@ def decode(data: bytes) -> Datagram:
         if size - at != _ACK.size:
             raise WireError("bad ACK length")
         return Ack(session, *_ACK.unpack_from(data, at))
-    if kind == Kind.PING or kind == Kind.PONG:
+    if kind == Kind.PING:
+        if size - at != _PING.size:
+            raise WireError("bad PING length")
+        return Ping(session, *_PING.unpack_from(data, at))
+    if kind == Kind.PONG:
         if size - at != _TOKEN.size:
-            raise WireError("bad PING/PONG length")
-        (token,) = _TOKEN.unpack_from(data, at)
-        return Ping(session, token) if kind == Kind.PING else Pong(session, token)
+            raise WireError("bad PONG length")
+        return Pong(session, *_TOKEN.unpack_from(data, at))
     if kind == Kind.HELLO:
         if size - at < _HELLO.size:
             raise WireError("truncated HELLO")

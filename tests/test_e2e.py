@@ -18,6 +18,7 @@ from udpchat.protocol import (
     PeerJoined,
     PeerLeft,
 )
+from udpchat.runtimes import create_runtime
 
 MESSAGES = 1000
 
@@ -146,3 +147,13 @@ def test_close_frees_the_port_and_ends_every_worker(model: str, open_runtime: Op
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
         again.bind(address)  # the socket is closed: the port is free again
     assert a.get_event(timeout=5) is None or True
+
+
+def test_send_before_open_or_after_close_is_an_error(model: str) -> None:
+    runtime = create_runtime(model, "alice", bind="127.0.0.1", peers=[("127.0.0.1", 9)])
+    with pytest.raises(RuntimeError):
+        runtime.send("too early")
+    runtime.open()
+    runtime.close()
+    with pytest.raises(RuntimeError):
+        runtime.send("too late")

@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..protocol import Address, Config
+from .aio import AsyncioChat, AsyncioRuntime
 from .base import DEFAULT_PORT, AddressError, ChatRuntime, bind_socket, resolve_peer
 from .process import ProcessRuntime
 from .thread import ThreadRuntime
 
-MODELS = ("thread", "process")
+MODELS = ("thread", "process", "asyncio")
 """Names accepted by `--model`, in the order the docs present them."""
 
 
@@ -31,6 +32,8 @@ def create_runtime(
         return ThreadRuntime(nick, bind=bind, port=port, peers=peers, config=config)
     if model == "process":
         return ProcessRuntime(nick, bind=bind, port=port, peers=peers, config=config)
+    if model == "asyncio":
+        return AsyncioRuntime(nick, bind=bind, port=port, peers=peers, config=config)
     raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
 
 
@@ -38,6 +41,8 @@ __all__ = [
     "DEFAULT_PORT",
     "MODELS",
     "AddressError",
+    "AsyncioChat",
+    "AsyncioRuntime",
     "ChatRuntime",
     "ProcessRuntime",
     "ThreadRuntime",

@@ -60,7 +60,8 @@ class ChatRuntime(Protocol):
     def send(self, text: str) -> int:
         """Send a message to every active peer; return its id for the delivery events.
 
-        Raises MessageTooLong, NoPeers or OutboxFull (all LocalProtocolError).
+        Raises MessageTooLong, NoPeers or OutboxFull (all LocalProtocolError), and
+        RuntimeError before `open` or after `close`.
         """
         ...
 

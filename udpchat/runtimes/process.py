@@ -195,6 +195,8 @@ class ProcessRuntime:
         self.close()
 
     def send(self, text: str) -> int:
+        if self._sock is None or self._closing:
+            raise RuntimeError("not open")
         encode_text(text)  # MessageTooLong, before anything crosses a pipe
         status = self._status
         # The snapshot can lag: we may have seen a PeerJoined whose note the sending

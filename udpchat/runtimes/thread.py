@@ -106,6 +106,8 @@ class ThreadRuntime:
         self.close()
 
     def send(self, text: str) -> int:
+        if self._sock is None or self._closing:
+            raise RuntimeError("not open")
         with self._lock:
             message_id = self._core.send_message(text, time.monotonic(), sent_at_ms=wall_clock_ms())
         self._work.put(None)

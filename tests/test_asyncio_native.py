@@ -1,0 +1,433 @@
+"""The asyncio model as asyncio programs use it: `AsyncioChat` endpoints in one event loop.
+
+Everything runs on 127.0.0.1 port 0. Every wait is bounded by `asyncio.wait_for`; nothing
+sleeps for a fixed time. The last tests drive `AsyncioRuntime`, the same endpoint behind
+the synchronous interface, where the generic suites (test_e2e, test_cli) do not reach.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+import pytest_asyncio
+
+from udpchat.protocol import (
+    Address,
+    Config,
+    DeliveryFailed,
+    Event,
+    MessageDelivered,
+    MessageReceived,
+    MessageTooLong,
+    NoPeers,
+    PeerJoined,
+    PeerLeft,
+    wire,
+)
+from udpchat.runtimes import AddressError, ChatRuntime
+from udpchat.runtimes.aio import AsyncioChat, AsyncioRuntime
+from udpchat.runtimes.thread import ThreadRuntime
+
+TIMEOUT = 10.0
+MESSAGES = 1000
+
+OpenChat = Callable[..., Awaitable[AsyncioChat]]
+E = TypeVar("E")
+
+
+@pytest_asyncio.fixture
+async def open_chat() -> AsyncIterator[OpenChat]:
+    """Open `AsyncioChat`s on 127.0.0.1 port 0; all are closed at the end of the test."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def opener(
+            nick: str, peers: tuple[Address, ...] = (), config: Config | None = None
+        ) -> AsyncioChat:
+            chat = AsyncioChat(nick, bind="127.0.0.1", port=0, peers=peers, config=config)
+            return await stack.enter_async_context(chat)
+
+        yield opener
+
+
+async def wait_event(
+    chat: AsyncioChat, kind: type[E], timeout: float = TIMEOUT, **fields: object
+) -> E:
+    """The first event of type `kind` with the given field values; fails after `timeout`."""
+
+    async def first() -> E:
+        while True:
+            event = await chat.next_event()
+            assert event is not None, "the chat closed"
+            if isinstance(event, kind) and all(getattr(event, k) == v for k, v in fields.items()):
+                return event
+
+    try:
+        return await asyncio.wait_for(first(), timeout)
+    except asyncio.TimeoutError:
+        pytest.fail(f"no {kind.__name__} {fields or ''} within {timeout} s")
+
+
+async def received_texts(chat: AsyncioChat, count: int, timeout: float = 60.0) -> list[str]:
+    """Texts of the next `count` messages `chat` receives, in arrival order."""
+    texts: list[str] = []
+
+    async def collect() -> None:
+        while len(texts) < count:
+            event = await chat.next_event()
+            assert event is not None, "the chat closed"
+            if isinstance(event, MessageReceived):
+                texts.append(event.text)
+
+    try:
+        await asyncio.wait_for(collect(), timeout)
+    except asyncio.TimeoutError:
+        pytest.fail(f"only {len(texts)} of {count} messages within {timeout} s")
+    return texts
+
+
+async def connected_pair(open_chat: OpenChat) -> tuple[AsyncioChat, AsyncioChat]:
+    """Alice, and Bob who was told of her; both have seen the other join."""
+    alice = await open_chat("alice")
+    bob = await open_chat("bob", peers=(alice.local_address,))
+    await wait_event(alice, PeerJoined, nick="bob")
+    await wait_event(bob, PeerJoined, nick="alice")
+    return alice, bob
+
+
+class Recorder(asyncio.DatagramProtocol):
+    """A bound UDP endpoint that never answers and notes when each datagram arrived."""
+
+    def __init__(self) -> None:
+        self.arrivals: asyncio.Queue[tuple[float, wire.Datagram]] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.arrivals.put_nowait((asyncio.get_running_loop().time(), wire.decode(data)))
+
+    async def next_data(self, timeout: float = TIMEOUT) -> tuple[float, wire.Data]:
+        """Arrival time and record of the next DATA datagram (HELLOs are skipped)."""
+
+        async def first() -> tuple[float, wire.Data]:
+            while True:
+                when, record = await self.arrivals.get()
+                if isinstance(record, wire.Data):
+                    return when, record
+
+        return await asyncio.wait_for(first(), timeout)
+
+
+@contextlib.asynccontextmanager
+async def recorder() -> AsyncIterator[tuple[Recorder, Address]]:
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0))
+    try:
+        host, port = transport.get_extra_info("sockname")[:2]
+        yield protocol, (host, port)
+    finally:
+        transport.close()
+
+
+# -- two AsyncioChats in one loop ----------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_thousand_messages_each_way_arrive_once_and_in_order(open_chat: OpenChat) -> None:
+    alice, bob = await connected_pair(open_chat)
+    sent_by_alice = [f"a{i} 你好" for i in range(MESSAGES)]
+    sent_by_bob = [f"b{i} 🙂" for i in range(MESSAGES)]
+    for mine, theirs in zip(sent_by_alice, sent_by_bob, strict=True):
+        alice.send(mine)
+        bob.send(theirs)
+    assert await received_texts(bob, MESSAGES) == sent_by_alice
+    assert await received_texts(alice, MESSAGES) == sent_by_bob
+    assert await alice.wait_delivered(60) and await bob.wait_delivered(60)
+    for chat in (alice, bob):
+        stats = chat.stats()
+        assert stats.messages_received == MESSAGES  # the core counts every message it shows
+        assert stats.messages_delivered == MESSAGES and stats.messages_failed == 0
+        assert chat.pending() == 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "text",
+    ["你好，世界。こんにちは、안녕하세요", "中文字" * 6667],
+    ids=["cjk", "cjk-60kb-fragmented"],
+)
+async def test_text_arrives_byte_for_byte_even_when_fragments_cut_characters(
+    open_chat: OpenChat, text: str
+) -> None:
+    alice, bob = await connected_pair(open_chat)
+    message_id = alice.send(text)
+    message = await wait_event(bob, MessageReceived)
+    assert message.text == text and message.nick == "alice"
+    delivered = await wait_event(alice, MessageDelivered, message_id=message_id)
+    assert delivered.peer == bob.local_address
+    # At most 1,168 bytes of text per datagram: 60,003 bytes take over 50.
+    assert alice.stats().data_sent >= -(-len(text.encode("utf-8")) // 1168)
+
+
+@pytest.mark.asyncio
+async def test_peer_that_closes_is_reported_as_left_with_reason_bye(open_chat: OpenChat) -> None:
+    alice, bob = await connected_pair(open_chat)
+    await bob.aclose()
+    left = await wait_event(alice, PeerLeft)
+    assert left.reason == "bye" and left.nick == "bob" and left.peer == bob.local_address
+
+
+@pytest.mark.asyncio
+async def test_message_to_a_silent_socket_fails_after_the_give_up_time(
+    open_chat: OpenChat,
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))  # bound, never reads, never answers
+        alice = await open_chat(
+            "alice", peers=(silent.getsockname(),), config=Config(give_up_after=0.5)
+        )
+        message_id = alice.send("anyone?")
+        failed = await wait_event(alice, DeliveryFailed)
+    assert failed.message_id == message_id and failed.elapsed >= 0.5
+    assert alice.stats().retransmissions >= 1
+    assert alice.pending() == 0
+    assert await alice.wait_delivered(0.1)
+
+
+@pytest.mark.asyncio
+async def test_timer_is_rearmed_earlier_when_a_send_needs_it_sooner(open_chat: OpenChat) -> None:
+    rto = 0.2
+    async with recorder() as (silent, address):
+        alice = await open_chat("alice", peers=(address,), config=Config(initial_rto=rto))
+        hello_at, hello = await asyncio.wait_for(silent.arrivals.get(), TIMEOUT)
+        assert isinstance(hello, wire.Hello)
+        # Idle now: the only timer armed is the next HELLO, a second after the first.
+        assert alice._timer_at == alice._core.get_timer()
+        alice.send("are you there?")
+        first_at, first = await silent.next_data()
+        again_at, again = await silent.next_data()
+        # The retransmission follows the RTO, not the HELLO timer armed before the send.
+        assert again.seq == first.seq == 0
+        assert rto * 0.9 <= again_at - first_at < hello_at + 0.9 - first_at
+        third_at, third = await silent.next_data()
+        assert third.seq == 0 and third_at - again_at >= 2 * rto * 0.9  # backed off
+    assert alice.stats().retransmissions >= 2
+
+
+@pytest.mark.asyncio
+async def test_chat_without_peers_arms_no_timer(open_chat: OpenChat) -> None:
+    alice = await open_chat("alice")
+    assert alice._timer is None and alice._core.get_timer() is None
+
+
+@pytest.mark.asyncio
+async def test_aclose_is_idempotent_closes_the_socket_and_ends_next_event(
+    open_chat: OpenChat,
+) -> None:
+    alice = await open_chat("alice")
+    transport, sock = alice._transport, alice._sock
+    assert transport is not None and sock is not None
+    await asyncio.gather(alice.aclose(), alice.aclose())
+    await alice.aclose()
+    assert transport.is_closing() and sock.fileno() == -1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
+        again.bind(alice.local_address)  # the port is free again
+    assert await asyncio.wait_for(alice.next_event(), 1.0) is None
+    assert await asyncio.wait_for(alice.next_event(timeout=None), 1.0) is None
+
+
+@pytest.mark.asyncio
+async def test_a_waiting_consumer_is_woken_by_aclose(open_chat: OpenChat) -> None:
+    alice = await open_chat("alice")
+    waiting = asyncio.ensure_future(alice.next_event())
+    await asyncio.sleep(0)  # let it start waiting
+    await alice.aclose()
+    assert await asyncio.wait_for(waiting, 1.0) is None
+
+
+@pytest.mark.asyncio
+async def test_transport_reads_into_64_kib_not_the_default_256(open_chat: OpenChat) -> None:
+    alice = await open_chat("alice")
+    assert getattr(alice._transport, "max_size", None) == 65536
+
+
+@pytest.mark.asyncio
+async def test_icmp_style_errors_are_ignored(open_chat: OpenChat) -> None:
+    alice, bob = await connected_pair(open_chat)
+    alice.error_received(ConnectionRefusedError(111, "Connection refused"))
+    alice.send("still here")
+    message = await wait_event(bob, MessageReceived)
+    assert message.text == "still here"
+
+
+@pytest.mark.asyncio
+async def test_send_errors_are_raised_at_once(open_chat: OpenChat) -> None:
+    alice = await open_chat("alice")
+    with pytest.raises(NoPeers):
+        alice.send("hello?")
+    alice.add_peer(("127.0.0.1", 9))
+    with pytest.raises(MessageTooLong):
+        alice.send("x" * 65537)
+    assert alice.pending() == 0
+
+
+@pytest.mark.asyncio
+async def test_events_go_to_the_sink_when_one_is_given(open_chat: OpenChat) -> None:
+    alice = await open_chat("alice")
+    seen: list[Event] = []
+    joined = asyncio.Event()
+
+    def sink(event: Event) -> None:
+        seen.append(event)
+        joined.set()
+
+    chat = AsyncioChat("bob", bind="127.0.0.1", peers=(alice.local_address,), event_sink=sink)
+    async with chat:
+        await asyncio.wait_for(joined.wait(), TIMEOUT)
+        assert isinstance(seen[0], PeerJoined) and seen[0].nick == "alice"
+        with pytest.raises(RuntimeError):
+            await chat.next_event(timeout=0)
+
+
+@pytest.mark.asyncio
+async def test_port_in_use_is_the_one_line_address_error() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        with pytest.raises(AddressError, match=f"UDP port {port} on 127.0.0.1 is already in use"):
+            async with AsyncioChat("alice", bind="127.0.0.1", port=port):
+                pass
+
+
+# -- with the thread model -----------------------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("who_greets", ["asyncio", "thread"])
+async def test_asyncio_and_thread_models_chat_both_ways(
+    open_chat: OpenChat, who_greets: str
+) -> None:
+    threaded = ThreadRuntime("tom", bind="127.0.0.1")
+    threaded.open()
+    try:
+        if who_greets == "asyncio":
+            chat = await open_chat("ada", peers=(threaded.local_address,))
+        else:
+            chat = await open_chat("ada")
+            threaded.add_peer(chat.local_address)
+        await wait_event(chat, PeerJoined, nick="tom")
+        count = 200
+        for i in range(count):
+            chat.send(f"ada {i} 你好")
+            threaded.send(f"tom {i} 🙂")
+        assert await received_texts(chat, count) == [f"tom {i} 🙂" for i in range(count)]
+        texts = await asyncio.to_thread(_thread_texts, threaded, count)
+        assert texts == [f"ada {i} 你好" for i in range(count)]
+        assert await chat.wait_delivered(30)
+        assert await asyncio.to_thread(threaded.wait_delivered, 30)
+    finally:
+        await asyncio.to_thread(threaded.close)
+    left = await wait_event(chat, PeerLeft)
+    assert left.reason == "bye" and left.nick == "tom"
+
+
+def _thread_texts(runtime: ChatRuntime, count: int, timeout: float = 30.0) -> list[str]:
+    texts: list[str] = []
+    deadline = time.monotonic() + timeout
+    while len(texts) < count and (left := deadline - time.monotonic()) > 0:
+        event = runtime.get_event(timeout=left)
+        if isinstance(event, MessageReceived):
+            texts.append(event.text)
+    return texts
+
+
+# -- AsyncioRuntime: the same endpoint behind the synchronous interface ------------
+
+
+def _udpchat_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("udpchat")]
+
+
+def test_runtime_open_raises_address_error_in_the_caller_and_leaves_no_thread() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        runtime = AsyncioRuntime("alice", bind="127.0.0.1", port=taken.getsockname()[1])
+        with pytest.raises(AddressError, match="already in use"):
+            runtime.open()
+    assert not _udpchat_threads()
+    runtime.close()  # harmless after a failed open
+
+
+def test_runtime_send_errors_reach_the_caller() -> None:
+    with AsyncioRuntime("alice", bind="127.0.0.1") as runtime:
+        with pytest.raises(NoPeers):
+            runtime.send("hello?")
+        runtime.add_peer(("127.0.0.1", 9))
+        with pytest.raises(MessageTooLong):
+            runtime.send("你" * 30000)
+        assert runtime.pending() == 0
+        assert [status.peer for status in runtime.peers()] == [("127.0.0.1", 9)]
+
+
+def test_runtime_takes_sends_from_several_threads_at_once() -> None:
+    senders, each = 4, 250
+    with (
+        AsyncioRuntime("alice", bind="127.0.0.1") as alice,
+        AsyncioRuntime("bob", bind="127.0.0.1", peers=(alice.local_address,)) as bob,
+    ):
+        threads = [
+            threading.Thread(target=lambda n=n: [bob.send(f"{n}:{i}") for i in range(each)])
+            for n in range(senders)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=TIMEOUT)
+        texts = _thread_texts(alice, senders * each)
+        assert bob.wait_delivered(TIMEOUT) and bob.stats().messages_delivered == senders * each
+    assert sorted(texts) == sorted(f"{n}:{i}" for n in range(senders) for i in range(each))
+    for n in range(senders):  # each thread's messages arrive in the order it sent them
+        assert [t for t in texts if t.startswith(f"{n}:")] == [f"{n}:{i}" for i in range(each)]
+
+
+def test_runtime_close_is_quick_idempotent_and_wakes_a_waiting_get_event() -> None:
+    runtime = AsyncioRuntime("alice", bind="127.0.0.1")
+    runtime.open()
+    assert _udpchat_threads() == ["udpchat-asyncio"]
+    results: list[Event | None] = []
+    waiter = threading.Thread(target=lambda: results.append(runtime.get_event(None)))
+    waiter.start()
+    started = time.monotonic()
+    runtime.close()
+    runtime.close()
+    assert time.monotonic() - started < 1.0
+    waiter.join(timeout=TIMEOUT)
+    assert results == [None] and runtime.get_event(timeout=TIMEOUT) is None
+    assert time.monotonic() - started < 1.0
+    assert not _udpchat_threads()
+
+
+def test_runtime_open_and_close_leave_no_resource_warnings() -> None:
+    code = textwrap.dedent(
+        """
+        import warnings
+        warnings.simplefilter("always")
+        from udpchat.runtimes import AsyncioRuntime
+        with AsyncioRuntime("alice", bind="127.0.0.1") as alice:
+            for _ in range(3):
+                with AsyncioRuntime("bob", bind="127.0.0.1", peers=(alice.local_address,)):
+                    pass
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr and "unclosed" not in result.stderr, result.stderr

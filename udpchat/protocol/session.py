@@ -11,7 +11,7 @@ clock or touches a socket; `now` is any monotonic time in seconds.
 
 from __future__ import annotations
 
-import secrets
+import os
 from dataclasses import dataclass
 
 from .config import Config, Stats
@@ -74,7 +74,9 @@ class ChatSession:
         """`wall_offset` is wall-clock time minus the caller's `now`; shared-key mode uses
         it to stamp datagrams. Runtimes pass `time.time() - time.monotonic()`."""
         self.config = config or Config()
-        self.session_id = session_id if session_id is not None else secrets.token_bytes(8)
+        # os.urandom rather than secrets: the same bytes, without importing random and
+        # hashlib (and OpenSSL with it), 4 MiB and 4 ms of every start.
+        self.session_id = session_id if session_id is not None else os.urandom(8)
         self.receiver = Receiver(self.session_id, self.config, wall_offset=wall_offset)
         self.sender = Sender(self.session_id, nick, self.config, wall_offset=wall_offset)
 

@@ -27,7 +27,6 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import queue
-import secrets
 import select
 import signal
 import socket
@@ -114,7 +113,7 @@ class ProcessRuntime:
 
     def open(self) -> None:
         self._sock = sock = bind_socket(self._bind, self._port)
-        ctx, session = self._context, secrets.token_bytes(8)
+        ctx, session = self._context, os.urandom(8)
         self._status = ctx.RawArray("q", 3)
         lifeline_r, self._lifeline = ctx.Pipe(duplex=False)
         commands_r, self._commands = ctx.Pipe(duplex=False)

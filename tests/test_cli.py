@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -234,3 +235,52 @@ def test_port_in_use_is_a_one_line_error_suggesting_another_port() -> None:
         code, stderr = run_error("--bind", "127.0.0.1", "--port", port)
     assert code == 2 and stderr.count("\n") == 1
     assert f"UDP port {port} on 127.0.0.1 is already in use; choose another with --port" in stderr
+
+
+def test_shared_key_chat_works_and_a_wrong_key_is_reported(
+    chats: list[Chat], tmp_path: Path
+) -> None:
+    key = tmp_path / "chat.key"
+    key.write_text("correct horse battery staple\n")
+    alice = start(chats, "--plain", "--port", "0", "--name", "alice", "--key-file", str(key))
+    port = alice.expect(LISTENING.pattern).group(1)
+    bob = start(
+        chats, "--plain", "--port", "0", "--name", "bob", "--peer", f"127.0.0.1:{port}",
+        "--key-file", str(key),
+    )  # fmt: skip
+    bob.say("秘密 message")
+    alice.expect("bob: 秘密 message$")
+    bob.end_input()
+    assert bob.wait() == (0, "")
+    mallory = Chat("--plain", "--port", "0", "--name", "mallory", "--peer", f"127.0.0.1:{port}")
+    chats.append(mallory)
+    mallory.say("let me in")
+    alice.expect(r"from 127\.0\.0\.1:\d+ failed authentication \(not encrypted\): the peer")
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--key-file", "/nonexistent/key"], {}, "cannot read --key-file /nonexistent/key"),
+        (["--key-file", "EMPTY"], {}, "the shared key is empty"),
+        ([], {"UDPCHAT_KEY": ""}, "the shared key is empty"),
+        (["--ask-key"], {}, "--ask-key needs a terminal; use --key-file or UDPCHAT_KEY"),
+        (["--ask-key", "--key-file", "x"], {}, "not allowed with argument"),
+    ],
+)
+def test_bad_shared_key_options_are_one_line_errors(
+    tmp_path: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    empty = tmp_path / "empty.key"
+    empty.write_bytes(b"\n")
+    args = [str(empty) if arg == "EMPTY" else arg for arg in args]
+    result = subprocess.run(
+        [sys.executable, "-m", "udpchat", "--port", "0", *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=30,
+        env={**os.environ, **env},
+    )
+    stderr = result.stderr.decode("utf-8")
+    assert result.returncode == 2 and stderr.count("\n") == 1
+    assert message in stderr

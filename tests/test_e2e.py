@@ -157,3 +157,16 @@ def test_send_before_open_or_after_close_is_an_error(model: str) -> None:
     runtime.close()
     with pytest.raises(RuntimeError):
         runtime.send("too late")
+
+
+def test_close_wakes_a_caller_waiting_for_delivery(model: str, open_runtime: OpenRuntime) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        alice = open_runtime(model, "alice", peers=(silent.getsockname(),))
+        alice.send("nobody will acknowledge this")
+        result: list[bool] = []
+        waiter = threading.Thread(target=lambda: result.append(alice.wait_delivered(60)))
+        waiter.start()
+        alice.close()
+        waiter.join(timeout=10)  # not 60: close() must wake it
+    assert not waiter.is_alive() and result == [False]

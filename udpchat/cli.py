@@ -1,4 +1,7 @@
-"""The `udpchat` command: parse arguments, open a runtime, run line mode.
+"""The `udpchat` command: parse arguments, open a runtime, run the terminal UI or line mode.
+
+The terminal UI runs when standard input and output are both terminals and neither
+`--plain` nor `--jsonl` is given; otherwise line mode.
 
 Every error a user can cause (a bad flag value, a malformed or unknown peer, a port in
 use) is one line on stderr and exit status 2.
@@ -9,10 +12,11 @@ from __future__ import annotations
 import argparse
 import getpass
 import io
+import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 from . import __version__
 from .protocol import MAX_NICK_BYTES, Config
@@ -75,8 +79,45 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long to retry a message before reporting it failed (default: 30)",
     )
+    key = parser.add_mutually_exclusive_group()
+    key.add_argument(
+        "--key-file",
+        metavar="FILE",
+        help="shared-key mode: encrypt and authenticate with the passphrase in FILE",
+    )
+    key.add_argument(
+        "--ask-key",
+        action="store_true",
+        help="shared-key mode: type the passphrase (not echoed); or set UDPCHAT_KEY",
+    )
     parser.add_argument("--version", action="version", version=f"udpchat {__version__}")
     return parser
+
+
+def _shared_key(args: argparse.Namespace) -> bytes | None:
+    """The master key from --key-file, --ask-key or UDPCHAT_KEY, or None (no key).
+
+    The passphrase is never taken from the command line, where `ps` would show it.
+    """
+    if args.key_file is not None:
+        try:
+            with open(args.key_file, "rb") as file:
+                passphrase = file.read().rstrip(b"\r\n")
+        except OSError as error:
+            raise UsageError(f"cannot read --key-file {args.key_file}: {error.strerror}") from None
+    elif args.ask_key:
+        if not _is_terminal(sys.stdin):
+            raise UsageError("--ask-key needs a terminal; use --key-file or UDPCHAT_KEY")
+        passphrase = getpass.getpass("shared key: ").encode("utf-8")
+    elif "UDPCHAT_KEY" in os.environ:
+        passphrase = os.environb[b"UDPCHAT_KEY"]
+    else:
+        return None
+    if not passphrase:
+        raise UsageError("the shared key is empty")
+    from .protocol.crypto import derive_master_key  # imported only in shared-key mode
+
+    return derive_master_key(passphrase)
 
 
 def _nick(name: str | None) -> str:
@@ -120,14 +161,30 @@ def run(argv: Sequence[str] | None = None) -> int:
         bind=args.bind,
         port=port,
         peers=peers,
-        config=Config(give_up_after=give_up),
+        config=Config(give_up_after=give_up, key=_shared_key(args)),
     )
+    if not (args.plain or args.jsonl) and _is_terminal(sys.stdin) and _is_terminal(sys.stdout):
+        # Imported here: prompt_toolkit costs start-up time that line mode does not pay.
+        from .ui.tui import TerminalUI
+
+        runtime.open()
+        try:
+            return TerminalUI(runtime, drain_timeout=give_up + 5).run()
+        finally:
+            runtime.close()
     stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
     runtime.open()
     try:
         return LineMode(runtime, jsonl=args.jsonl, drain_timeout=give_up + 5, stdin=stdin).run()
     finally:
         runtime.close()
+
+
+def _is_terminal(stream: TextIO | None) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except ValueError:  # a closed stream
+        return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -184,6 +184,8 @@ class ProcessRuntime:
         for conn in (self._commands, self._control, self._lifeline):
             conn.close()
         self._sock.close()
+        for waiter in list(self._replies.values()):
+            waiter.put(None)  # wakes every call still waiting, wait_delivered included
         self._events.put(_CLOSED)
 
     def __enter__(self) -> ChatRuntime:
@@ -235,6 +237,9 @@ class ProcessRuntime:
         return item  # type: ignore[return-value]
 
     def wait_delivered(self, timeout: float) -> bool:
+        """True once nothing is pending; False on timeout, or at once after `close`."""
+        if self._closing:
+            return False
         return bool(self._call(self._commands, "drain", timeout=timeout, default=False))
 
     def pending(self) -> int:

@@ -96,6 +96,7 @@ class ThreadRuntime:
         self._sock.close()
         with self._lock:
             self._drain_events()
+            self._lock.notify_all()  # wakes wait_delivered: nothing more will be delivered
         self._events.put(_CLOSED)
 
     def __enter__(self) -> ChatRuntime:
@@ -140,8 +141,10 @@ class ThreadRuntime:
         return item  # type: ignore[return-value]
 
     def wait_delivered(self, timeout: float) -> bool:
+        """True once nothing is pending; False on timeout, or at once after `close`."""
         with self._lock:
-            return self._lock.wait_for(lambda: self._core.pending() == 0, timeout)
+            done = self._lock.wait_for(lambda: self._core.pending() == 0 or self._closing, timeout)
+            return done and self._core.pending() == 0
 
     def pending(self) -> int:
         with self._lock:

@@ -1,4 +1,5 @@
-"""User interfaces: line mode for pipes and scripts (and, later, the terminal UI).
+"""User interfaces: the terminal UI (`tui`, prompt_toolkit, imported only when used) and
+line mode (`lines`) for pipes, scripts and `--plain`.
 
 They consume runtime events and call the runtime interface; they never reach into a
 runtime or the core.

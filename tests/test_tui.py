@@ -1,0 +1,685 @@
+"""The terminal UI driven through prompt_toolkit's pipe input, against a fake runtime.
+
+The real `TerminalUI` runs on the test's event loop with `DummyOutput` (or a VT100 output
+into a string where the bytes matter: colours, escaping). The tests assert on what the UI
+asked the runtime to do and on the plain text of the conversation pane. Every wait has a
+deadline; nothing sleeps for a fixed time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import queue
+import re
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from prompt_toolkit.application import create_app_session
+from prompt_toolkit.data_structures import Size
+from prompt_toolkit.formatted_text import StyleAndTextTuples
+from prompt_toolkit.formatted_text.utils import fragment_list_to_text
+from prompt_toolkit.input import PipeInput, create_pipe_input
+from prompt_toolkit.output import ColorDepth, DummyOutput, Output
+from prompt_toolkit.output.vt100 import Vt100_Output
+from prompt_toolkit.utils import get_cwidth
+
+from udpchat.protocol import (
+    Address,
+    DatagramRejected,
+    DeliveryFailed,
+    Event,
+    LocalProtocolError,
+    MessageDelivered,
+    MessageReceived,
+    NoPeers,
+    PeerJoined,
+    PeerLeft,
+    PeerRenamed,
+    PeerStatus,
+    Stats,
+)
+from udpchat.runtimes import ChatRuntime
+from udpchat.ui.tui import WRAP_INDENT, TerminalUI, wrap
+
+BOB: Address = ("127.0.0.1", 9001)
+CAROL: Address = ("127.0.0.1", 9002)
+ENTER = "\r"
+UP, DOWN = "\x1b[A", "\x1b[B"
+PAGE_UP, PAGE_DOWN = "\x1b[5~", "\x1b[6~"
+CTRL_C, CTRL_D, CTRL_U = "\x03", "\x04", "\x15"
+TIMEOUT = 5.0
+
+
+class FakeRuntime:
+    """A `ChatRuntime` that records what the UI asks and plays the events a test pushes."""
+
+    model = "thread"
+
+    def __init__(self, nick: str = "alice") -> None:
+        self._nick = nick
+        self.calls: list[str] = []
+        self.sent: list[str] = []
+        self.added: list[Address] = []
+        self.removed: list[Address] = []
+        self.rows: list[PeerStatus] = []
+        self.refuse: LocalProtocolError | None = None
+        self.pending_count = 0
+        self.hold_delivery = False
+        """When set, wait_delivered blocks until `release` is set (or its timeout)."""
+        self.release = threading.Event()
+        self._events: queue.Queue[Event | None] = queue.Queue()
+
+    @property
+    def local_address(self) -> Address:
+        return ("127.0.0.1", 9000)
+
+    @property
+    def nick(self) -> str:
+        return self._nick
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.calls.append("close")
+        self.release.set()
+        self._events.put(None)
+
+    def __enter__(self) -> ChatRuntime:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def send(self, text: str) -> int:
+        if self.refuse is not None:
+            raise self.refuse
+        self.sent.append(text)
+        self.pending_count += 1
+        return len(self.sent)
+
+    def add_peer(self, addr: Address) -> None:
+        self.added.append(addr)
+
+    def remove_peer(self, addr: Address) -> None:
+        self.removed.append(addr)
+
+    def set_nick(self, nick: str) -> None:
+        if nick == "refused":
+            raise ValueError("the runtime says no")
+        self._nick = nick
+
+    def get_event(self, timeout: float | None = None) -> Event | None:
+        try:
+            event = self._events.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if event is None:
+            self._events.put(None)  # closed: every later call returns None at once
+        return event
+
+    def wait_delivered(self, timeout: float) -> bool:
+        self.calls.append("wait_delivered")
+        if self.hold_delivery:
+            self.release.wait(timeout)
+        return self.pending_count == 0
+
+    def pending(self) -> int:
+        return self.pending_count
+
+    def stats(self) -> Stats:
+        return Stats(
+            messages_sent=3,
+            messages_delivered=2,
+            messages_failed=1,
+            messages_received=4,
+            retransmissions=5,
+            duplicates_dropped=6,
+            malformed_dropped=7,
+            foreign_dropped=8,
+        )
+
+    def peers(self) -> list[PeerStatus]:
+        return list(self.rows)
+
+    def push(self, event: Event) -> None:
+        if isinstance(event, MessageDelivered | DeliveryFailed):
+            self.pending_count -= 1
+        self._events.put(event)
+
+
+class Driver:
+    """One running TerminalUI: type into it, wait for what it shows."""
+
+    def __init__(self, ui: TerminalUI, pipe: PipeInput, task: asyncio.Task[int]) -> None:
+        self.ui = ui
+        self.pipe = pipe
+        self.task = task
+
+    def type(self, keys: str) -> None:
+        self.pipe.send_text(keys)
+
+    def say(self, line: str) -> None:
+        self.type(line + ENTER)
+
+    @property
+    def pane(self) -> str:
+        return self.ui.transcript()
+
+    async def until(self, condition: Callable[[], bool], what: str = "") -> None:
+        """Wait (bounded) until `condition()` holds, letting the UI run in between."""
+        deadline = time.monotonic() + TIMEOUT
+        while not condition():
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out waiting for {what or condition}; pane:\n{self.pane}")
+            await asyncio.sleep(0.005)
+
+    async def shows(self, pattern: str) -> None:
+        """Wait until the conversation pane matches the regular expression (per line)."""
+        await self.until(lambda: re.search(pattern, self.pane, re.MULTILINE) is not None, pattern)
+
+    async def exit_status(self) -> int:
+        return await asyncio.wait_for(self.task, TIMEOUT)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    runtime: FakeRuntime, output: Output | None = None, **options: bool
+) -> AsyncIterator[Driver]:
+    with (
+        create_pipe_input() as pipe,
+        create_app_session(input=pipe, output=output or DummyOutput()),
+    ):
+        ui = TerminalUI(runtime, drain_timeout=TIMEOUT)
+        handle_signals = options.get("handle_signals", False)
+        task = asyncio.create_task(ui.run_async(handle_signals=handle_signals))
+        driver = Driver(ui, pipe, task)
+        try:
+            await driver.until(lambda: ui.app.is_running, "the application to start")
+            yield driver
+        finally:
+            if not task.done():
+                ui.request_quit()
+                ui.request_quit()
+            await asyncio.wait_for(task, TIMEOUT)
+
+
+def vt100() -> tuple[Vt100_Output, io.StringIO]:
+    """An output that writes the real terminal bytes into a string."""
+    screen = io.StringIO()
+    output = Vt100_Output(
+        screen,
+        lambda: Size(rows=24, columns=80),
+        term="xterm-256color",
+        default_color_depth=ColorDepth.DEPTH_8_BIT,
+    )
+    return output, screen
+
+
+def delivered(message_id: int, elapsed: float = 0.0012, peer: Address = BOB) -> MessageDelivered:
+    return MessageDelivered(message_id=message_id, peer=peer, elapsed=elapsed)
+
+
+def failed(message_id: int, peer: Address = BOB) -> DeliveryFailed:
+    return DeliveryFailed(
+        message_id=message_id, peer=peer, elapsed=30.0, reason="no acknowledgement within 30 s"
+    )
+
+
+# -- sending and delivery states ------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_typed_line_is_sent_and_its_state_goes_from_pending_to_delivered() -> None:
+    runtime = FakeRuntime()
+    async with running(runtime) as chat:
+        await chat.shows(r"listening on 127\.0\.0\.1:9000 as alice \(thread model\)")
+        chat.say("hello 你好 🙂")
+        await chat.shows(r"^\d\d:\d\d alice: hello 你好 🙂  …$")
+        assert runtime.sent == ["hello 你好 🙂"]
+        assert chat.ui.input.text == ""
+        runtime.push(delivered(1, elapsed=0.0012))
+        await chat.shows(r"^\d\d:\d\d alice: hello 你好 🙂  ✓ 1\.2 ms$")
+        assert chat.pane.count("hello") == 1  # updated in place, not a new line
+        chat.say("/quit")
+        assert await chat.exit_status() == 0
+
+
+@pytest.mark.asyncio
+async def test_message_to_two_peers_is_delivered_when_both_acknowledge() -> None:
+    runtime = FakeRuntime()
+    async with running(runtime) as chat:
+        runtime.push(PeerJoined(peer=BOB, nick="bob"))
+        runtime.push(PeerJoined(peer=CAROL, nick="carol"))
+        await chat.until(lambda: "bob, carol" in chat.ui.status_text(), "both peers")
+        chat.say("hi both")
+        await chat.until(lambda: runtime.sent == ["hi both"])
+        runtime.pending_count += 1  # one message, two deliveries
+        runtime.push(delivered(1, elapsed=0.004))
+        await chat.shows(r"alice: hi both  … ✓ 1 of 2$")
+        runtime.push(delivered(1, elapsed=0.012, peer=CAROL))
+        await chat.shows(r"alice: hi both  ✓ 2 peers · 12 ms$")
+
+
+@pytest.mark.asyncio
+async def test_failed_delivery_shows_a_hint_and_resend_sends_the_text_again() -> None:
+    runtime = FakeRuntime()
+    async with running(runtime) as chat:
+        chat.say("are you there?")
+        await chat.until(lambda: runtime.sent == ["are you there?"])
+        runtime.push(failed(1))
+        await chat.shows(r"alice: are you there\?  ✗ failed after 30\.0 s — /resend 1$")
+        await chat.shows(
+            r'\* message 1 "are you there\?" to 127\.0\.0\.1:9001 failed after 30\.0 s:'
+            r" no acknowledgement within 30 s — /resend 1$"
+        )
+        chat.say("/resend 1")
+        await chat.until(lambda: runtime.sent == ["are you there?"] * 2, "the resend")
+        await chat.shows(r"✗ failed after 30\.0 s, resent as 2$")
+        await chat.shows(r"alice: are you there\?  …$")
+        chat.say("/resend 1")
+        await chat.shows(r"message 1 was already resent as 2")
+        chat.say("/resend 7")
+        await chat.shows(r"no message 7 to resend")
+        runtime.push(delivered(2))
+        await chat.shows(r"alice: are you there\?  ✓ 1\.2 ms$")
+        chat.say("/quit")
+        assert await chat.exit_status() == 0  # the failed message was resent and delivered
+
+
+@pytest.mark.asyncio
+async def test_a_failed_message_not_resent_makes_the_exit_status_1() -> None:
+    runtime = FakeRuntime()
+    async with running(runtime) as chat:
+        chat.say("lost")
+        await chat.until(lambda: runtime.sent == ["lost"])
+        runtime.push(failed(1))
+        await chat.shows(r"/resend 1$")
+        chat.say("/quit")
+        assert await chat.exit_status() == 1
+
+
+@pytest.mark.asyncio
+async def test_refused_message_is_one_error_line_and_stays_in_the_input_line() -> None:
+    runtime = FakeRuntime()
+    runtime.refuse = NoPeers("no peer to send to")
+    async with running(runtime) as chat:
+        chat.say("anyone?")
+        await chat.shows(r"\* not sent: no peer to send to — the text is still in the input line$")
+        assert chat.ui.input.text == "anyone?"
+        assert runtime.sent == []
+        runtime.refuse = None
+        chat.type(ENTER)  # retry: the same text goes out
+        await chat.until(lambda: runtime.sent == ["anyone?"])
+        await chat.until(lambda: chat.ui.input.text == "")
+
+
+@pytest.mark.asyncio
+async def test_double_slash_sends_a_literal_slash_line() -> None:
+    runtime = FakeRuntime()
+    async with running(runtime) as chat:
+        chat.say("//usr/bin is where it lives")
+        await chat.until(lambda: runtime.sent == ["/usr/bin is where it lives"])
+        await chat.shows(r"alice: /usr/bin is where it lives  …$")
+
+
+@pytest.mark.asyncio
+async def test_bracketed_paste_of_several_lines_is_one_message() -> None:
+    runtime = FakeRuntime()
+    async with running(runtime) as chat:
+        chat.type("\x1b[200~first line\r\nsecond line\nthird\x1b[201~")
+        await chat.until(lambda: chat.ui.input.text == "first line\nsecond line\nthird")
+        assert runtime.sent == []  # the pasted newlines did not send anything
+        chat.type(ENTER)
+        await chat.until(lambda: runtime.sent == ["first line\nsecond line\nthird"])
+        await chat.shows(r"alice: first line\n +second line\n +third  …$")
+
+
+@pytest.mark.asyncio
+async def test_alt_enter_inserts_a_newline_into_the_message() -> None:
+    runtime = FakeRuntime()
+    async with running(runtime) as chat:
+        chat.type("one\x1b\rtwo" + ENTER)
+        await chat.until(lambda: runtime.sent == ["one\ntwo"])
+
+
+@pytest.mark.asyncio
+async def test_history_recalls_earlier_lines_with_up_and_down() -> None:
+    runtime = FakeRuntime()
+    async with running(runtime) as chat:
+        chat.say("first")
+        chat.say("second")
+        await chat.until(lambda: runtime.sent == ["first", "second"])
+        chat.type(UP)
+        await chat.until(lambda: chat.ui.input.text == "second")
+        chat.type(UP)
+        await chat.until(lambda: chat.ui.input.text == "first")
+        chat.type(DOWN)
+        await chat.until(lambda: chat.ui.input.text == "second")
+        chat.type(ENTER)
+        await chat.until(lambda: runtime.sent == ["first", "second", "second"])
+
+
+# -- what arrives ------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_incoming_messages_and_peer_events_become_lines() -> None:
+    runtime = FakeRuntime()
+    async with running(runtime) as chat:
+        runtime.push(PeerJoined(peer=BOB, nick="bob"))
+        await chat.shows(r"^\d\d:\d\d \* bob \(127\.0\.0\.1:9001\) joined$")
+        await chat.until(lambda: "· bob ·" in chat.ui.status_text(), "bob in the status bar")
+        runtime.push(
+            MessageReceived(peer=BOB, nick="bob", text="こんにちは\nline two", sent_at_ms=0)
+        )
+        await chat.shows(r"^\d\d:\d\d bob: こんにちは\n {11}line two$")
+        runtime.push(PeerRenamed(peer=BOB, old_nick="bob", new_nick="robert"))
+        await chat.shows(r"\* bob \(127\.0\.0\.1:9001\) is now robert$")
+        runtime.push(
+            DatagramRejected(peer=CAROL, reason="not udpchat", count=3, preview="GET /\x1b[0m")
+        )
+        await chat.shows(
+            r"\* dropped a datagram from 127\.0\.0\.1:9002 \(3 dropped\): not udpchat:"
+            r' "GET /\\x1b\[0m"$'
+        )
+        runtime.push(PeerLeft(peer=BOB, nick="robert", reason="bye"))
+        await chat.shows(r"\* robert \(127\.0\.0\.1:9001\) left$")
+        await chat.until(lambda: "no peers" in chat.ui.status_text(), "the status bar to update")
+
+
+@pytest.mark.asyncio
+async def test_hostile_message_is_shown_escaped_and_never_reaches_the_terminal() -> None:
+    runtime = FakeRuntime()
+    output, screen = vt100()
+    async with running(runtime, output) as chat:
+        runtime.push(
+            MessageReceived(
+                peer=BOB, nick="m\x1b[31mallory", text="\x1b[2J\x1b]0;owned\x07", sent_at_ms=0
+            )
+        )
+        await chat.shows(re.escape(r"m\x1b[31mallory: \x1b[2J\x1b]0;owned\x07"))
+        runtime.push(MessageReceived(peer=BOB, nick="bob", text="\u202eevil\u0085", sent_at_ms=0))
+        await chat.shows(re.escape(r"bob: \u202eevil\x85"))
+        chat.say("/quit")
+        await chat.exit_status()
+    drawn = screen.getvalue()
+    assert "owned" in drawn  # the text was drawn...
+    assert "\x1b]0;owned" not in drawn and "\x07" not in drawn  # ...but not as a title
+    assert "\u202e" not in drawn and "\x1b[31mallory" not in drawn
+
+
+# -- commands ----------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_help_lists_every_command() -> None:
+    runtime = FakeRuntime()
+    async with running(runtime) as chat:
+        chat.say("/help")
+        await chat.shows(r"keys:")
+        for command in ("/help", "/peers", "/nick NAME", "/peer add|del", "/stats", "/model"):
+            assert command in chat.pane
+        assert "/resend N" in chat.pane and "/quit" in chat.pane
+
+
+@pytest.mark.asyncio
+async def test_peers_shows_address_nick_last_seen_round_trip_and_pending() -> None:
+    runtime = FakeRuntime()
+    runtime.rows = [
+        PeerStatus(
+            peer=BOB, nick="bob", present=True, configured=True, silent_for=2.4, rtt=0.0004,
+            pending=1,
+        ),
+        PeerStatus(
+            peer=CAROL, nick="", present=False, configured=False, silent_for=None, rtt=None,
+            pending=0,
+        ),
+    ]  # fmt: skip
+    async with running(runtime) as chat:
+        chat.say("/peers")
+        await chat.shows(
+            r"^ +127\.0\.0\.1:9001 +bob +here, configured +seen 2 s ago +rtt 0\.4 ms +1 pending$"
+        )
+        await chat.shows(r"^ +127\.0\.0\.1:9002 +- +away +seen never +rtt - +0 pending$")
+        runtime.rows = []
+        chat.say("/peers")
+        await chat.shows(r"no peers yet")
+
+
+@pytest.mark.asyncio
+async def test_stats_shows_the_counters_and_round_trips() -> None:
+    runtime = FakeRuntime()
+    runtime.rows = [
+        PeerStatus(
+            peer=BOB, nick="bob", present=True, configured=True, silent_for=0.0, rtt=0.0021,
+            pending=0,
+        )
+    ]  # fmt: skip
+    async with running(runtime) as chat:
+        chat.say("/stats")
+        await chat.shows(r"messages: 3 sent · 2 delivered · 1 failed · 4 received")
+        await chat.shows(r"5 retransmitted")
+        await chat.shows(r"dropped: 6 duplicates · 7 malformed · 8 foreign")
+        await chat.shows(r"round trip: bob 2\.1 ms")
+
+
+@pytest.mark.asyncio
+async def test_model_names_the_concurrency_model() -> None:
+    async with running(FakeRuntime()) as chat:
+        chat.say("/model")
+        await chat.shows(r"\* model: thread \(a receiving thread and a sending thread")
+
+
+@pytest.mark.asyncio
+async def test_nick_changes_the_nickname_and_a_bad_one_is_one_error_line() -> None:
+    runtime = FakeRuntime()
+    async with running(runtime) as chat:
+        chat.say("/nick 爱丽丝")
+        await chat.shows(r"\* you are now 爱丽丝$")
+        assert runtime.nick == "爱丽丝"
+        await chat.until(lambda: chat.ui.status_text().startswith(" 爱丽丝 ·"))
+        chat.say("hi")
+        await chat.shows(r"爱丽丝: hi  …$")
+        chat.type("\x1b[200~/nick bad\x1bname\x1b[201~" + ENTER)  # pasted: ESC stays ESC
+        await chat.shows(r"nickname not changed: a nickname cannot hold control characters$")
+        chat.say("/nick " + "x" * 40)
+        await chat.shows(r"nickname not changed: a nickname is at most 32 bytes")
+        chat.say("/nick refused")
+        await chat.shows(r"nickname not changed: the runtime says no$")
+        chat.say("/nick")
+        await chat.shows(r"nickname not changed: usage: /nick NAME$")
+        assert runtime.nick == "爱丽丝"
+
+
+@pytest.mark.asyncio
+async def test_peer_add_and_del_resolve_the_address_and_report_bad_ones() -> None:
+    runtime = FakeRuntime()
+    async with running(runtime) as chat:
+        chat.say("/peer add 127.0.0.1:9005")
+        await chat.shows(r"\* added 127\.0\.0\.1:9005")
+        assert runtime.added == [("127.0.0.1", 9005)]
+        chat.say("/peer add 127.0.0.1")
+        await chat.until(lambda: runtime.added[-1:] == [("127.0.0.1", 9000)], "default port")
+        chat.say("/peer add 127.0.0.1:99999")
+        await chat.shows(r"\* peer not added: port must be a number from 0 to 65535")
+        chat.say("/peer add [::1:9000")
+        await chat.shows(r"\* peer not added: malformed peer address")
+        chat.say("/peer del 127.0.0.1:9001")
+        await chat.shows(r"127\.0\.0\.1:9001 is not a peer")
+        runtime.rows = [
+            PeerStatus(
+                peer=BOB, nick="bob", present=True, configured=False, silent_for=0.0, rtt=None,
+                pending=0,
+            )
+        ]  # fmt: skip
+        chat.say("/peer del 127.0.0.1:9001")
+        await chat.shows(r"\* removed 127\.0\.0\.1:9001")
+        assert runtime.removed == [BOB]
+        chat.say("/peer list")
+        await chat.shows(r"usage: /peer add HOST\[:PORT\] or /peer del HOST\[:PORT\]")
+        assert len(runtime.added) == 2
+
+
+@pytest.mark.asyncio
+async def test_unknown_command_gets_a_hint() -> None:
+    runtime = FakeRuntime()
+    async with running(runtime) as chat:
+        chat.say("/frobnicate now")
+        await chat.shows(r"\* unknown command /frobnicate — try /help")
+        assert runtime.sent == []
+
+
+@pytest.mark.asyncio
+async def test_tab_completes_command_names_and_peer_subcommands() -> None:
+    async with running(FakeRuntime()) as chat:
+        chat.type("/mo\t")
+        await chat.until(lambda: chat.ui.input.text == "/model")
+        chat.type(CTRL_U + "/peer a\t")
+        await chat.until(lambda: chat.ui.input.text == "/peer add")
+
+
+@pytest.mark.asyncio
+async def test_page_up_scrolls_back_and_page_down_returns_to_the_newest() -> None:
+    runtime = FakeRuntime()
+    async with running(runtime) as chat:
+        for number in range(120):
+            runtime.push(MessageReceived(peer=BOB, nick="bob", text=f"line {number}", sent_at_ms=0))
+        await chat.shows(r"bob: line 119$")
+        chat.type(PAGE_UP)
+        await chat.until(lambda: "scrolled back" in chat.ui.status_text(), "scrolling back")
+        runtime.push(MessageReceived(peer=BOB, nick="bob", text="news", sent_at_ms=0))
+        await chat.until(lambda: "1 new below" in chat.ui.status_text(), "the unseen count")
+        for _ in range(10):
+            chat.type(PAGE_DOWN)
+        await chat.until(lambda: "scrolled back" not in chat.ui.status_text(), "following")
+
+
+# -- quitting ----------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_quit_waits_for_delivery_then_closes_the_runtime() -> None:
+    runtime = FakeRuntime()
+    async with running(runtime) as chat:
+        chat.say("bye now")
+        await chat.until(lambda: runtime.sent == ["bye now"])
+        runtime.push(delivered(1))
+        await chat.shows(r"✓")
+        chat.say("/quit")
+        assert await chat.exit_status() == 0
+    assert runtime.calls == ["wait_delivered", "close"]
+
+
+@pytest.mark.asyncio
+async def test_ctrl_d_on_an_empty_line_quits_and_elsewhere_deletes() -> None:
+    runtime = FakeRuntime()
+    async with running(runtime) as chat:
+        chat.type("ab\x1b[D" + CTRL_D)  # Left, then Ctrl-D deletes the "b"
+        await chat.until(lambda: chat.ui.input.text == "a")
+        assert not chat.task.done()
+        chat.type(CTRL_U + CTRL_D)
+        assert await chat.exit_status() == 0
+    assert runtime.calls == ["wait_delivered", "close"]
+
+
+@pytest.mark.asyncio
+async def test_ctrl_c_waits_for_pending_deliveries_and_a_second_one_quits_at_once() -> None:
+    runtime = FakeRuntime()
+    runtime.hold_delivery = True
+    async with running(runtime) as chat:
+        chat.say("in flight")
+        await chat.until(lambda: runtime.sent == ["in flight"])
+        chat.type(CTRL_C)
+        await chat.shows(r"\* waiting for 1 deliveries… Ctrl-C again to quit now$")
+        await chat.until(lambda: "waiting for 1 deliveries" in chat.ui.status_text())
+        assert not chat.task.done()
+        chat.type(CTRL_C)
+        await chat.exit_status()
+    assert runtime.calls == ["wait_delivered", "close"]
+
+
+@pytest.mark.asyncio
+async def test_delivery_while_waiting_to_quit_ends_the_wait() -> None:
+    runtime = FakeRuntime()
+    runtime.hold_delivery = True
+    async with running(runtime) as chat:
+        chat.say("in flight")
+        await chat.until(lambda: runtime.sent == ["in flight"])
+        chat.say("/quit")
+        await chat.shows(r"waiting for 1 deliveries")
+        runtime.push(delivered(1))
+        await chat.shows(r"in flight  ✓ 1\.2 ms$")
+        runtime.release.set()
+        assert await chat.exit_status() == 0
+
+
+@pytest.mark.asyncio
+async def test_sigterm_quits_like_ctrl_c() -> None:
+    runtime = FakeRuntime()
+
+    def safety_net(*_: object) -> None:
+        pytest.fail("SIGTERM reached the Python handler instead of the UI")
+
+    previous = signal.signal(signal.SIGTERM, safety_net)
+    try:
+        async with running(runtime, handle_signals=True) as chat:
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert await chat.exit_status() == 0
+        assert runtime.calls == ["wait_delivered", "close"]
+        assert signal.getsignal(signal.SIGTERM) is safety_net  # restored afterwards
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# -- colours -----------------------------------------------------------------------
+
+COLOUR = re.compile(r"\x1b\[[0-9;]*(?:3[0-7]|9[0-7]|38;5;\d+)[;m]")
+
+
+@pytest.mark.asyncio
+async def test_no_color_draws_without_colours(monkeypatch: pytest.MonkeyPatch) -> None:
+    for no_color in ("", "1"):
+        monkeypatch.setenv("NO_COLOR", no_color)
+        runtime = FakeRuntime()
+        output, screen = vt100()
+        async with running(runtime, output) as chat:
+            runtime.push(MessageReceived(peer=BOB, nick="bob", text="colourful?", sent_at_ms=0))
+            await chat.shows(r"bob: colourful\?")
+            chat.say("/quit")
+            await chat.exit_status()
+        assert bool(COLOUR.search(screen.getvalue())) is not bool(no_color)
+        assert ("colourful?" in screen.getvalue()) is True
+
+
+# -- layout ------------------------------------------------------------------------
+
+
+def test_long_lines_wrap_between_words_and_keep_the_delivery_state_whole() -> None:
+    words = "tiny words " * 5 + "你好" * 10
+    row: StyleAndTextTuples = [("class:time", "09:45 "), ("", "alice: "), ("", words)]
+    row += [("", "  "), ("class:state.delivered", "✓ 12 ms")]
+    lines = [fragment_list_to_text(line) for line in wrap(row, 30)]
+    assert lines == [
+        "09:45 alice: tiny words tiny ",
+        "      words tiny words tiny ",
+        "      words tiny words 你好你",  # CJK has no spaces: it breaks anywhere
+        "      好你好你好你好你好你好你",
+        "      好你好你好  ✓ 12 ms",
+    ]
+    assert all(get_cwidth(line) <= 30 for line in lines)
+    assert WRAP_INDENT == 6
+
+
+@pytest.mark.asyncio
+async def test_tabs_in_a_message_become_spaces() -> None:
+    runtime = FakeRuntime()
+    async with running(runtime) as chat:
+        runtime.push(MessageReceived(peer=BOB, nick="bob", text="a\tb", sent_at_ms=0))
+        await chat.shows(r"bob: a    b$")

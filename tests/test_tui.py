@@ -45,7 +45,8 @@ from udpchat.protocol import (
     Stats,
 )
 from udpchat.runtimes import ChatRuntime
-from udpchat.ui.tui import WRAP_INDENT, TerminalUI, wrap
+from udpchat.ui.pane import WRAP_INDENT, wrap
+from udpchat.ui.tui import TerminalUI
 
 BOB: Address = ("127.0.0.1", 9001)
 CAROL: Address = ("127.0.0.1", 9002)

@@ -1,10 +1,10 @@
 """The terminal UI: one full-screen prompt_toolkit application over any `ChatRuntime`.
 
-Top to bottom: the conversation (newest line at the bottom; PageUp and PageDown scroll
-back), a one-line status bar, and the input line, which nothing that arrives can touch.
-Own messages show their delivery state in place at the end of their line: "…" while
-pending, "✓ 0.4 ms" once delivered (the slowest peer's round trip), "✗ failed after
-30.0 s — /resend 7" when given up.
+Top to bottom: the conversation (`pane`: newest line at the bottom; PageUp and PageDown
+scroll back), a one-line status bar, and the input line, which nothing that arrives can
+touch. Own messages show their delivery state in place at the end of their line
+(`delivery`). This module is the application: layout, key bindings, commands, the event
+pump and quitting.
 
 Rules:
 - Text a peer controls (nicknames, messages, previews) passes through `escape` before it
@@ -24,26 +24,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import socket
 import sys
 import threading
-import zlib
-from collections import OrderedDict
 from collections.abc import Callable
 
 from prompt_toolkit.application import Application
 from prompt_toolkit.buffer import Buffer
-from prompt_toolkit.data_structures import Point
 from prompt_toolkit.document import Document
 from prompt_toolkit.filters import Condition
 from prompt_toolkit.formatted_text import StyleAndTextTuples
-from prompt_toolkit.formatted_text.utils import (
-    fragment_list_to_text,
-    fragment_list_width,
-    split_lines,
-)
+from prompt_toolkit.formatted_text.utils import fragment_list_to_text
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.key_binding.bindings.completion import generate_completions
 from prompt_toolkit.keys import Keys
@@ -54,8 +46,6 @@ from prompt_toolkit.layout import (
     FormattedTextControl,
     HSplit,
     Layout,
-    UIContent,
-    UIControl,
     VerticalAlign,
     Window,
 )
@@ -63,7 +53,6 @@ from prompt_toolkit.layout.dimension import Dimension
 from prompt_toolkit.layout.menus import CompletionsMenu
 from prompt_toolkit.output import ColorDepth
 from prompt_toolkit.styles import Style
-from prompt_toolkit.utils import get_cwidth
 
 from ..protocol import (
     Address,
@@ -89,294 +78,13 @@ from .commands import (
     stats_lines,
     unknown_command,
 )
-from .format import clock, describe, duration, escape, format_address
+from .delivery import Deliveries, OwnMessage
+from .format import describe, escape, format_address
+from .pane import PANE_STYLE, Conversation, Entry, line_entry, message_fragments
 
 EXIT_OK = 0
 EXIT_UNDELIVERED = 1
-SCROLLBACK = 5000
-"""Messages and system lines kept; older ones are dropped in chunks of a tenth."""
-WRAP_INDENT = 6
-"""A long line continues under its text, past the "HH:MM " column."""
-_OWN_REMEMBERED = 10_000
-"""Own messages whose state (and text, for /resend) is kept."""
-_PALETTE = (
-    "ansired",
-    "ansigreen",
-    "ansiyellow",
-    "ansiblue",
-    "ansimagenta",
-    "ansicyan",
-    "ansibrightred",
-    "ansibrightgreen",
-    "ansibrightblue",
-    "ansibrightmagenta",
-    "ansibrightcyan",
-)
-"""Nickname colours: the 16-colour set minus black, white and greys, so every terminal
-theme shows them."""
-_STYLE = [
-    ("time", "ansibrightblack"),
-    ("system", "ansibrightblack"),
-    ("warning", "ansiyellow"),
-    ("error", "ansired bold"),
-    ("own", "bold"),
-    ("state.pending", "ansibrightblack"),
-    ("state.delivered", "ansigreen"),
-    ("state.failed", "ansired bold"),
-    ("status", "reverse"),
-    ("prompt", "bold"),
-    *((f"nick.{index}", colour) for index, colour in enumerate(_PALETTE)),
-]
-
-
-def nick_style(nick: str) -> str:
-    """The same colour for the same nickname, in every run and on every machine."""
-    return f"class:nick.{zlib.crc32(nick.encode('utf-8', 'replace')) % len(_PALETTE)}"
-
-
-_TOKEN = re.compile(r"\s+|\S+")
-
-
-def wrap(row: StyleAndTextTuples, width: int) -> list[StyleAndTextTuples]:
-    """Break one row into screen lines of at most `width` columns.
-
-    Lines break between words when they can, and anywhere inside a word longer than a
-    line (or a run of CJK, which has no spaces). Continuation lines start under the text,
-    past the time. A delivery state ("✓ 1.2 ms") is never broken.
-    """
-    indent = WRAP_INDENT if width > 3 * WRAP_INDENT else 0
-    lines: list[StyleAndTextTuples] = [[]]
-    column = 0
-
-    def new_line() -> None:
-        nonlocal column
-        lines.append([("", " " * indent)] if indent else [])
-        column = indent
-
-    for fragment in row:
-        style, text = fragment[0], fragment[1]
-        tokens = [text] if "class:state" in style else _TOKEN.findall(text)
-        for token in tokens:
-            size = get_cwidth(token)
-            if column + size <= width:
-                lines[-1].append((style, token))
-                column += size
-            elif token.isspace():
-                new_line()  # the break replaces the spaces
-            elif size <= width - indent and column > indent:
-                new_line()
-                lines[-1].append((style, token))
-                column += size
-            else:
-                piece = ""
-                for char in token:
-                    char_size = get_cwidth(char)
-                    if column + char_size > width and column > indent:
-                        lines[-1].append((style, piece))
-                        new_line()
-                        piece = ""
-                    piece += char
-                    column += char_size
-                lines[-1].append((style, piece))
-    return lines
-
-
-class _Entry:
-    """One item of the conversation (a message or a system line): one row per line of
-    text, wrapped into screen lines for the current width."""
-
-    def __init__(self, fragments: StyleAndTextTuples, indent: int = 0) -> None:
-        # A tab is the one control character `escape` lets through; prompt_toolkit would
-        # draw it as "^I", so it becomes spaces here.
-        fragments = [(fragment[0], fragment[1].replace("\t", "    ")) for fragment in fragments]
-        self.rows = [list(line) for line in split_lines(fragments)]
-        for row in self.rows[1:]:
-            row.insert(0, ("", " " * indent))
-        self._wrapped: tuple[int, list[StyleAndTextTuples]] = (0, [])
-
-    def row(self, index: int) -> StyleAndTextTuples:
-        return self.rows[index]
-
-    def lines(self, width: int) -> list[StyleAndTextTuples]:
-        """The screen lines of this entry at `width` columns (computed once per width)."""
-        if self._wrapped[0] != width:
-            rows = (self.row(index) for index in range(len(self.rows)))
-            self._wrapped = (width, [line for row in rows for line in wrap(row, width)])
-        return self._wrapped[1]
-
-    def changed(self) -> None:
-        self._wrapped = (0, [])
-
-
-class _OwnMessage(_Entry):
-    """A message we sent; its last row ends with its delivery state, kept current."""
-
-    def __init__(
-        self, message_id: int, text: str, fragments: StyleAndTextTuples, indent: int, peers: int
-    ) -> None:
-        super().__init__(fragments, indent)
-        self.message_id = message_id
-        self.text = text
-        self.expected = max(1, peers)
-        """Peers present when it was sent; the runtime does not say whom it went to."""
-        self.delivered: dict[Address, float] = {}
-        self.failed: dict[Address | None, float] = {}
-        self.complete = False
-        """Set when the runtime has nothing pending: no further delivery will come."""
-        self.resent_as: int | None = None
-        self._marker = self._render_marker()
-
-    def row(self, index: int) -> StyleAndTextTuples:
-        row = self.rows[index]
-        return row + self._marker if index == len(self.rows) - 1 else row
-
-    def changed(self) -> None:
-        self._marker = self._render_marker()
-        super().changed()
-
-    @property
-    def settled(self) -> bool:
-        return bool(self.failed) or self.complete or len(self.delivered) >= self.expected
-
-    def _render_marker(self) -> StyleAndTextTuples:
-        delivered = len(self.delivered)
-        if self.failed:
-            after = f"failed after {max(self.failed.values()):.1f} s"
-            if self.resent_as is not None:
-                text = f"✗ {after}, resent as {self.resent_as}"
-            else:
-                text = f"✗ {after} — /resend {self.message_id}"
-            if delivered:
-                text = f"✓ {delivered} · {text}"
-            return [("", "  "), ("class:state.failed", text)]
-        if not delivered:
-            return [("", "  "), ("class:state.pending", "…")]
-        slowest = duration(max(self.delivered.values()))
-        if not self.settled:
-            return [("", "  "), ("class:state.pending", f"… ✓ {delivered} of {self.expected}")]
-        text = f"✓ {slowest}" if delivered == 1 else f"✓ {delivered} peers · {slowest}"
-        return [("", "  "), ("class:state.delivered", text)]
-
-
-class _Conversation(UIControl):
-    """The conversation pane: entries wrapped to the window, drawn bottom-up.
-
-    It scrolls by itself rather than through the window: each frame holds the screen
-    lines that fit above the bottom entry (the newest, or while scrolled back the
-    `anchor` entry, so that arriving messages do not move what is being read), and only
-    those are wrapped. Its height follows its content, so a short conversation sits just
-    above the status bar.
-    """
-
-    def __init__(self) -> None:
-        self.entries: list[_Entry] = []
-        self.anchor: int | None = None
-        self.unseen = 0
-        """Entries added while scrolled back."""
-        self._width, self._height = 80, 24
-        """The size of the last frame, for paging between frames."""
-
-    def add(self, entry: _Entry) -> None:
-        self.entries.append(entry)
-        if self.anchor is not None:
-            self.unseen += 1
-        excess = len(self.entries) - SCROLLBACK
-        if excess >= SCROLLBACK // 10:
-            del self.entries[:excess]
-            if self.anchor is not None:
-                self.anchor = max(0, self.anchor - excess)
-
-    def follow(self) -> None:
-        self.anchor = None
-        self.unseen = 0
-
-    def page_up(self) -> None:
-        """Show the page above; the entry at the top stays in view, at the bottom."""
-        bottom = self._bottom()
-        top, _ = self._top_for(bottom)
-        if top < bottom:
-            self.anchor = top
-        elif top > 0:  # one entry taller than the window
-            self.anchor = top - 1
-
-    def page_down(self) -> None:
-        """Show the page below; the entry at the bottom stays in view, at the top."""
-        if self.anchor is None:
-            return
-        bottom = self.anchor
-        used = self._entry_height(bottom)
-        while bottom + 1 < len(self.entries):
-            height = self._entry_height(bottom + 1)
-            if used + height > self._height and bottom > self.anchor:
-                break
-            bottom += 1
-            used += height
-        if bottom >= len(self.entries) - 1:
-            self.follow()
-        else:
-            self.anchor = bottom
-
-    def text(self) -> str:
-        """The whole pane as plain text, unwrapped (for tests and debugging)."""
-        return "\n".join(
-            fragment_list_to_text(entry.row(index))
-            for entry in self.entries
-            for index in range(len(entry.rows))
-        )
-
-    def create_content(self, width: int, height: int | None) -> UIContent:
-        self._width = max(1, width)
-        if height is not None:
-            self._height = max(1, height)
-        lines: list[StyleAndTextTuples] = []
-        if self.entries:
-            bottom = self._bottom()
-            top, skip = self._top_for(bottom)
-            for entry in self.entries[top : bottom + 1]:
-                lines += entry.lines(self._width)
-            del lines[:skip]
-
-        return UIContent(
-            get_line=lines.__getitem__,
-            line_count=len(lines),
-            cursor_position=Point(x=0, y=max(len(lines) - 1, 0)),
-            show_cursor=False,
-        )
-
-    def preferred_height(
-        self,
-        width: int,
-        max_available_height: int,
-        wrap_lines: bool,
-        get_line_prefix: Callable[[int, int], object] | None,
-    ) -> int | None:
-        self._width = max(1, width)
-        height = 0
-        for number in range(len(self.entries) - 1, -1, -1):
-            height += self._entry_height(number)
-            if height >= max_available_height:
-                return max_available_height
-        return height
-
-    def is_focusable(self) -> bool:
-        return False
-
-    def _bottom(self) -> int:
-        last = len(self.entries) - 1
-        return last if self.anchor is None else min(self.anchor, last)
-
-    def _top_for(self, bottom: int) -> tuple[int, int]:
-        """The first entry in view when `bottom` is the last, and how many of its lines
-        fall off the top, at the last frame's size."""
-        used = 0
-        for number in range(bottom, -1, -1):
-            used += self._entry_height(number)
-            if used >= self._height:
-                return number, used - self._height
-        return 0, 0
-
-    def _entry_height(self, number: int) -> int:
-        return len(self.entries[number].lines(self._width))
+_STYLE = [*PANE_STYLE, ("status", "reverse"), ("prompt", "bold")]
 
 
 class TerminalUI:
@@ -388,10 +96,7 @@ class TerminalUI:
         self._nick = runtime.nick
         self._address = format_address(runtime.local_address)
         self._present: dict[Address, str] = {}
-        self._own: OrderedDict[int, _OwnMessage] = OrderedDict()
-        self._unsettled: dict[int, _OwnMessage] = {}
-        self._unresolved: set[int] = set()
-        """Failed messages not resent: they make the exit status 1."""
+        self._deliveries = Deliveries()
         self._pending = 0
         self._quitting = False
         self._gave_up: int | None = None
@@ -400,14 +105,16 @@ class TerminalUI:
         self._wake_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pump: threading.Thread | None = None
-        self.conversation = _Conversation()
+        self.conversation = Conversation()
         self._history: list[str] = []
         self._history_index = 0
         self._draft = ""
         """What was typed before Up started walking the history."""
         self.input = Buffer(
             multiline=False,
-            completer=CommandCompleter(self._peer_choices, lambda: sorted(self._unresolved)),
+            completer=CommandCompleter(
+                self._peer_choices, lambda: sorted(self._deliveries.unresolved)
+            ),
             complete_while_typing=False,
             accept_handler=self._accept,
         )
@@ -457,7 +164,7 @@ class TerminalUI:
             self._take_events(refresh=False)  # a failure reported while closing counts too
         if self._gave_up:
             print(f"udpchat: gave up waiting for {self._gave_up} deliveries", file=sys.stderr)
-        return EXIT_UNDELIVERED if self._unresolved else EXIT_OK
+        return EXIT_UNDELIVERED if self._deliveries.unresolved else EXIT_OK
 
     def transcript(self) -> str:
         """The conversation pane as plain text."""
@@ -547,17 +254,10 @@ class TerminalUI:
             self._add_message(event.nick, event.text)
             return
         if isinstance(event, MessageDelivered):
-            own = self._own.get(event.message_id)
-            if own is not None:
-                own.delivered[event.peer] = event.elapsed
-                own.changed()
+            self._deliveries.delivered(event)
             return
         if isinstance(event, DeliveryFailed):
-            self._unresolved.add(event.message_id)
-            own = self._own.get(event.message_id)
-            if own is not None:
-                own.failed[event.peer] = event.elapsed
-                own.changed()
+            own = self._deliveries.failed(event)
             text = describe(event, {event.message_id: own.text} if own else None)
             self._line(f"{text} — /resend {event.message_id}", "class:error")
             return
@@ -575,22 +275,13 @@ class TerminalUI:
     def _refresh(self) -> None:
         """After anything that may have changed the runtime: pending count, redraw."""
         self._pending = self.runtime.pending()
-        if self._pending == 0:
-            # No delivery is outstanding, so a message delivered to fewer peers than were
-            # present has reached everyone it was sent to.
-            for own in self._unsettled.values():
-                if own.delivered:
-                    own.complete = True
-                    own.changed()
-        for message_id in [key for key, own in self._unsettled.items() if own.settled]:
-            del self._unsettled[message_id]
+        self._deliveries.settle(self._pending)
         self.app.invalidate()
 
     # -- the conversation -------------------------------------------------------
 
     def _line(self, text: str, style: str = "class:system") -> None:
-        stamp = clock(seconds=False)
-        self.conversation.add(_Entry([("class:time", f"{stamp} "), (style, text)], len(stamp) + 3))
+        self.conversation.add(line_entry(text, style))
 
     def _system(self, text: str) -> None:
         self._line(f"* {text}")
@@ -598,25 +289,14 @@ class TerminalUI:
     def _error(self, text: str) -> None:
         self._line(f"* {text}", "class:error")
 
-    def _message_fragments(self, nick: str, text: str, own: bool) -> tuple[StyleAndTextTuples, int]:
-        prefix: StyleAndTextTuples = [
-            ("class:time", f"{clock(seconds=False)} "),
-            (nick_style(nick) + (" class:own" if own else ""), escape(nick) or "?"),
-            ("", ": "),
-        ]
-        body = escape(text, keep_newlines=True)
-        return [*prefix, ("", body)], min(fragment_list_width(prefix), 24)
-
     def _add_message(self, nick: str, text: str) -> None:
-        fragments, indent = self._message_fragments(nick, text, own=False)
-        self.conversation.add(_Entry(fragments, indent))
+        fragments, indent = message_fragments(nick, text, own=False)
+        self.conversation.add(Entry(fragments, indent))
 
-    def _add_own(self, message_id: int, text: str) -> _OwnMessage:
-        fragments, indent = self._message_fragments(self._nick, text, own=True)
-        own = _OwnMessage(message_id, text, fragments, indent, len(self._present))
-        self._own[message_id] = self._unsettled[message_id] = own
-        if len(self._own) > _OWN_REMEMBERED:
-            self._own.popitem(last=False)
+    def _add_own(self, message_id: int, text: str) -> OwnMessage:
+        fragments, indent = message_fragments(self._nick, text, own=True)
+        own = OwnMessage(message_id, text, fragments, indent, len(self._present))
+        self._deliveries.add(own)
         self.conversation.add(own)
         return own
 
@@ -723,7 +403,7 @@ class TerminalUI:
             self._error("usage: /resend N, N from a failed message's “/resend N” hint")
             return
         message_id = int(argument)
-        own = self._own.get(message_id)
+        own = self._deliveries.get(message_id)
         if own is None:
             self._error(f"no message {message_id} to resend")
         elif not own.failed:
@@ -736,9 +416,7 @@ class TerminalUI:
             except LocalProtocolError as error:
                 self._error(f"not resent: {error}")
                 return
-            own.resent_as = new_id
-            own.changed()
-            self._unresolved.discard(message_id)
+            self._deliveries.resent(own, new_id)
             self._add_own(new_id, own.text)
             self.conversation.follow()
 

@@ -1,0 +1,285 @@
+"""The conversation pane of the terminal UI: entries, word wrap, scrolling.
+
+An entry is one message or system line, held as formatted text and wrapped into screen
+lines for the window's width. The pane draws the entries bottom-up and scrolls by itself
+(PageUp, PageDown), keeping at most `SCROLLBACK` of them.
+
+Rules:
+- Text a peer controls passes through `escape` before it becomes a fragment here; the
+  only control character that survives, tab, becomes spaces.
+- Widths are prompt_toolkit's (`get_cwidth`), so CJK and emoji wrap where they are drawn.
+- Only what is in view is wrapped, and each entry once per width, so a long scrollback
+  costs nothing per frame.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Callable
+
+from prompt_toolkit.data_structures import Point
+from prompt_toolkit.formatted_text import StyleAndTextTuples
+from prompt_toolkit.formatted_text.utils import (
+    fragment_list_to_text,
+    fragment_list_width,
+    split_lines,
+)
+from prompt_toolkit.layout import UIContent, UIControl
+from prompt_toolkit.utils import get_cwidth
+
+from .format import clock, escape
+
+SCROLLBACK = 5000
+"""Messages and system lines kept; older ones are dropped in chunks of a tenth."""
+WRAP_INDENT = 6
+"""A long line continues under its text, past the "HH:MM " column."""
+_PALETTE = (
+    "ansired",
+    "ansigreen",
+    "ansiyellow",
+    "ansiblue",
+    "ansimagenta",
+    "ansicyan",
+    "ansibrightred",
+    "ansibrightgreen",
+    "ansibrightblue",
+    "ansibrightmagenta",
+    "ansibrightcyan",
+)
+"""Nickname colours: the 16-colour set minus black, white and greys, so every terminal
+theme shows them."""
+PANE_STYLE = [
+    ("time", "ansibrightblack"),
+    ("system", "ansibrightblack"),
+    ("warning", "ansiyellow"),
+    ("error", "ansired bold"),
+    ("own", "bold"),
+    # The delivery states that own messages (`delivery.OwnMessage`) end with.
+    ("state.pending", "ansibrightblack"),
+    ("state.delivered", "ansigreen"),
+    ("state.failed", "ansired bold"),
+    *((f"nick.{index}", colour) for index, colour in enumerate(_PALETTE)),
+]
+"""Style rules for the classes the pane's fragments use."""
+
+
+def nick_style(nick: str) -> str:
+    """The same colour for the same nickname, in every run and on every machine."""
+    return f"class:nick.{zlib.crc32(nick.encode('utf-8', 'replace')) % len(_PALETTE)}"
+
+
+_TOKEN = re.compile(r"\s+|\S+")
+
+
+def wrap(row: StyleAndTextTuples, width: int) -> list[StyleAndTextTuples]:
+    """Break one row into screen lines of at most `width` columns.
+
+    Lines break between words when they can, and anywhere inside a word longer than a
+    line (or a run of CJK, which has no spaces). Continuation lines start under the text,
+    past the time. A delivery state ("✓ 1.2 ms") is never broken.
+    """
+    indent = WRAP_INDENT if width > 3 * WRAP_INDENT else 0
+    lines: list[StyleAndTextTuples] = [[]]
+    column = 0
+
+    def new_line() -> None:
+        nonlocal column
+        lines.append([("", " " * indent)] if indent else [])
+        column = indent
+
+    for fragment in row:
+        style, text = fragment[0], fragment[1]
+        tokens = [text] if "class:state" in style else _TOKEN.findall(text)
+        for token in tokens:
+            size = get_cwidth(token)
+            if column + size <= width:
+                lines[-1].append((style, token))
+                column += size
+            elif token.isspace():
+                new_line()  # the break replaces the spaces
+            elif size <= width - indent and column > indent:
+                new_line()
+                lines[-1].append((style, token))
+                column += size
+            else:
+                piece = ""
+                for char in token:
+                    char_size = get_cwidth(char)
+                    if column + char_size > width and column > indent:
+                        lines[-1].append((style, piece))
+                        new_line()
+                        piece = ""
+                    piece += char
+                    column += char_size
+                lines[-1].append((style, piece))
+    return lines
+
+
+class Entry:
+    """One item of the conversation (a message or a system line): one row per line of
+    text, wrapped into screen lines for the current width."""
+
+    def __init__(self, fragments: StyleAndTextTuples, indent: int = 0) -> None:
+        # A tab is the one control character `escape` lets through; prompt_toolkit would
+        # draw it as "^I", so it becomes spaces here.
+        fragments = [(fragment[0], fragment[1].replace("\t", "    ")) for fragment in fragments]
+        self.rows = [list(line) for line in split_lines(fragments)]
+        for row in self.rows[1:]:
+            row.insert(0, ("", " " * indent))
+        self._wrapped: tuple[int, list[StyleAndTextTuples]] = (0, [])
+
+    def row(self, index: int) -> StyleAndTextTuples:
+        """Row `index` as drawn; a subclass may add to it."""
+        return self.rows[index]
+
+    def lines(self, width: int) -> list[StyleAndTextTuples]:
+        """The screen lines of this entry at `width` columns (computed once per width)."""
+        if self._wrapped[0] != width:
+            rows = (self.row(index) for index in range(len(self.rows)))
+            self._wrapped = (width, [line for row in rows for line in wrap(row, width)])
+        return self._wrapped[1]
+
+    def changed(self) -> None:
+        """Call after changing what `row` returns, so the entry is wrapped again."""
+        self._wrapped = (0, [])
+
+
+def line_entry(text: str, style: str = "class:system") -> Entry:
+    """A system line: the time, then `text` (already escaped) in `style`."""
+    stamp = clock(seconds=False)
+    return Entry([("class:time", f"{stamp} "), (style, text)], len(stamp) + 3)
+
+
+def message_fragments(nick: str, text: str, own: bool) -> tuple[StyleAndTextTuples, int]:
+    """A message as fragments ("HH:MM nick: text"), and the indent of its further lines."""
+    prefix: StyleAndTextTuples = [
+        ("class:time", f"{clock(seconds=False)} "),
+        (nick_style(nick) + (" class:own" if own else ""), escape(nick) or "?"),
+        ("", ": "),
+    ]
+    body = escape(text, keep_newlines=True)
+    return [*prefix, ("", body)], min(fragment_list_width(prefix), 24)
+
+
+class Conversation(UIControl):
+    """The conversation pane: entries wrapped to the window, drawn bottom-up.
+
+    It scrolls by itself rather than through the window: each frame holds the screen
+    lines that fit above the bottom entry (the newest, or while scrolled back the
+    `anchor` entry, so that arriving messages do not move what is being read), and only
+    those are wrapped. Its height follows its content, so a short conversation sits just
+    above the status bar.
+    """
+
+    def __init__(self) -> None:
+        self.entries: list[Entry] = []
+        self.anchor: int | None = None
+        self.unseen = 0
+        """Entries added while scrolled back."""
+        self._width, self._height = 80, 24
+        """The size of the last frame, for paging between frames."""
+
+    def add(self, entry: Entry) -> None:
+        """Append `entry`; past `SCROLLBACK`, drop the oldest tenth at once."""
+        self.entries.append(entry)
+        if self.anchor is not None:
+            self.unseen += 1
+        excess = len(self.entries) - SCROLLBACK
+        if excess >= SCROLLBACK // 10:
+            del self.entries[:excess]
+            if self.anchor is not None:
+                self.anchor = max(0, self.anchor - excess)
+
+    def follow(self) -> None:
+        """Stop scrolling back: show the newest entry at the bottom again."""
+        self.anchor = None
+        self.unseen = 0
+
+    def page_up(self) -> None:
+        """Show the page above; the entry at the top stays in view, at the bottom."""
+        bottom = self._bottom()
+        top, _ = self._top_for(bottom)
+        if top < bottom:
+            self.anchor = top
+        elif top > 0:  # one entry taller than the window
+            self.anchor = top - 1
+
+    def page_down(self) -> None:
+        """Show the page below; the entry at the bottom stays in view, at the top."""
+        if self.anchor is None:
+            return
+        bottom = self.anchor
+        used = self._entry_height(bottom)
+        while bottom + 1 < len(self.entries):
+            height = self._entry_height(bottom + 1)
+            if used + height > self._height and bottom > self.anchor:
+                break
+            bottom += 1
+            used += height
+        if bottom >= len(self.entries) - 1:
+            self.follow()
+        else:
+            self.anchor = bottom
+
+    def text(self) -> str:
+        """The whole pane as plain text, unwrapped (for tests and debugging)."""
+        return "\n".join(
+            fragment_list_to_text(entry.row(index))
+            for entry in self.entries
+            for index in range(len(entry.rows))
+        )
+
+    def create_content(self, width: int, height: int | None) -> UIContent:
+        self._width = max(1, width)
+        if height is not None:
+            self._height = max(1, height)
+        lines: list[StyleAndTextTuples] = []
+        if self.entries:
+            bottom = self._bottom()
+            top, skip = self._top_for(bottom)
+            for entry in self.entries[top : bottom + 1]:
+                lines += entry.lines(self._width)
+            del lines[:skip]
+
+        return UIContent(
+            get_line=lines.__getitem__,
+            line_count=len(lines),
+            cursor_position=Point(x=0, y=max(len(lines) - 1, 0)),
+            show_cursor=False,
+        )
+
+    def preferred_height(
+        self,
+        width: int,
+        max_available_height: int,
+        wrap_lines: bool,
+        get_line_prefix: Callable[[int, int], object] | None,
+    ) -> int | None:
+        self._width = max(1, width)
+        height = 0
+        for number in range(len(self.entries) - 1, -1, -1):
+            height += self._entry_height(number)
+            if height >= max_available_height:
+                return max_available_height
+        return height
+
+    def is_focusable(self) -> bool:
+        return False
+
+    def _bottom(self) -> int:
+        last = len(self.entries) - 1
+        return last if self.anchor is None else min(self.anchor, last)
+
+    def _top_for(self, bottom: int) -> tuple[int, int]:
+        """The first entry in view when `bottom` is the last, and how many of its lines
+        fall off the top, at the last frame's size."""
+        used = 0
+        for number in range(bottom, -1, -1):
+            used += self._entry_height(number)
+            if used >= self._height:
+                return number, used - self._height
+        return 0, 0
+
+    def _entry_height(self, number: int) -> int:
+        return len(self.entries[number].lines(self._width))

@@ -437,7 +437,7 @@ class AsyncioRuntime:
         self._closing = True
         try:
             if thread.is_alive():
-                closing = asyncio.run_coroutine_threadsafe(self._chat.aclose(), loop)
+                closing = asyncio.run_coroutine_threadsafe(self._settle_after_close(), loop)
                 closing.result(timeout=2 * _CLOSE_TIMEOUT)
         except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError, RuntimeError):
             pass  # the loop is gone or stuck: stopping it below still ends the thread
@@ -448,6 +448,14 @@ class AsyncioRuntime:
                 pass  # already closed
             thread.join(timeout=2 * _CLOSE_TIMEOUT)
             self._events.put(_CLOSED)
+
+    async def _settle_after_close(self) -> None:
+        await self._chat.aclose()
+        # aclose() woke every coroutine in wait_delivered; a few more turns of the loop
+        # let them return and hand their results to the threads waiting on them, before
+        # the loop stops for good.
+        for _ in range(5):
+            await asyncio.sleep(0)
 
     def __enter__(self) -> ChatRuntime:
         self.open()

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import queue
 import socket
 import threading
 from collections.abc import Callable, Sequence
@@ -36,7 +35,8 @@ from typing import Any, TypeVar, cast
 from ..protocol import Address, ChatSession, Config, Event, PeerStatus, Stats
 from .base import (
     RECEIVE_BUFFER,
-    ChatRuntime,
+    EventQueue,
+    RuntimeContext,
     bind_socket,
     normalize,
     wall_clock_ms,
@@ -381,7 +381,7 @@ class AsyncioChat(asyncio.DatagramProtocol):
         return self._loop_or_fail().time()
 
 
-class AsyncioRuntime:
+class AsyncioRuntime(RuntimeContext):
     """`ChatRuntime` over an `AsyncioChat` whose event loop runs in a background thread."""
 
     model = "asyncio"
@@ -395,7 +395,7 @@ class AsyncioRuntime:
         peers: Sequence[Address] = (),
         config: Config | None = None,
     ) -> None:
-        self._events: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._events = EventQueue()
         self._chat = AsyncioChat(
             nick, bind=bind, port=port, peers=peers, config=config, event_sink=self._events.put
         )
@@ -447,7 +447,7 @@ class AsyncioRuntime:
             except RuntimeError:
                 pass  # already closed
             thread.join(timeout=2 * _CLOSE_TIMEOUT)
-            self._events.put(_CLOSED)
+            self._events.close()
 
     async def _settle_after_close(self) -> None:
         await self._chat.aclose()
@@ -456,13 +456,6 @@ class AsyncioRuntime:
         # the loop stops for good.
         for _ in range(5):
             await asyncio.sleep(0)
-
-    def __enter__(self) -> ChatRuntime:
-        self.open()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def send(self, text: str) -> int:
         """Send a message to every active peer; return its id for the delivery events.
@@ -492,14 +485,7 @@ class AsyncioRuntime:
 
         None on timeout, and at once when the runtime is closed and no event is left.
         """
-        try:
-            item = self._events.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if item is _CLOSED:
-            self._events.put(_CLOSED)  # for any other waiter
-            return None
-        return cast(Event, item)
+        return self._events.get(timeout)
 
     def wait_delivered(self, timeout: float) -> bool:
         """Wait until every message sent so far is delivered or has failed."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import queue
 import socket
 import time
 from typing import Protocol, runtime_checkable
@@ -91,6 +92,52 @@ class ChatRuntime(Protocol):
     def stats(self) -> Stats: ...
 
     def peers(self) -> list[PeerStatus]: ...
+
+
+class EventQueue:
+    """Events on their way from a runtime's workers to its caller, from any thread.
+
+    `get` waits without polling, and once `close` has been called it returns None at
+    once, for every waiter, as soon as the events already queued are taken.
+    """
+
+    _CLOSED = object()
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+
+    def put(self, event: Event) -> None:
+        self._queue.put(event)
+
+    def close(self) -> None:
+        self._queue.put(self._CLOSED)
+
+    def get(self, timeout: float | None = None) -> Event | None:
+        try:
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if item is self._CLOSED:
+            self._queue.put(item)  # for the next waiter
+            return None
+        return item  # type: ignore[return-value]
+
+
+class RuntimeContext:
+    """`with runtime:` opens it and closes it, for every model."""
+
+    def open(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> ChatRuntime:
+        self.open()
+        return self  # type: ignore[return-value]
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def wall_clock_ms() -> int:

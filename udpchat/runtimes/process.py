@@ -53,7 +53,8 @@ from ..protocol import (
 )
 from .base import (
     RECEIVE_BUFFER,
-    ChatRuntime,
+    EventQueue,
+    RuntimeContext,
     bind_socket,
     normalize,
     wall_clock_ms,
@@ -66,10 +67,9 @@ _START_TIMEOUT = 30.0
 _RPC_TIMEOUT = 5.0
 # Slots of the status array the sending process publishes.
 _ACTIVE, _PENDING, _DONE = 0, 1, 2
-_CLOSED = object()
 
 
-class ProcessRuntime:
+class ProcessRuntime(RuntimeContext):
     """`ChatRuntime` with a receiving process and a sending process over one socket."""
 
     model = "process"
@@ -92,7 +92,7 @@ class ProcessRuntime:
         # Typed loosely: typeshed's BaseContext lacks the Process attribute contexts have.
         self._context: Any = multiprocessing.get_context(method)
         self._sock: socket.socket | None = None
-        self._events: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._events = EventQueue()
         self._replies: dict[int, queue.SimpleQueue[Any]] = {}
         self._request_ids = itertools.count(1)
         self._send_lock = threading.Lock()
@@ -186,14 +186,7 @@ class ProcessRuntime:
         self._sock.close()
         for waiter in list(self._replies.values()):
             waiter.put(None)  # wakes every call still waiting, wait_delivered included
-        self._events.put(_CLOSED)
-
-    def __enter__(self) -> ChatRuntime:
-        self.open()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        self._events.close()
 
     def send(self, text: str) -> int:
         if self._sock is None or self._closing:
@@ -227,14 +220,7 @@ class ProcessRuntime:
         self._nick = nick
 
     def get_event(self, timeout: float | None = None) -> Event | None:
-        try:
-            item = self._events.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if item is _CLOSED:
-            self._events.put(_CLOSED)
-            return None
-        return item  # type: ignore[return-value]
+        return self._events.get(timeout)
 
     def wait_delivered(self, timeout: float) -> bool:
         """True once nothing is pending; False on timeout, or at once after `close`."""

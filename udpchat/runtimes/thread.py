@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from ..protocol import Address, ChatSession, Config, Event, PeerStatus, Stats
 from .base import (
     RECEIVE_BUFFER,
-    ChatRuntime,
+    EventQueue,
+    RuntimeContext,
     bind_socket,
     normalize,
     wall_clock_ms,
@@ -31,10 +32,9 @@ from .base import (
 _DRAIN = 64
 """Datagrams read per wake-up of the receiving thread before the core is flushed."""
 _STOP = object()
-_CLOSED = object()
 
 
-class ThreadRuntime:
+class ThreadRuntime(RuntimeContext):
     """`ChatRuntime` with a receiving thread and a sending thread over one socket."""
 
     model = "thread"
@@ -52,7 +52,7 @@ class ThreadRuntime:
         self._bind, self._port, self._initial_peers = bind, port, list(peers)
         self._lock = threading.Condition()
         self._work: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._events: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._events = EventQueue()
         self._armed: float | None = None
         """When the sending thread will wake by itself (guarded by the lock)."""
         self._sock: socket.socket | None = None
@@ -97,14 +97,7 @@ class ThreadRuntime:
         with self._lock:
             self._drain_events()
             self._lock.notify_all()  # wakes wait_delivered: nothing more will be delivered
-        self._events.put(_CLOSED)
-
-    def __enter__(self) -> ChatRuntime:
-        self.open()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        self._events.close()
 
     def send(self, text: str) -> int:
         if self._sock is None or self._closing:
@@ -131,14 +124,7 @@ class ThreadRuntime:
         self._work.put(None)
 
     def get_event(self, timeout: float | None = None) -> Event | None:
-        try:
-            item = self._events.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if item is _CLOSED:
-            self._events.put(_CLOSED)  # for any other waiter
-            return None
-        return item  # type: ignore[return-value]
+        return self._events.get(timeout)
 
     def wait_delivered(self, timeout: float) -> bool:
         """True once nothing is pending; False on timeout, or at once after `close`."""

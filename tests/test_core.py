@@ -1138,3 +1138,22 @@ def test_a_lost_datagram_overtaken_by_three_acknowledged_ones_is_resent_before_i
     assert len(sends) == 2
     assert sends[1] - sends[0] < 0.25  # well before the initial RTO would fire
     assert net.session(ALICE).stats().retransmissions == 1
+
+
+class Upper:
+    """A message transform that shows on which path it ran."""
+
+    def outgoing(self, text: str) -> str:
+        return text + " (sent)"
+
+    def incoming(self, text: str) -> str:
+        return text.upper()
+
+
+def test_transform_runs_once_per_message_on_each_path_and_pickles() -> None:
+    config = Config(transform=Upper())
+    assert pickle.loads(pickle.dumps(config)).transform is not None
+    net = pair(config=config)
+    net.send(ALICE, "x" * 3000)  # three fragments, one transform each way
+    net.run_until_settled()
+    assert net.texts(BOB) == ["X" * 3000 + " (SENT)"]

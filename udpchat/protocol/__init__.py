@@ -4,7 +4,7 @@ Nothing in this package imports socket, time, threading, multiprocessing or asyn
 every method that needs the time takes `now` (monotonic seconds) from the caller.
 """
 
-from .config import Config, Stats
+from .config import Config, MessageTransform, Stats
 from .errors import (
     LocalProtocolError,
     MessageTooLong,
@@ -45,6 +45,7 @@ __all__ = [
     "MessageDelivered",
     "MessageReceived",
     "MessageTooLong",
+    "MessageTransform",
     "NoPeers",
     "Note",
     "OutboxFull",

@@ -7,6 +7,17 @@ defaults and what happens at each limit.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Protocol
+
+
+class MessageTransform(Protocol):
+    """Per-message work on the text, run by the core where each model runs its halves:
+    `outgoing` when the send half queues a message, `incoming` when the receive half has
+    reassembled one. It must pickle (the process model ships it to its children)."""
+
+    def outgoing(self, text: str) -> str: ...
+
+    def incoming(self, text: str) -> str: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,6 +60,9 @@ class Config:
     """Burst allowed above `unknown_rate` from such an address."""
     max_sources: int = 1024
     """Addresses whose rate is tracked; the least recently seen is forgotten first."""
+    transform: MessageTransform | None = None
+    """Work applied to every message's text on the send and the receive path (the
+    benchmark's CPU-bound scenario), or None."""
 
     def __post_init__(self) -> None:
         if self.receive_window < self.send_window:

@@ -384,6 +384,8 @@ class Receiver:
         except UnicodeDecodeError:
             self._malformed(addr, "message text is not UTF-8")
             return
+        if self.config.transform is not None:
+            text = self.config.transform.incoming(text)
         self.stats.messages_received += 1
         self._events.append(
             MessageReceived(peer=addr, nick=first.nick, text=text, sent_at_ms=first.sent_at_ms)

@@ -186,6 +186,8 @@ class Sender:
         parent) choose it. Raises MessageTooLong, NoPeers or OutboxFull; nothing is
         queued then.
         """
+        if self.config.transform is not None:
+            text = self.config.transform.outgoing(text)
         raw = encode_text(text)
         addrs = [a for a, t in self._targets.items() if t.active] if to is None else to
         # dict.fromkeys: an address named twice in `to` still gets one delivery.

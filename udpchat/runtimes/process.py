@@ -430,6 +430,9 @@ def _send_loop(
     stopping = False
     sources = [commands, notes, lifeline]
     while True:
+        # A fresh clock: handling a backlog of queued sends can take longer than an RTO,
+        # and stamping the window with the time we woke would make it all look overdue.
+        now = time.monotonic()
         _transmit(sock, sender.datagrams_to_send(now))
         status[_ACTIVE], status[_PENDING] = sender.active_peers(), sender.pending()
         status[_DONE] = sends_done

@@ -185,16 +185,24 @@ class ThreadRuntime(RuntimeContext):
                 item = self._work.get(timeout=timeout)
             except queue.Empty:
                 item = None
+            # Take every wake-up already queued: a burst of send() calls is then one flush
+            # (one lock, one window fill) instead of one flush per message.
+            stop = item is _STOP
+            while not stop:
+                try:
+                    stop = self._work.get_nowait() is _STOP
+                except queue.Empty:
+                    break
             with self._lock:
                 now = time.monotonic()
-                if item is _STOP:
+                if stop:
                     self._core.close()
                 timer = self._core.get_timer()
                 if timer is not None and timer <= now:
                     self._core.handle_timer(now)
                 out = self._flush(now)
             self._transmit(out)
-            if item is _STOP:
+            if stop:
                 return
 
     # -- helpers --------------------------------------------------------------

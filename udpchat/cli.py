@@ -189,6 +189,12 @@ def _is_terminal(stream: TextIO | None) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script: errors become one line and exit status 2."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["bench"]:
+        # Imported only here, so that starting a chat does not load the benchmark.
+        from .bench.cli import main as bench_main
+
+        return bench_main(arguments[1:])
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="backslashreplace")
     # SIGTERM ends a chat the way Ctrl-C does: BYE, no traceback.

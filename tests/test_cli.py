@@ -6,6 +6,7 @@ import json
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -284,3 +285,27 @@ def test_bad_shared_key_options_are_one_line_errors(
     stderr = result.stderr.decode("utf-8")
     assert result.returncode == 2 and stderr.count("\n") == 1
     assert message in stderr
+
+
+@pytest.mark.skipif(
+    shutil.which("socat") is None,
+    reason="socat is not installed (scripts/install-test-tools installs it when run as root)",
+)
+@pytest.mark.parametrize(
+    ("text", "encoding"), [("hello from socat", "utf-8"), ("你好 from a Windows tool", "gbk")]
+)
+def test_a_plain_udp_tool_is_shown_as_a_foreign_datagram_not_a_crash(
+    chats: list[Chat], text: str, encoding: str
+) -> None:
+    """The classic exercise's peer: a plain UDP tool (here socat), in UTF-8 or GBK."""
+    alice = start(chats, "--plain", "--port", "0", "--name", "alice")
+    port = alice.expect(LISTENING.pattern).group(1)
+    subprocess.run(
+        ["socat", "-u", "STDIN", f"UDP-SENDTO:127.0.0.1:{port}"],
+        input=text.encode(encoding),
+        check=True,
+        timeout=10,
+    )
+    alice.expect(rf'dropped a datagram from 127\.0\.0\.1:\d+: not udpchat: "{text}"$')
+    alice.end_input()
+    assert alice.wait() == (0, "")

@@ -235,3 +235,19 @@ def test_plain_keeps_line_mode_in_a_terminal(tmux: Tmux) -> None:
     assert "· 0 pending" not in screen  # no status bar: not the terminal UI
     tmux.run("send-keys", "-t", "alice", "C-d")
     assert tmux.ended("alice") == 0
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_message_nobody_acknowledges_fails_on_screen_after_the_give_up_time(
+    tmux: Tmux, model: str
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))  # bound and never read: nothing is acknowledged
+        peer = f"127.0.0.1:{silent.getsockname()[1]}"
+        assert start_chat(
+            tmux, "alice", "--port", "0", "--peer", peer, "--give-up", "1", "--model", model
+        )
+        tmux.type("alice", "anyone there?")
+        tmux.shows("alice", r"alice: anyone there\?  ✗ failed after 1\.\d s — /resend 1")
+        tmux.type("alice", "/quit")
+        assert tmux.ended("alice") == 1  # a message failed and was not resent

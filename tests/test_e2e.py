@@ -13,6 +13,7 @@ from udpchat.protocol import (
     Config,
     DatagramRejected,
     DeliveryFailed,
+    MessageDelivered,
     MessageReceived,
     NoPeers,
     PeerJoined,
@@ -170,3 +171,20 @@ def test_close_wakes_a_caller_waiting_for_delivery(model: str, open_runtime: Ope
         alice.close()
         waiter.join(timeout=10)  # not 60: close() must wake it
     assert not waiter.is_alive() and result == [False]
+
+
+def test_a_message_shown_is_acknowledged_even_if_the_receiver_closes_at_once(
+    model: str,
+) -> None:
+    """Events reach the caller only after the ACKs made with them are on the wire."""
+    for _ in range(20):
+        with create_runtime(model, "bob", bind="127.0.0.1") as bob:
+            alice = create_runtime(model, "alice", bind="127.0.0.1", peers=[bob.local_address])
+            with alice:
+                message_id = alice.send("goodbye")
+                wait_for(bob, lambda e: isinstance(e, MessageReceived))
+                bob.close()  # at once, as a user quitting right after reading
+                outcome = wait_for(
+                    alice, lambda e: isinstance(e, (MessageDelivered, DeliveryFailed))
+                )
+        assert isinstance(outcome, MessageDelivered) and outcome.message_id == message_id

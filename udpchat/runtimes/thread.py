@@ -95,7 +95,8 @@ class ThreadRuntime(RuntimeContext):
         receiver.join(timeout=0.5)
         self._sock.close()
         with self._lock:
-            self._drain_events()
+            for event in self._take_events():
+                self._events.put(event)
             self._lock.notify_all()  # wakes wait_delivered: nothing more will be delivered
         self._events.close()
 
@@ -115,7 +116,8 @@ class ThreadRuntime(RuntimeContext):
     def remove_peer(self, addr: Address) -> None:
         with self._lock:
             self._core.remove_peer(addr, time.monotonic())
-            self._drain_events()
+            for event in self._take_events():
+                self._events.put(event)
         self._work.put(None)
 
     def set_nick(self, nick: str) -> None:
@@ -168,10 +170,10 @@ class ThreadRuntime(RuntimeContext):
                 now = time.monotonic()
                 for data, addr in batch:
                     self._core.receive_datagram(data, normalize(addr), now)
-                out = self._flush(now)
+                out, events = self._flush(now)
                 timer = self._core.get_timer()
                 wake = timer is not None and (self._armed is None or timer < self._armed)
-            self._transmit(out)
+            self._transmit(out, events)
             if wake:
                 self._work.put(None)
 
@@ -200,28 +202,30 @@ class ThreadRuntime(RuntimeContext):
                 timer = self._core.get_timer()
                 if timer is not None and timer <= now:
                     self._core.handle_timer(now)
-                out = self._flush(now)
-            self._transmit(out)
+                out, events = self._flush(now)
+            self._transmit(out, events)
             if stop:
                 return
 
     # -- helpers --------------------------------------------------------------
 
-    def _flush(self, now: float) -> list[tuple[bytes, Address]]:
+    def _flush(self, now: float) -> tuple[list[tuple[bytes, Address]], list[Event]]:
         """Under the lock: collect datagrams and events, wake anyone waiting on delivery."""
         out = self._core.datagrams_to_send(now)
-        self._drain_events()
+        events = self._take_events()
         if self._core.pending() == 0:
             self._lock.notify_all()
-        return out
+        return out, events
 
-    def _drain_events(self) -> None:
-        event = self._core.next_event()
-        while event is not None:
-            self._events.put(event)
-            event = self._core.next_event()
+    def _take_events(self) -> list[Event]:
+        events = []
+        while (event := self._core.next_event()) is not None:
+            events.append(event)
+        return events
 
-    def _transmit(self, out: list[tuple[bytes, Address]]) -> None:
+    def _transmit(self, out: list[tuple[bytes, Address]], events: list[Event]) -> None:
+        """Send, then publish the events. In this order: once the caller has seen a
+        message it may close at once, and the ACK for that message must be out by then."""
         sock = self._sock
         assert sock is not None
         for data, addr in out:
@@ -231,13 +235,16 @@ class ThreadRuntime(RuntimeContext):
                 # Unreachable network or a full buffer: the datagram is lost, as UDP may
                 # lose any; retransmission covers DATA, and the rest is best effort.
                 continue
+        for event in events:
+            self._events.put(event)
 
 
 def _wake_receiver(sock: socket.socket) -> None:
     """Make a thread blocked in recvfrom return. On Linux shutdown() does it (and reports
     ENOTCONN for an unconnected socket); elsewhere a datagram to ourselves does."""
     try:
-        sock.shutdown(socket.SHUT_RDWR)
+        # Reading only: a receiving thread may still be sending the ACKs of its last batch.
+        sock.shutdown(socket.SHUT_RD)
     except OSError:
         pass
     host, port = normalize(sock.getsockname())

@@ -39,12 +39,11 @@ from .base import (
     RuntimeContext,
     bind_socket,
     normalize,
+    read_queued,
     wall_clock_ms,
     wall_offset,
 )
 
-_DRAIN = 64
-"""Datagrams taken per wake-up before the core is flushed (as in the thread model)."""
 _CLOSE_TIMEOUT = 0.5
 """How long closing waits for the transport to let go of the socket before aborting it."""
 _START_TIMEOUT = 5.0
@@ -266,20 +265,14 @@ class AsyncioChat(asyncio.DatagramProtocol):
                 pass
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        batch = [(data, addr)]
+        batch = [(data, normalize(addr))]
         sock = self._drain_from
         if sock is not None and not self._closed:
-            while len(batch) < _DRAIN:
-                try:
-                    batch.append(sock.recvfrom(RECEIVE_BUFFER))
-                except OSError:
-                    # Nothing more queued (BlockingIOError), or an error the transport
-                    # will meet and report on its own next read.
-                    break
+            read_queued(sock, batch)
         now = self._now()
         with self._guard:
-            for data, addr in batch:
-                self._core.receive_datagram(data, normalize(addr), now)
+            for data, source in batch:
+                self._core.receive_datagram(data, source, now)
         self._transmit(now)
 
     def error_received(self, exc: Exception) -> None:

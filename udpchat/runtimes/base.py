@@ -94,6 +94,24 @@ class ChatRuntime(Protocol):
     def peers(self) -> list[PeerStatus]: ...
 
 
+DRAIN = 64
+"""Datagrams a runtime reads per wake-up before it flushes the core, so that a burst is
+answered with one ACK per peer rather than one per datagram."""
+
+
+def read_queued(sock: socket.socket, batch: list[tuple[bytes, Address]]) -> None:
+    """Append to `batch` what is already queued in the socket, up to DRAIN datagrams in
+    all, without blocking (whatever the socket's own blocking mode)."""
+    while len(batch) < DRAIN:
+        try:
+            data, addr = sock.recvfrom(RECEIVE_BUFFER, socket.MSG_DONTWAIT)
+        except OSError:
+            # Nothing more queued (BlockingIOError), or an error the next blocking read
+            # meets and handles.
+            return
+        batch.append((data, normalize(addr)))
+
+
 class EventQueue:
     """Events on their way from a runtime's workers to its caller, from any thread.
 

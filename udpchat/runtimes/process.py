@@ -52,16 +52,15 @@ from ..protocol import (
     merge_peers,
 )
 from .base import (
-    RECEIVE_BUFFER,
     EventQueue,
     RuntimeContext,
     bind_socket,
     normalize,
+    read_queued,
     wall_clock_ms,
     wall_offset,
 )
 
-_DRAIN = 64
 _JOIN_TIMEOUT = 0.5
 _START_TIMEOUT = 30.0
 _RPC_TIMEOUT = 5.0
@@ -361,12 +360,10 @@ def _receive_loop(
             answer = receiver.stats if request[0] == "stats" else receiver.peers()
             events.send(("reply", request[1], answer))
         if sock.fileno() in ready:
-            for _ in range(_DRAIN):
-                try:
-                    data, addr = sock.recvfrom(RECEIVE_BUFFER, socket.MSG_DONTWAIT)
-                except OSError:
-                    break
-                receiver.receive_datagram(data, normalize(addr), now)
+            datagrams: list[tuple[bytes, Address]] = []
+            read_queued(sock, datagrams)
+            for data, source in datagrams:
+                receiver.receive_datagram(data, source, now)
         if timer is not None and timer <= now:
             receiver.handle_timer(now)
         _transmit(sock, receiver.datagrams_to_send(now))

@@ -25,12 +25,11 @@ from .base import (
     RuntimeContext,
     bind_socket,
     normalize,
+    read_queued,
     wall_clock_ms,
     wall_offset,
 )
 
-_DRAIN = 64
-"""Datagrams read per wake-up of the receiving thread before the core is flushed."""
 _STOP = object()
 
 
@@ -160,16 +159,12 @@ class ThreadRuntime(RuntimeContext):
                 continue  # e.g. an ICMP error reported on the socket: nothing to read
             if addr is None or self._closing:  # woken by close()
                 return
-            batch = [(data, addr)]
-            while len(batch) < _DRAIN:
-                try:
-                    batch.append(sock.recvfrom(RECEIVE_BUFFER, socket.MSG_DONTWAIT))
-                except OSError:
-                    break
+            batch = [(data, normalize(addr))]
+            read_queued(sock, batch)
             with self._lock:
                 now = time.monotonic()
-                for data, addr in batch:
-                    self._core.receive_datagram(data, normalize(addr), now)
+                for data, source in batch:
+                    self._core.receive_datagram(data, source, now)
                 out, events = self._flush(now)
                 timer = self._core.get_timer()
                 wake = timer is not None and (self._armed is None or timer < self._armed)

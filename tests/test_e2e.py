@@ -188,3 +188,14 @@ def test_a_message_shown_is_acknowledged_even_if_the_receiver_closes_at_once(
                     alice, lambda e: isinstance(e, (MessageDelivered, DeliveryFailed))
                 )
         assert isinstance(outcome, MessageDelivered) and outcome.message_id == message_id
+
+
+def test_send_to_one_peer_reaches_only_that_peer(model: str, open_runtime: OpenRuntime) -> None:
+    bob = open_runtime(model, "bob")
+    carol = open_runtime(model, "carol")
+    alice = open_runtime(model, "alice", peers=(bob.local_address, carol.local_address))
+    alice.send("only for bob", to=[bob.local_address])
+    alice.send("for everyone")
+    assert collect_messages(bob, 2) == ["only for bob", "for everyone"]
+    assert collect_messages(carol, 1) == ["for everyone"]
+    assert alice.wait_delivered(timeout=10) and alice.stats().messages_delivered == 3

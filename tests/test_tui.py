@@ -17,7 +17,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
 from prompt_toolkit.application import create_app_session
@@ -66,6 +66,7 @@ class FakeRuntime:
         self._nick = nick
         self.calls: list[str] = []
         self.sent: list[str] = []
+        self.sent_to: list[list[Address] | None] = []
         self.added: list[Address] = []
         self.removed: list[Address] = []
         self.rows: list[PeerStatus] = []
@@ -98,10 +99,11 @@ class FakeRuntime:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def send(self, text: str) -> int:
+    def send(self, text: str, to: Sequence[Address] | None = None) -> int:
         if self.refuse is not None:
             raise self.refuse
         self.sent.append(text)
+        self.sent_to.append(None if to is None else list(to))
         self.pending_count += 1
         return len(self.sent)
 
@@ -282,6 +284,7 @@ async def test_failed_delivery_shows_a_hint_and_resend_sends_the_text_again() ->
         )
         chat.say("/resend 1")
         await chat.until(lambda: runtime.sent == ["are you there?"] * 2, "the resend")
+        assert runtime.sent_to == [None, [("127.0.0.1", 9001)]]  # only where it failed
         await chat.shows(r"✗ failed after 30\.0 s, resent as 2$")
         await chat.shows(r"alice: are you there\?  …$")
         chat.say("/resend 1")

@@ -164,14 +164,16 @@ class AsyncioChat(asyncio.DatagramProtocol):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    def send(self, text: str) -> int:
-        """Send a message to every active peer; return its id for the delivery events.
+    def send(self, text: str, to: Sequence[Address] | None = None) -> int:
+        """Send a message to every active peer (or those in `to`); return its id for the
+        delivery events.
 
         Raises MessageTooLong, NoPeers or OutboxFull (all LocalProtocolError).
         """
         now = self._now()
+        targets = None if to is None else list(to)
         with self._guard:
-            message_id = self._core.send_message(text, now, sent_at_ms=wall_clock_ms())
+            message_id = self._core.send_message(text, now, sent_at_ms=wall_clock_ms(), to=targets)
         self._transmit(now)
         return message_id
 
@@ -450,8 +452,9 @@ class AsyncioRuntime(RuntimeContext):
         for _ in range(5):
             await asyncio.sleep(0)
 
-    def send(self, text: str) -> int:
-        """Send a message to every active peer; return its id for the delivery events.
+    def send(self, text: str, to: Sequence[Address] | None = None) -> int:
+        """Send a message to every active peer (or those in `to`); return its id for the
+        delivery events.
 
         Raises MessageTooLong, NoPeers or OutboxFull (all LocalProtocolError) here, in the
         caller's thread: the message is queued in the core right away, the loop sends it.
@@ -459,8 +462,9 @@ class AsyncioRuntime(RuntimeContext):
         """
         if self._closing:
             raise RuntimeError("closed")
+        targets = None if to is None else list(to)
         return self._chat._queue_from_thread(
-            lambda core, now: core.send_message(text, now, sent_at_ms=wall_clock_ms())
+            lambda core, now: core.send_message(text, now, sent_at_ms=wall_clock_ms(), to=targets)
         )
 
     def add_peer(self, addr: Address) -> None:

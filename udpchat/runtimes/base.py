@@ -12,6 +12,7 @@ import ipaddress
 import queue
 import socket
 import time
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from ..protocol import Address, Event, PeerStatus, Stats
@@ -58,8 +59,9 @@ class ChatRuntime(Protocol):
 
     def __exit__(self, *exc_info: object) -> None: ...
 
-    def send(self, text: str) -> int:
-        """Send a message to every active peer; return its id for the delivery events.
+    def send(self, text: str, to: Sequence[Address] | None = None) -> int:
+        """Send a message to every active peer, or only to those in `to`; return its id
+        for the delivery events.
 
         Raises MessageTooLong, NoPeers or OutboxFull (all LocalProtocolError), and
         RuntimeError before `open` or after `close`.

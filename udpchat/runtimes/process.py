@@ -187,7 +187,7 @@ class ProcessRuntime(RuntimeContext):
             waiter.put(None)  # wakes every call still waiting, wait_delivered included
         self._events.close()
 
-    def send(self, text: str) -> int:
+    def send(self, text: str, to: Sequence[Address] | None = None) -> int:
         if self._sock is None or self._closing:
             raise RuntimeError("not open")
         encode_text(text)  # MessageTooLong, before anything crosses a pipe
@@ -205,7 +205,8 @@ class ProcessRuntime(RuntimeContext):
             message_id = self._next_message_id
             self._next_message_id += 1
             self._sends_issued += 1
-            self._commands.send(("send", message_id, text, wall_clock_ms()))
+            targets = None if to is None else list(to)
+            self._commands.send(("send", message_id, text, wall_clock_ms(), targets))
         return message_id
 
     def add_peer(self, addr: Address) -> None:
@@ -493,9 +494,9 @@ def _read_notes(notes: Connection, sender: Sender, now: float) -> bool:
 
 def _queue_message(sender: Sender, request: tuple[Any, ...], now: float) -> Event | None:
     """Hand one message to the send half; a DeliveryFailed if it cannot take it."""
-    _, message_id, text, sent_at_ms = request
+    _, message_id, text, sent_at_ms, to = request
     try:
-        sender.send_message(text, now, sent_at_ms=sent_at_ms, message_id=message_id)
+        sender.send_message(text, now, sent_at_ms=sent_at_ms, to=to, message_id=message_id)
     except LocalProtocolError as error:
         return DeliveryFailed(message_id=message_id, peer=None, elapsed=0.0, reason=str(error))
     return None

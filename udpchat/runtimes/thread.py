@@ -99,11 +99,14 @@ class ThreadRuntime(RuntimeContext):
             self._lock.notify_all()  # wakes wait_delivered: nothing more will be delivered
         self._events.close()
 
-    def send(self, text: str) -> int:
+    def send(self, text: str, to: Sequence[Address] | None = None) -> int:
         if self._sock is None or self._closing:
             raise RuntimeError("not open")
+        targets = None if to is None else list(to)
         with self._lock:
-            message_id = self._core.send_message(text, time.monotonic(), sent_at_ms=wall_clock_ms())
+            message_id = self._core.send_message(
+                text, time.monotonic(), sent_at_ms=wall_clock_ms(), to=targets
+            )
         self._work.put(None)
         return message_id
 

@@ -411,8 +411,11 @@ class TerminalUI:
         elif own.resent_as is not None:
             self._error(f"message {message_id} was already resent as {own.resent_as}")
         else:
+            # Only to the peers it failed for; a failure with no peer (there was none
+            # to send to) goes to whoever is there now.
+            failed_for = [peer for peer in own.failed if peer is not None]
             try:
-                new_id = self.runtime.send(own.text)
+                new_id = self.runtime.send(own.text, to=failed_for or None)
             except LocalProtocolError as error:
                 self._error(f"not resent: {error}")
                 return

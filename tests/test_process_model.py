@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -142,3 +143,17 @@ def test_open_and_close_leave_no_resource_warnings(method: str) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "leaked" not in result.stderr and "Warning" not in result.stderr, result.stderr
+
+
+def test_fork_is_not_the_default_once_the_parent_runs_other_threads() -> None:
+    from udpchat.runtimes.process import _context
+
+    stop = threading.Event()
+    helper = threading.Thread(target=stop.wait)
+    helper.start()
+    try:
+        assert _context(None).get_start_method() in ("forkserver", "spawn")
+        assert _context("fork").get_start_method() == "fork"  # an explicit choice stands
+    finally:
+        stop.set()
+        helper.join(timeout=5)

@@ -87,9 +87,7 @@ class ProcessRuntime(RuntimeContext):
         self._nick = nick
         self._bind, self._port, self._initial_peers = bind, port, list(peers)
         self._config = config or Config()
-        method = start_method or os.environ.get("UDPCHAT_START_METHOD") or None
-        # Typed loosely: typeshed's BaseContext lacks the Process attribute contexts have.
-        self._context: Any = multiprocessing.get_context(method)
+        self._start_method = start_method or os.environ.get("UDPCHAT_START_METHOD") or None
         self._sock: socket.socket | None = None
         self._events = EventQueue()
         self._replies: dict[int, queue.SimpleQueue[Any]] = {}
@@ -112,7 +110,7 @@ class ProcessRuntime(RuntimeContext):
 
     def open(self) -> None:
         self._sock = sock = bind_socket(self._bind, self._port)
-        ctx, session = self._context, os.urandom(8)
+        ctx, session = _context(self._start_method), os.urandom(8)
         self._status = ctx.RawArray("q", 3)
         lifeline_r, self._lifeline = ctx.Pipe(duplex=False)
         commands_r, self._commands = ctx.Pipe(duplex=False)
@@ -291,6 +289,21 @@ class ProcessRuntime(RuntimeContext):
                     self._ready[id(conn)].put(True)
         for conn in (self._from_receiver, self._from_sender):
             conn.close()
+
+
+def _context(method: str | None) -> Any:
+    """The multiprocessing context to start the children with.
+
+    `method` is the caller's choice (`start_method=` or UDPCHAT_START_METHOD). Without one,
+    the platform's default, except that fork is not used once the parent runs other
+    threads: a lock one of them holds at the fork stays held forever in the child (Python
+    3.12 warns about it); forkserver forks from a clean, single-threaded server instead.
+    Typed loosely: typeshed's BaseContext lacks the Process attribute real contexts have.
+    """
+    default = multiprocessing.get_context()
+    if method is None and threading.active_count() > 1 and default.get_start_method() == "fork":
+        method = "forkserver"
+    return multiprocessing.get_context(method) if method else default
 
 
 # -- the children ---------------------------------------------------------------

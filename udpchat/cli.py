@@ -21,7 +21,7 @@ from typing import NoReturn, TextIO
 from . import __version__
 from .protocol import MAX_NICK_BYTES, Config
 from .runtimes import DEFAULT_PORT, MODELS, AddressError, create_runtime, resolve_peer
-from .runtimes.base import family_of, parse_port
+from .runtimes.sockets import family_of, parse_port
 from .ui.format import escape
 from .ui.lines import LineMode
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..protocol import Address
-from ..runtimes.base import RECEIVE_BUFFER, bind_socket, normalize
+from ..runtimes.sockets import RECEIVE_BUFFER, bind_socket, normalize
 from .work import hash_chain
 
 _END = b"END"

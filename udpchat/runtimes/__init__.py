@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..protocol import Address, Config
-from .base import DEFAULT_PORT, AddressError, ChatRuntime, bind_socket, resolve_peer
+from .base import ChatRuntime
+from .sockets import DEFAULT_PORT, AddressError, bind_socket, resolve_peer
 
 if TYPE_CHECKING:
     from .aio import AsyncioChat, AsyncioRuntime

@@ -33,16 +33,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
 from ..protocol import Address, ChatSession, Config, Event, PeerStatus, Stats
-from .base import (
-    RECEIVE_BUFFER,
-    EventQueue,
-    RuntimeContext,
-    bind_socket,
-    normalize,
-    read_queued,
-    wall_clock_ms,
-    wall_offset,
-)
+from .base import EventQueue, RuntimeContext, wall_clock_ms, wall_offset
+from .sockets import RECEIVE_BUFFER, bind_socket, normalize, read_queued
 
 _CLOSE_TIMEOUT = 0.5
 """How long closing waits for the transport to let go of the socket before aborting it."""

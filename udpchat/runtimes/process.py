@@ -51,15 +51,8 @@ from ..protocol import (
     encode_text,
     merge_peers,
 )
-from .base import (
-    EventQueue,
-    RuntimeContext,
-    bind_socket,
-    normalize,
-    read_queued,
-    wall_clock_ms,
-    wall_offset,
-)
+from .base import EventQueue, RuntimeContext, wall_clock_ms, wall_offset
+from .sockets import bind_socket, normalize, read_queued
 
 _JOIN_TIMEOUT = 0.5
 _START_TIMEOUT = 30.0

@@ -19,16 +19,8 @@ import time
 from collections.abc import Sequence
 
 from ..protocol import Address, ChatSession, Config, Event, PeerStatus, Stats
-from .base import (
-    RECEIVE_BUFFER,
-    EventQueue,
-    RuntimeContext,
-    bind_socket,
-    normalize,
-    read_queued,
-    wall_clock_ms,
-    wall_offset,
-)
+from .base import EventQueue, RuntimeContext, wall_clock_ms, wall_offset
+from .sockets import RECEIVE_BUFFER, bind_socket, normalize, read_queued
 
 _STOP = object()
 

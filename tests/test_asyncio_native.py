@@ -26,6 +26,7 @@ from udpchat.protocol import (
     Config,
     DeliveryFailed,
     Event,
+    LeaveReason,
     MessageDelivered,
     MessageReceived,
     MessageTooLong,
@@ -181,7 +182,7 @@ async def test_peer_that_closes_is_reported_as_left_with_reason_bye(open_chat: O
     alice, bob = await connected_pair(open_chat)
     await bob.aclose()
     left = await wait_event(alice, PeerLeft)
-    assert left.reason == "bye" and left.nick == "bob" and left.peer == bob.local_address
+    assert left.reason is LeaveReason.BYE and left.nick == "bob" and left.peer == bob.local_address
 
 
 @pytest.mark.asyncio
@@ -335,7 +336,7 @@ async def test_asyncio_and_thread_models_chat_both_ways(
     finally:
         await asyncio.to_thread(threaded.close)
     left = await wait_event(chat, PeerLeft)
-    assert left.reason == "bye" and left.nick == "tom"
+    assert left.reason is LeaveReason.BYE and left.nick == "tom"
 
 
 def _thread_texts(runtime: ChatRuntime, count: int, timeout: float = 30.0) -> list[str]:

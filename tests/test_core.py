@@ -25,6 +25,7 @@ from udpchat.protocol import (
     DatagramRejected,
     DeliveryFailed,
     Event,
+    LeaveReason,
     LocalProtocolError,
     MessageDelivered,
     MessageReceived,
@@ -35,11 +36,11 @@ from udpchat.protocol import (
     PeerNote,
     PeerRenamed,
     PongNote,
+    RejectReason,
     WireError,
 )
 from udpchat.protocol.wire import (
     MAX_DATAGRAM,
-    MAX_MESSAGE_BYTES,
     Ack,
     Bye,
     Data,
@@ -50,6 +51,7 @@ from udpchat.protocol.wire import (
     decode,
     encode,
 )
+from udpchat.ui.format import describe
 
 E = TypeVar("E")
 
@@ -763,7 +765,9 @@ def test_silent_peer_times_out_after_45_seconds_and_rejoins_when_heard() -> None
     net.cut(BOB, ALICE, both_ways=False)
     net.run_until(70)
     last_heard = max(s.time for s in net.arrived if s.src == BOB and s.dst == ALICE)
-    assert net.events(ALICE, PeerLeft) == [PeerLeft(peer=BOB, nick="bob", reason="timed out")]
+    assert net.events(ALICE, PeerLeft) == [
+        PeerLeft(peer=BOB, nick="bob", reason=LeaveReason.TIMED_OUT)
+    ]
     assert net.times(ALICE, PeerLeft) == [pytest.approx(last_heard + 45)]
     # Alice greets a configured peer that left again, asking for a reply, backing off.
     hellos = [s for s in net.datagrams(src=ALICE, kind=Hello) if s.time > 1]
@@ -790,7 +794,7 @@ def test_bye_reports_the_peer_as_left_and_retires_its_session() -> None:
     net.close(BOB)
     net.detach(BOB)
     net.run_for(1)
-    assert net.events(ALICE, PeerLeft) == [PeerLeft(peer=BOB, nick="bob", reason="bye")]
+    assert net.events(ALICE, PeerLeft) == [PeerLeft(peer=BOB, nick="bob", reason=LeaveReason.BYE)]
     alice = net.session(ALICE)
     stale = alice.stats().stale_dropped
     net.inject(old_data, BOB, ALICE)
@@ -862,15 +866,14 @@ def test_garbage_never_raises_and_is_counted(garbage: bytes) -> None:
     try:
         decode(garbage)
     except WireError as error:
-        reason = str(error)
         expected = {
-            "not udpchat": (1, 0, 0),
-            "encrypted, and this chat has no key": (0, 0, 1),  # a SEALED kind, no key
-        }.get(reason, (0, 1, 0))
+            RejectReason.NOT_UDPCHAT: (1, 0, 0),
+            RejectReason.SEALED_WITHOUT_KEY: (0, 0, 1),  # a SEALED kind, no key
+        }.get(error.reason, (0, 1, 0))
         assert (stats.foreign_dropped, stats.malformed_dropped, stats.auth_failed) == expected
         (event,) = drain(bob)
         assert isinstance(event, DatagramRejected)
-        assert (event.reason, event.count) == (str(error), 1)
+        assert (event.reason, event.detail, event.count) == (error.reason, error.detail, 1)
     else:
         assert stats.foreign_dropped == stats.malformed_dropped == 0
 
@@ -941,23 +944,45 @@ def test_rejections_are_reported_at_most_once_per_5_seconds_with_a_count() -> No
         bob.receive_datagram(b"UC\x01", CAROL, second + 0.5)
     reports = of(DatagramRejected, drain(bob))
     assert [(r.reason, r.count) for r in reports] == [
-        ("not udpchat", 1),  # t=0
-        ("not udpchat", 10),  # t=5: 0.5 to 5
-        ("not udpchat", 10),  # t=10: 5.5 to 10
+        (RejectReason.NOT_UDPCHAT, 1),  # t=0
+        (RejectReason.NOT_UDPCHAT, 10),  # t=5: 0.5 to 5
+        (RejectReason.NOT_UDPCHAT, 10),  # t=10: 5.5 to 10
     ]
     bob.receive_datagram(encode(Ping(CAROL_SESSION, 1))[:-1], DAVE, 15.0)
     assert drain(bob) == [
-        DatagramRejected(peer=DAVE, reason="bad PING length", count=6, preview="")
+        DatagramRejected(
+            peer=DAVE,
+            reason=RejectReason.BAD_LENGTH,
+            detail="PING",
+            count=6,
+            sources=2,
+            preview="",
+        )
     ]
     assert bob.stats().foreign_dropped == 13
     assert bob.stats().malformed_dropped == 14
+
+
+def test_a_rejection_report_counts_its_sources_rather_than_naming_only_the_last() -> None:
+    bob = lone("bob")
+    bob.receive_datagram(b"first", CAROL, 0.0)
+    for port in range(100):
+        bob.receive_datagram(b"junk", ("10.0.0.9", 5000 + port), 1.0)
+    bob.receive_datagram(b"more", CAROL, 2.0)
+    bob.receive_datagram(b"late", DAVE, 5.0)
+    first, second = of(DatagramRejected, drain(bob))
+    assert (first.count, first.sources, first.peer) == (1, 1, CAROL)
+    assert (second.count, second.sources, second.peer) == (102, 102, DAVE)
+    assert describe(second) == (
+        '* dropped 102 datagrams from 102 sources, the last 10.0.0.4:4000: not udpchat: "late"'
+    )
 
 
 def test_foreign_datagram_preview_is_decoded_as_gbk_when_not_utf8() -> None:
     bob = lone("bob")
     bob.receive_datagram("你好".encode("gbk"), CAROL, 0.0)
     assert drain(bob) == [
-        DatagramRejected(peer=CAROL, reason="not udpchat", count=1, preview="你好")
+        DatagramRejected(peer=CAROL, reason=RejectReason.NOT_UDPCHAT, count=1, preview="你好")
     ]
 
 
@@ -986,28 +1011,28 @@ def test_preview_of_a_long_foreign_datagram_cut_inside_a_character_keeps_its_enc
 REASSEMBLY_ERRORS = [
     pytest.param(
         [data(0, "a", count=3), data(1, "c", index=2, count=3)],
-        "fragments out of order",
+        RejectReason.FRAGMENTS_OUT_OF_ORDER,
         id="index-skips",
     ),
     pytest.param(
         [data(0, "a", count=2), data(1, "b", index=1, count=3)],
-        "fragments out of order",
+        RejectReason.FRAGMENTS_OUT_OF_ORDER,
         id="count-changes",
     ),
     pytest.param(
         [data(0, "a", count=2), data(1, "new")],
-        "message cut short by a new one",
+        RejectReason.MESSAGE_CUT_SHORT,
         id="new-message-before-the-last-fragment",
     ),
     pytest.param(
         [data(0, "x" * 1154, count=58)]
         + [data(i, "x" * 1168, index=i, count=58) for i in range(1, 58)],
-        f"message longer than {MAX_MESSAGE_BYTES} bytes",
+        RejectReason.MESSAGE_TOO_LONG,
         id="longer-than-65536-bytes",
     ),
     pytest.param(
         [data(0, payload=b"\xe4\xbd", count=2), data(1, payload=b"!", index=1, count=2)],
-        "message text is not UTF-8",
+        RejectReason.TEXT_NOT_UTF8,
         id="not-utf8",
     ),
 ]
@@ -1015,7 +1040,7 @@ REASSEMBLY_ERRORS = [
 
 @pytest.mark.parametrize(("datagrams", "reason"), REASSEMBLY_ERRORS)
 def test_message_breaking_the_fragment_rules_is_discarded_and_reported(
-    datagrams: list[bytes], reason: str
+    datagrams: list[bytes], reason: RejectReason
 ) -> None:
     bob = lone("bob")
     for raw in datagrams:
@@ -1026,7 +1051,7 @@ def test_message_breaking_the_fragment_rules_is_discarded_and_reported(
     ]
     assert bob.stats().malformed_dropped == 1
     shown = texts(events)
-    assert shown == (["new"] if reason == "message cut short by a new one" else [])
+    assert shown == (["new"] if reason is RejectReason.MESSAGE_CUT_SHORT else [])
     # The stream goes on: the next message is shown.
     bob.receive_datagram(data(len(datagrams), "next"), CAROL, 0.1)
     assert texts(drain(bob)) == ["next"]
@@ -1045,12 +1070,14 @@ def test_fragment_split_inside_a_character_is_reassembled() -> None:
 
 EVENTS = [
     PeerJoined(peer=ALICE, nick="alice", restarted=True),
-    PeerLeft(peer=ALICE, nick="alice", reason="timed out"),
+    PeerLeft(peer=ALICE, nick="alice", reason=LeaveReason.TIMED_OUT),
     PeerRenamed(peer=ALICE, old_nick="alice", new_nick="小明"),
     MessageReceived(peer=ALICE, nick="alice", text="你好 👋\x00", sent_at_ms=EPOCH_MS),
     MessageDelivered(message_id=3, peer=BOB, elapsed=0.25),
     DeliveryFailed(message_id=4, peer=BOB, elapsed=30.0, reason="no acknowledgement within 30 s"),
-    DatagramRejected(peer=("::1", 9), reason="not udpchat", count=7, preview="你好"),
+    DatagramRejected(
+        peer=("::1", 9), reason=RejectReason.NOT_UDPCHAT, count=7, sources=3, preview="你好"
+    ),
     AckNote(BOB, 5, 0b101),
     PongNote(BOB, 7),
     PeerNote(BOB, present=True, send_hello=True),

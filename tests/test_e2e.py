@@ -13,11 +13,13 @@ from udpchat.protocol import (
     Config,
     DatagramRejected,
     DeliveryFailed,
+    LeaveReason,
     MessageDelivered,
     MessageReceived,
     NoPeers,
     PeerJoined,
     PeerLeft,
+    RejectReason,
 )
 from udpchat.runtimes import create_runtime
 
@@ -86,7 +88,7 @@ def test_peer_that_closes_is_reported_as_left(model: str, open_runtime: OpenRunt
     wait_for(a, lambda e: isinstance(e, PeerJoined))
     b.close()
     left = wait_for(a, lambda e: isinstance(e, PeerLeft))
-    assert isinstance(left, PeerLeft) and left.reason == "bye" and left.nick == "bob"
+    assert isinstance(left, PeerLeft) and left.reason is LeaveReason.BYE and left.nick == "bob"
 
 
 def test_message_to_a_silent_peer_fails_after_the_give_up_time(
@@ -123,7 +125,7 @@ def test_foreign_datagram_is_dropped_and_reported_with_a_preview(
         tool.sendto(payload, a.local_address)
         rejected = wait_for(a, lambda e: isinstance(e, DatagramRejected))
     assert isinstance(rejected, DatagramRejected)
-    assert rejected.reason == "not udpchat" and rejected.preview == preview
+    assert rejected.reason is RejectReason.NOT_UDPCHAT and rejected.preview == preview
     assert a.stats().foreign_dropped == 1
 
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import OpenRuntime, collect_messages, wait_for
 from relay import Faults, LossyRelay
 
-from udpchat.protocol import Config, DatagramRejected, PeerJoined
+from udpchat.protocol import Config, DatagramRejected, PeerJoined, RejectReason
 from udpchat.protocol.crypto import derive_master_key
 
 KEY = derive_master_key(b"correct horse battery staple")
@@ -124,6 +124,9 @@ def test_wrong_key_gets_nothing_through_and_says_so(model: str, open_runtime: Op
     alice = open_runtime(model, "alice", config=Config(key=KEY))
     bob = open_runtime(model, "bob", peers=(alice.local_address,), config=Config(key=other))
     rejected = wait_for(alice, lambda e: isinstance(e, DatagramRejected))
-    assert isinstance(rejected, DatagramRejected) and rejected.reason == "authentication failed"
+    assert (
+        isinstance(rejected, DatagramRejected)
+        and rejected.reason is RejectReason.AUTHENTICATION_FAILED
+    )
     assert alice.stats().auth_failed >= 1 and not alice.peers()
     assert bob.stats().messages_received == 0

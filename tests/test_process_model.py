@@ -14,7 +14,7 @@ import time
 import pytest
 from conftest import collect_messages, wait_for
 
-from udpchat.protocol import PeerJoined, PeerLeft
+from udpchat.protocol import LeaveReason, PeerJoined, PeerLeft
 from udpchat.runtimes import ProcessRuntime, ThreadRuntime
 
 START_METHODS = [
@@ -56,7 +56,7 @@ def test_each_start_method_chats_and_reaps_its_children(method: str) -> None:
             assert runtime.wait_delivered(timeout=10)
         assert not multiprocessing.active_children()
         left = wait_for(bob, lambda e: isinstance(e, PeerLeft))
-        assert isinstance(left, PeerLeft) and left.reason == "bye"
+        assert isinstance(left, PeerLeft) and left.reason is LeaveReason.BYE
 
 
 PARENT = textwrap.dedent(
@@ -91,7 +91,7 @@ def test_children_exit_and_say_bye_when_the_parent_is_killed(
             parent.wait(timeout=10)
             assert wait_gone(children), "children outlived their parent"
             left = wait_for(bob, lambda e: isinstance(e, PeerLeft))
-            assert isinstance(left, PeerLeft) and left.reason == "bye"
+            assert isinstance(left, PeerLeft) and left.reason is LeaveReason.BYE
         finally:
             parent.kill()
             parent.wait(timeout=10)

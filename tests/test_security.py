@@ -14,7 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from memnet import ALICE, ALICE_SESSION, BOB, BOB_SESSION, EPOCH_MS, pair
 
-from udpchat.protocol import ChatSession, Config, DatagramRejected, MessageReceived, WireError, wire
+from udpchat.protocol import (
+    ChatSession,
+    Config,
+    DatagramRejected,
+    MessageReceived,
+    RejectReason,
+    WireError,
+    wire,
+)
 from udpchat.protocol.crypto import (
     ORIGIN_RECEIVE,
     ORIGIN_SEND,
@@ -181,7 +189,7 @@ def test_failures_are_reported_once_with_a_count_and_never_answered() -> None:
     while (event := bob.next_event()) is not None:
         reports.append(event)
     assert len(reports) == 1 and isinstance(reports[0], DatagramRejected)
-    assert reports[0].reason == "authentication failed"
+    assert reports[0].reason is RejectReason.AUTHENTICATION_FAILED
     assert bob.datagrams_to_send(1.0) == []  # no answer, not even an ACK
     assert bob.stats().auth_failed == 100 and not bob.peers(1.0)
 

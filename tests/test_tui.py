@@ -34,6 +34,7 @@ from udpchat.protocol import (
     DatagramRejected,
     DeliveryFailed,
     Event,
+    LeaveReason,
     LocalProtocolError,
     MessageDelivered,
     MessageReceived,
@@ -42,6 +43,7 @@ from udpchat.protocol import (
     PeerLeft,
     PeerRenamed,
     PeerStatus,
+    RejectReason,
     Stats,
 )
 from udpchat.runtimes import ChatRuntime
@@ -387,13 +389,15 @@ async def test_incoming_messages_and_peer_events_become_lines() -> None:
         runtime.push(PeerRenamed(peer=BOB, old_nick="bob", new_nick="robert"))
         await chat.shows(r"\* bob \(127\.0\.0\.1:9001\) is now robert$")
         runtime.push(
-            DatagramRejected(peer=CAROL, reason="not udpchat", count=3, preview="GET /\x1b[0m")
+            DatagramRejected(
+                peer=CAROL, reason=RejectReason.NOT_UDPCHAT, count=3, preview="GET /\x1b[0m"
+            )
         )
         await chat.shows(
-            r"\* dropped a datagram from 127\.0\.0\.1:9002 \(3 dropped\): not udpchat:"
+            r"\* dropped 3 datagrams from 127\.0\.0\.1:9002: not udpchat:"
             r' "GET /\\x1b\[0m"$'
         )
-        runtime.push(PeerLeft(peer=BOB, nick="robert", reason="bye"))
+        runtime.push(PeerLeft(peer=BOB, nick="robert", reason=LeaveReason.BYE))
         await chat.shows(r"\* robert \(127\.0\.0\.1:9001\) left$")
         await chat.until(lambda: "no peers" in chat.ui.status_text(), "the status bar to update")
 

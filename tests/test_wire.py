@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from memnet import ALICE, ALICE_SESSION, BOB, BOB_SESSION, MemNet, pair
 
-from udpchat.protocol import ChatSession, MessageReceived, MessageTooLong, WireError
+from udpchat.protocol import ChatSession, MessageReceived, MessageTooLong, RejectReason, WireError
 from udpchat.protocol.wire import (
     MAX_DATAGRAM,
     MAX_FRAGMENTS,
@@ -33,6 +33,8 @@ from udpchat.protocol.wire import (
     decode,
     encode,
 )
+
+R = RejectReason
 
 PROTOCOL_MD = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 
@@ -188,66 +190,70 @@ def data_fields(seq: int = 0, base: int = 0, index: int = 0, count: int = 1) -> 
 SENT_AT = (1764000000000).to_bytes(8, "big")
 
 # fmt: off
-MALFORMED: list[tuple[str, bytes, str]] = [
-    ("empty", b"", "not udpchat"),
-    ("short-foreign", b"hi\n", "not udpchat"),
-    ("lone-U", b"U", "not udpchat"),
-    ("foreign-text", b"GET / HTTP/1.1\r\nHost: example\r\n\r\n", "not udpchat"),
-    ("foreign-gbk-text", "你好，世界".encode("gbk"), "not udpchat"),
-    ("foreign-and-too-long", b"x" * 1500, "not udpchat"),
-    ("magic-only", b"UC", "truncated header"),
-    ("header-cut-short", header(Kind.PING)[:11], "truncated header"),
-    ("version-2", header(Kind.PING, version=2) + bytes(8), "unsupported version 2"),
-    ("version-0", header(Kind.PING, version=0) + bytes(8), "unsupported version 0"),
+MALFORMED: list[tuple[str, bytes, RejectReason, str]] = [
+    ("empty", b"", R.NOT_UDPCHAT, ""),
+    ("short-foreign", b"hi\n", R.NOT_UDPCHAT, ""),
+    ("lone-U", b"U", R.NOT_UDPCHAT, ""),
+    ("foreign-text", b"GET / HTTP/1.1\r\nHost: example\r\n\r\n", R.NOT_UDPCHAT, ""),
+    ("foreign-gbk-text", "你好，世界".encode("gbk"), R.NOT_UDPCHAT, ""),
+    ("foreign-and-too-long", b"x" * 1500, R.NOT_UDPCHAT, ""),
+    ("magic-only", b"UC", R.TRUNCATED_HEADER, ""),
+    ("header-cut-short", header(Kind.PING)[:11], R.TRUNCATED_HEADER, ""),
+    ("version-2", header(Kind.PING, version=2) + bytes(8), R.UNSUPPORTED_VERSION, "2"),
+    ("version-0", header(Kind.PING, version=0) + bytes(8), R.UNSUPPORTED_VERSION, "0"),
     ("longer-than-1200", data_fields(count=2, index=1) + bytes(1201 - 32),
-     "datagram longer than 1200 bytes"),
-    ("kind-0", header(0) + bytes(8), "unknown kind 0"),
-    ("kind-7-without-key", header(7), "encrypted, and this chat has no key"),
-    ("kind-8", header(8), "unknown kind 8"),
-    ("kind-255", header(255) + bytes(20), "unknown kind 255"),
-    ("hello-without-body", header(Kind.HELLO), "truncated HELLO"),
-    ("hello-flags-only", header(Kind.HELLO) + b"\x01", "truncated HELLO"),
-    ("hello-nick-cut-short", header(Kind.HELLO) + b"\x00\x05ali", "truncated HELLO"),
+     R.TOO_LONG, ""),
+    ("kind-0", header(0) + bytes(8), R.UNKNOWN_KIND, "0"),
+    ("kind-7-without-key", header(7), R.SEALED_WITHOUT_KEY, ""),
+    ("kind-8", header(8), R.UNKNOWN_KIND, "8"),
+    ("kind-255", header(255) + bytes(20), R.UNKNOWN_KIND, "255"),
+    ("hello-without-body", header(Kind.HELLO), R.TRUNCATED, "HELLO"),
+    ("hello-flags-only", header(Kind.HELLO) + b"\x01", R.TRUNCATED, "HELLO"),
+    ("hello-nick-cut-short", header(Kind.HELLO) + b"\x00\x05ali", R.TRUNCATED, "HELLO"),
     ("hello-nick-length-0", header(Kind.HELLO) + b"\x00\x00" + bytes(50),
-     "bad nickname length"),
+     R.BAD_NICK, "length"),
     ("hello-nick-length-33", header(Kind.HELLO) + b"\x00\x21" + b"a" * 33,
-     "bad nickname length"),
-    ("hello-nick-not-utf8", header(Kind.HELLO) + b"\x00\x02\xff\xfe", "nickname is not UTF-8"),
+     R.BAD_NICK, "length"),
+    ("hello-nick-not-utf8", header(Kind.HELLO) + b"\x00\x02\xff\xfe", R.BAD_NICK, "not UTF-8"),
     ("hello-nick-gbk", header(Kind.HELLO) + b"\x00\x04" + "你好".encode("gbk"),
-     "nickname is not UTF-8"),
-    ("bye-with-body", header(Kind.BYE) + b"\x00", "bad BYE length"),
-    ("ping-15-byte-body", header(Kind.PING) + bytes(15), "bad PING length"),
-    ("ping-17-byte-body", header(Kind.PING) + bytes(17), "bad PING length"),
-    ("ping-token-without-base", header(Kind.PING) + bytes(8), "bad PING length"),
-    ("pong-7-byte-token", header(Kind.PONG) + bytes(7), "bad PONG length"),
-    ("pong-9-byte-token", header(Kind.PONG) + bytes(9), "bad PONG length"),
-    ("pong-without-token", header(Kind.PONG), "bad PONG length"),
-    ("ack-too-short", header(Kind.ACK) + bytes(23), "bad ACK length"),
-    ("ack-too-long", header(Kind.ACK) + bytes(25), "bad ACK length"),
-    ("data-without-body", header(Kind.DATA), "truncated DATA"),
-    ("data-fixed-fields-cut", data_fields()[:31], "truncated DATA"),
-    ("data-first-without-sent-at", data_fields(), "truncated DATA"),
-    ("data-first-without-nick-length", data_fields() + SENT_AT, "truncated DATA"),
-    ("data-first-nick-cut-short", data_fields() + SENT_AT + b"\x05al", "truncated DATA"),
-    ("data-first-nick-length-0", data_fields() + SENT_AT + b"\x00hi", "bad nickname length"),
+     R.BAD_NICK, "not UTF-8"),
+    ("bye-with-body", header(Kind.BYE) + b"\x00", R.BAD_LENGTH, "BYE"),
+    ("ping-15-byte-body", header(Kind.PING) + bytes(15), R.BAD_LENGTH, "PING"),
+    ("ping-17-byte-body", header(Kind.PING) + bytes(17), R.BAD_LENGTH, "PING"),
+    ("ping-token-without-base", header(Kind.PING) + bytes(8), R.BAD_LENGTH, "PING"),
+    ("pong-7-byte-token", header(Kind.PONG) + bytes(7), R.BAD_LENGTH, "PONG"),
+    ("pong-9-byte-token", header(Kind.PONG) + bytes(9), R.BAD_LENGTH, "PONG"),
+    ("pong-without-token", header(Kind.PONG), R.BAD_LENGTH, "PONG"),
+    ("ack-too-short", header(Kind.ACK) + bytes(23), R.BAD_LENGTH, "ACK"),
+    ("ack-too-long", header(Kind.ACK) + bytes(25), R.BAD_LENGTH, "ACK"),
+    ("data-without-body", header(Kind.DATA), R.TRUNCATED, "DATA"),
+    ("data-fixed-fields-cut", data_fields()[:31], R.TRUNCATED, "DATA"),
+    ("data-first-without-sent-at", data_fields(), R.TRUNCATED, "DATA"),
+    ("data-first-without-nick-length", data_fields() + SENT_AT, R.TRUNCATED, "DATA"),
+    ("data-first-nick-cut-short", data_fields() + SENT_AT + b"\x05al", R.TRUNCATED, "DATA"),
+    ("data-first-nick-length-0", data_fields() + SENT_AT + b"\x00hi", R.BAD_NICK, "length"),
     ("data-first-nick-length-33", data_fields() + SENT_AT + b"\x21" + b"a" * 40,
-     "bad nickname length"),
-    ("data-first-nick-not-utf8", data_fields() + SENT_AT + b"\x01\xff", "nickname is not UTF-8"),
-    ("data-count-0", data_fields(count=0) + SENT_AT + b"\x01a", "bad fragment index or count"),
-    ("data-count-59", data_fields(index=1, count=59), "bad fragment index or count"),
-    ("data-index-equal-to-count", data_fields(index=2, count=2), "bad fragment index or count"),
-    ("data-base-above-seq", data_fields(seq=3, base=4) + SENT_AT + b"\x01a", "base above seq"),
+     R.BAD_NICK, "length"),
+    ("data-first-nick-not-utf8", data_fields() + SENT_AT + b"\x01\xff", R.BAD_NICK, "not UTF-8"),
+    ("data-count-0", data_fields(count=0) + SENT_AT + b"\x01a", R.BAD_FRAGMENT, ""),
+    ("data-count-59", data_fields(index=1, count=59), R.BAD_FRAGMENT, ""),
+    ("data-index-equal-to-count", data_fields(index=2, count=2), R.BAD_FRAGMENT, ""),
+    ("data-base-above-seq", data_fields(seq=3, base=4) + SENT_AT + b"\x01a", R.BASE_ABOVE_SEQ, ""),
 ]
 # fmt: on
 
 
 @pytest.mark.parametrize(
-    ("data", "reason"), [pytest.param(data, reason, id=name) for name, data, reason in MALFORMED]
+    ("data", "reason", "detail"),
+    [pytest.param(data, reason, detail, id=name) for name, data, reason, detail in MALFORMED],
 )
-def test_malformed_datagram_is_refused_with_its_reason(data: bytes, reason: str) -> None:
+def test_malformed_datagram_is_refused_with_its_reason(
+    data: bytes, reason: RejectReason, detail: str
+) -> None:
     with pytest.raises(WireError) as caught:
         decode(data)
-    assert str(caught.value) == reason
+    assert (caught.value.reason, caught.value.detail) == (reason, detail)
+    assert type(caught.value) is WireError  # never an AuthenticationError: no key here
 
 
 def test_largest_valid_fragment_count_is_58() -> None:

@@ -6,11 +6,14 @@ every method that needs the time takes `now` (monotonic seconds) from the caller
 
 from .config import Config, MessageTransform, Stats
 from .errors import (
+    AuthenticationError,
+    InvalidNick,
     LocalProtocolError,
     MessageTooLong,
     NoPeers,
     OutboxFull,
     ProtocolError,
+    RejectReason,
     WireError,
 )
 from .events import (
@@ -18,6 +21,7 @@ from .events import (
     DatagramRejected,
     DeliveryFailed,
     Event,
+    LeaveReason,
     MessageDelivered,
     MessageReceived,
     PeerJoined,
@@ -36,11 +40,14 @@ __all__ = [
     "MAX_NICK_BYTES",
     "AckNote",
     "Address",
+    "AuthenticationError",
     "ChatSession",
     "Config",
     "DatagramRejected",
     "DeliveryFailed",
     "Event",
+    "InvalidNick",
+    "LeaveReason",
     "LocalProtocolError",
     "MessageDelivered",
     "MessageReceived",
@@ -58,6 +65,7 @@ __all__ = [
     "PongNote",
     "ProtocolError",
     "Receiver",
+    "RejectReason",
     "Sender",
     "Stats",
     "TargetInfo",

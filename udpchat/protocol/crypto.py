@@ -11,7 +11,7 @@ the inner datagram's kind and body encrypted with ChaCha20-Poly1305. Rules:
 - a receiver keeps a 1024-wide replay window per (session, origin), updated only after a
   datagram has decrypted, and refuses a timestamp more than `max_skew` seconds from its
   own clock, which bounds replays after it restarts (it forgot its windows).
-Failures raise WireError with a reason; the receive half counts them.
+Failures raise AuthenticationError with a reason; the receive half counts them.
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from .errors import WireError
-from .wire import HEADER, MAGIC, VERSION
+from .errors import AuthenticationError, RejectReason
+from .wire import HEADER, MAGIC, VERSION, Kind
 
-SEALED = 7
-"""The kind byte of a sealed datagram."""
+SEALED = Kind.SEALED
 _CLEAR = struct.Struct("!BQQ")  # origin, counter, timestamp (ms since the Unix epoch)
 _AAD_SIZE = HEADER.size + _CLEAR.size
 TAG_SIZE = 16
@@ -107,27 +106,29 @@ class Opener:
         self._sessions: OrderedDict[bytes, tuple[ChaCha20Poly1305, list[_Window]]] = OrderedDict()
 
     def open(self, data: bytes, wall_ms: int) -> bytes:
-        """The plaintext datagram inside `data`. Raises WireError if it is not authentic,
+        """The plaintext datagram inside `data`. Raises AuthenticationError if it is not authentic,
         is replayed or is too old; nothing is remembered of a datagram that fails."""
         if len(data) < _AAD_SIZE + 1 + TAG_SIZE or data[2] != VERSION or data[3] != SEALED:
-            raise WireError("not encrypted" if data[:2] == MAGIC else "not udpchat")
+            raise AuthenticationError(
+                RejectReason.NOT_SEALED if data[:2] == MAGIC else RejectReason.NOT_UDPCHAT
+            )
         session = data[4 : HEADER.size]
         origin, counter, stamp = _CLEAR.unpack_from(data, HEADER.size)
         if origin > ORIGIN_RECEIVE:
-            raise WireError("authentication failed")
+            raise AuthenticationError(RejectReason.AUTHENTICATION_FAILED)
         if abs(stamp - wall_ms) > self._max_skew_ms:
-            raise WireError("timestamp outside the allowed clock skew")
+            raise AuthenticationError(RejectReason.CLOCK_SKEW)
         entry = self._sessions.get(session)
         if entry is None:
             entry = (_session_cipher(self._master, session), [_Window(), _Window()])
         window = entry[1][origin]
         if not window.fresh(counter):
-            raise WireError("replayed")
+            raise AuthenticationError(RejectReason.REPLAYED)
         nonce = bytes((origin, 0, 0, 0)) + counter.to_bytes(8, "big")
         try:
             inner = entry[0].decrypt(nonce, data[_AAD_SIZE:], data[:_AAD_SIZE])
         except InvalidTag:
-            raise WireError("authentication failed") from None
+            raise AuthenticationError(RejectReason.AUTHENTICATION_FAILED) from None
         window.accept(counter)
         self._remember(session, entry)
         return MAGIC + bytes((VERSION,)) + inner[:1] + session + inner[1:]

@@ -7,6 +7,9 @@ only plain values so they pickle: the process model sends them through pipes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
+
+from .errors import RejectReason
 
 Address = tuple[str, int]
 """A peer's address as (host, port); the core treats it as an opaque key."""
@@ -22,14 +25,23 @@ class PeerJoined:
     """True when an address we knew came back with a new session id."""
 
 
+class LeaveReason(Enum):
+    """Why a peer is no longer present. The value is the text people are shown."""
+
+    BYE = "bye"
+    """It said goodbye."""
+    TIMED_OUT = "timed out"
+    """Nothing was heard from it for longer than the peer timeout."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PeerLeft:
     peer: Address
     """The peer that left."""
     nick: str
     """Its last known nickname."""
-    reason: str
-    """"bye" (it said so) or "timed out" (silent for longer than the peer timeout)."""
+    reason: LeaveReason
+    """Why."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,13 +92,18 @@ class DeliveryFailed:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DatagramRejected:
     peer: Address
-    """Where the (last) rejected datagram came from."""
-    reason: str
-    """Why it was dropped, e.g. "not udpchat" or "truncated DATA"."""
+    """Where the last rejected datagram came from."""
+    reason: RejectReason
+    """Why the last one was dropped."""
+    detail: str = ""
+    """More about that reason ("PING" for a PING of the wrong length), or ""."""
     count: int
     """Datagrams dropped since the previous DatagramRejected, this one included."""
+    sources: int = 1
+    """Distinct addresses they came from (counted up to 1000)."""
     preview: str
-    """The start of a non-udpchat datagram decoded as text (UTF-8, else GBK), or ""."""
+    """The start of the last datagram decoded as text (UTF-8, else GBK) when it was not
+    udpchat, or ""."""
 
 
 Event = (

@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING
 
 from . import wire
 from .config import Config, Stats
-from .errors import WireError
+from .errors import RejectReason, WireError
 from .events import (
     Address,
     DatagramRejected,
     Event,
+    LeaveReason,
     MessageReceived,
     PeerJoined,
     PeerLeft,
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
     from .crypto import Opener, Sealer
 
 _PREVIEW_BYTES = 80
+_SOURCES_COUNTED = 1000
+"""Distinct sources a rejection report counts; more are reported as this many."""
 
 
 @dataclass(slots=True)
@@ -102,6 +105,7 @@ class Receiver:
         self._events: deque[Event] = deque()
         self._notes: deque[Note] = deque()
         self._rejected_since_report = 0
+        self._rejected_sources: set[Address] = set()
         self._last_report: float | None = None
         self._now = 0.0
 
@@ -120,14 +124,7 @@ class Receiver:
                 data = self._opener.open(data, self._wall_ms(now))
             datagram = wire.decode(data)
         except WireError as error:
-            reason = str(error)
-            if reason == "not udpchat":
-                self.stats.foreign_dropped += 1
-            elif self._opener is not None or reason.startswith("encrypted"):
-                self.stats.auth_failed += 1
-            else:
-                self.stats.malformed_dropped += 1
-            self._reject(addr, reason, data if reason == "not udpchat" else b"")
+            self._reject(addr, error.reason, data, error.detail)
             return
         if isinstance(datagram, wire.Ack):
             self._on_ack(datagram, addr, now)
@@ -149,7 +146,7 @@ class Receiver:
         """Report peers that have been silent for longer than `peer_timeout`."""
         for addr, peer in self._peers.items():
             if peer.present and now >= peer.last_heard + self.config.peer_timeout:
-                self._leave(addr, peer, "timed out")
+                self._leave(addr, peer, LeaveReason.TIMED_OUT)
 
     # -- outputs --------------------------------------------------------------
 
@@ -269,7 +266,7 @@ class Receiver:
         del self._peers[min(absent)[1]]
         return True
 
-    def _leave(self, addr: Address, peer: _Peer, reason: str) -> None:
+    def _leave(self, addr: Address, peer: _Peer, reason: LeaveReason) -> None:
         peer.present = False
         self._events.append(PeerLeft(peer=addr, nick=peer.nick, reason=reason))
         self._notes.append(PeerNote(addr, present=False))
@@ -286,7 +283,7 @@ class Receiver:
         if peer is None or peer.session != bye.session:
             return
         if peer.present:
-            self._leave(addr, peer, "bye")
+            self._leave(addr, peer, LeaveReason.BYE)
         # The session is over: late datagrams of it are stale from now on.
         peer.restart(bye.session, self.config.retired_sessions)
         peer.session = b""
@@ -357,7 +354,7 @@ class Receiver:
         partial = peer.partial
         if fragment.fragment_index == 0:
             if partial:
-                self._malformed(addr, "message cut short by a new one")
+                self._reject(addr, RejectReason.MESSAGE_CUT_SHORT)
             self._drop_partial(peer)
         elif not partial:
             return  # the rest of a message whose start the sender gave up on
@@ -365,13 +362,13 @@ class Receiver:
             partial[-1].fragment_index + 1 != fragment.fragment_index
             or partial[0].fragment_count != fragment.fragment_count
         ):
-            self._malformed(addr, "fragments out of order")
+            self._reject(addr, RejectReason.FRAGMENTS_OUT_OF_ORDER)
             self._drop_partial(peer)
             return
         partial.append(fragment)
         peer.partial_bytes += len(fragment.payload)
         if peer.partial_bytes > wire.MAX_MESSAGE_BYTES:
-            self._malformed(addr, "message longer than 65536 bytes")
+            self._reject(addr, RejectReason.MESSAGE_TOO_LONG)
             self._drop_partial(peer)
             return
         if len(partial) < partial[0].fragment_count:
@@ -382,7 +379,7 @@ class Receiver:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            self._malformed(addr, "message text is not UTF-8")
+            self._reject(addr, RejectReason.TEXT_NOT_UTF8)
             return
         if self.config.transform is not None:
             text = self.config.transform.incoming(text)
@@ -403,12 +400,16 @@ class Receiver:
 
     # -- rejects --------------------------------------------------------------
 
-    def _malformed(self, addr: Address, reason: str) -> None:
-        self.stats.malformed_dropped += 1
-        self._reject(addr, reason, b"")
-
-    def _reject(self, addr: Address, reason: str, data: bytes) -> None:
+    def _reject(
+        self, addr: Address, reason: RejectReason, data: bytes = b"", detail: str = ""
+    ) -> None:
+        """Count a dropped datagram; report the drops at most once per interval."""
+        counter = reason.counter.value
+        setattr(self.stats, counter, getattr(self.stats, counter) + 1)
         self._rejected_since_report += 1
+        sources = self._rejected_sources
+        if len(sources) < _SOURCES_COUNTED:
+            sources.add(addr)
         now, last = self._now, self._last_report
         if last is not None and now < last + self.config.reject_report_interval:
             return
@@ -417,11 +418,14 @@ class Receiver:
             DatagramRejected(
                 peer=addr,
                 reason=reason,
+                detail=detail,
                 count=self._rejected_since_report,
-                preview=_preview(data),
+                sources=len(sources),
+                preview=_preview(data) if reason is RejectReason.NOT_UDPCHAT else "",
             )
         )
         self._rejected_since_report = 0
+        sources.clear()
 
 
 def _preview(data: bytes) -> str:

@@ -13,7 +13,7 @@ import struct
 from enum import IntEnum
 from typing import NamedTuple
 
-from .errors import WireError
+from .errors import RejectReason, WireError
 
 __all__ = [
     "FIRST_FRAGMENT_OVERHEAD",
@@ -83,6 +83,8 @@ class Kind(IntEnum):
     """One fragment of a chat message; reliable and ordered."""
     ACK = 6
     """Cumulative and selective acknowledgement of DATA."""
+    SEALED = 7
+    """Any of the above, encrypted and authenticated (shared-key mode, `crypto`)."""
 
 
 class Hello(NamedTuple):
@@ -195,75 +197,77 @@ def encode(datagram: Datagram) -> bytes:
 
 def _decode_nick(raw: bytes) -> str:
     if not 1 <= len(raw) <= MAX_NICK_BYTES:
-        raise WireError("bad nickname length")
+        raise WireError(RejectReason.BAD_NICK, "length")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise WireError("nickname is not UTF-8") from None
+        raise WireError(RejectReason.BAD_NICK, "not UTF-8") from None
 
 
 def decode(data: bytes) -> Datagram:
     """Parse one datagram. Raises WireError, and only WireError, on anything malformed."""
     size = len(data)
     if size < HEADER.size:
-        raise WireError("truncated header" if data[:2] == MAGIC else "not udpchat")
+        raise WireError(
+            RejectReason.TRUNCATED_HEADER if data[:2] == MAGIC else RejectReason.NOT_UDPCHAT
+        )
     magic, version, kind, session = HEADER.unpack_from(data)
     if magic != MAGIC:
-        raise WireError("not udpchat")
+        raise WireError(RejectReason.NOT_UDPCHAT)
     if version != VERSION:
-        raise WireError(f"unsupported version {version}")
+        raise WireError(RejectReason.UNSUPPORTED_VERSION, str(version))
     if size > MAX_DATAGRAM:
-        raise WireError("datagram longer than 1200 bytes")
+        raise WireError(RejectReason.TOO_LONG)
     at = HEADER.size
     if kind == Kind.DATA:
         return _decode_data(session, data, at)
     if kind == Kind.ACK:
         if size - at != _ACK.size:
-            raise WireError("bad ACK length")
+            raise WireError(RejectReason.BAD_LENGTH, "ACK")
         return Ack(session, *_ACK.unpack_from(data, at))
     if kind == Kind.PING:
         if size - at != _PING.size:
-            raise WireError("bad PING length")
+            raise WireError(RejectReason.BAD_LENGTH, "PING")
         return Ping(session, *_PING.unpack_from(data, at))
     if kind == Kind.PONG:
         if size - at != _TOKEN.size:
-            raise WireError("bad PONG length")
+            raise WireError(RejectReason.BAD_LENGTH, "PONG")
         return Pong(session, *_TOKEN.unpack_from(data, at))
     if kind == Kind.HELLO:
         if size - at < _HELLO.size:
-            raise WireError("truncated HELLO")
+            raise WireError(RejectReason.TRUNCATED, "HELLO")
         flags, nick_len = _HELLO.unpack_from(data, at)
         at += _HELLO.size
         if size < at + nick_len:
-            raise WireError("truncated HELLO")
+            raise WireError(RejectReason.TRUNCATED, "HELLO")
         # Bytes after the nickname are padding and are ignored.
         nick = _decode_nick(data[at : at + nick_len])
         return Hello(session, nick, bool(flags & HELLO_WANTS_REPLY))
     if kind == Kind.BYE:
         if size != at:
-            raise WireError("bad BYE length")
+            raise WireError(RejectReason.BAD_LENGTH, "BYE")
         return Bye(session)
-    if kind == 7:  # crypto.SEALED
-        raise WireError("encrypted, and this chat has no key")
-    raise WireError(f"unknown kind {kind}")
+    if kind == Kind.SEALED:
+        raise WireError(RejectReason.SEALED_WITHOUT_KEY)
+    raise WireError(RejectReason.UNKNOWN_KIND, str(kind))
 
 
 def _decode_data(session: bytes, data: bytes, at: int) -> Data:
     if len(data) - at < _DATA.size:
-        raise WireError("truncated DATA")
+        raise WireError(RejectReason.TRUNCATED, "DATA")
     seq, base, index, count = _DATA.unpack_from(data, at)
     if not 1 <= count <= MAX_FRAGMENTS or index >= count:
-        raise WireError("bad fragment index or count")
+        raise WireError(RejectReason.BAD_FRAGMENT)
     if base > seq:
-        raise WireError("base above seq")
+        raise WireError(RejectReason.BASE_ABOVE_SEQ)
     at += _DATA.size
     if index:
         return Data(session, seq, base, index, count, data[at:])
     if len(data) - at < _FIRST.size:
-        raise WireError("truncated DATA")
+        raise WireError(RejectReason.TRUNCATED, "DATA")
     sent_at_ms, nick_len = _FIRST.unpack_from(data, at)
     at += _FIRST.size
     if len(data) < at + nick_len:
-        raise WireError("truncated DATA")
+        raise WireError(RejectReason.TRUNCATED, "DATA")
     nick = _decode_nick(data[at : at + nick_len])
     return Data(session, seq, base, index, count, data[at + nick_len :], sent_at_ms, nick)

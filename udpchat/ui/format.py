@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from enum import Enum
 from typing import Any
 
 from ..protocol import (
@@ -18,11 +19,13 @@ from ..protocol import (
     DatagramRejected,
     DeliveryFailed,
     Event,
+    LeaveReason,
     MessageDelivered,
     MessageReceived,
     PeerJoined,
     PeerLeft,
     PeerRenamed,
+    RejectReason,
 )
 
 _BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
@@ -83,7 +86,7 @@ def describe(event: Event, texts: dict[int, str] | None = None) -> str | None:
         verb = "restarted" if event.restarted else "joined"
         return f"* {who(event.peer, event.nick)} {verb}"
     if isinstance(event, PeerLeft):
-        how = "left" if event.reason == "bye" else f"left ({event.reason})"
+        how = "left" if event.reason is LeaveReason.BYE else f"left ({event.reason.value})"
         return f"* {who(event.peer, event.nick)} {how}"
     if isinstance(event, PeerRenamed):
         return (
@@ -99,25 +102,32 @@ def describe(event: Event, texts: dict[int, str] | None = None) -> str | None:
             f" failed after {event.elapsed:.1f} s: {event.reason}"
         )
     if isinstance(event, DatagramRejected):
-        hint = AUTH_HINTS.get(event.reason)
-        if hint is not None:
-            many = f"{event.count} datagrams" if event.count > 1 else "a datagram"
-            source = format_address(event.peer)
-            return f"* {many} from {source} failed authentication ({event.reason}): {hint}"
-        more = f" ({event.count} dropped)" if event.count > 1 else ""
-        preview = f': "{escape(_shorten(event.preview))}"' if event.preview else ""
-        return (
-            f"* dropped a datagram from {format_address(event.peer)}{more}: {event.reason}{preview}"
-        )
+        return describe_rejection(event)
     return None  # MessageDelivered: silent in line mode
 
 
+def describe_rejection(event: DatagramRejected) -> str:
+    """ "* 3 datagrams from 10.0.0.5:9000 failed authentication (…): different key?", or
+    for drops from several addresses, "… from 12 sources, the last 10.0.0.5:9000 …"."""
+    source = format_address(event.peer)
+    if event.sources > 1:
+        many = "1000 or more" if event.sources >= 1000 else str(event.sources)
+        source = f"{many} sources, the last {source}"
+    count = f"{event.count} datagrams" if event.count > 1 else "a datagram"
+    hint = AUTH_HINTS.get(event.reason)
+    reason = f"{event.reason.value} ({event.detail})" if event.detail else event.reason.value
+    if hint is not None:
+        return f"* {count} from {source} failed authentication ({reason}): {hint}"
+    preview = f': "{escape(_shorten(event.preview))}"' if event.preview else ""
+    return f"* dropped {count} from {source}: {reason}{preview}"
+
+
 AUTH_HINTS = {
-    "authentication failed": "different key?",
-    "replayed": "a copy of an earlier datagram, dropped",
-    "timestamp outside the allowed clock skew": "replayed, or the clocks differ by over 60 s",
-    "not encrypted": "the peer has no shared key",
-    "encrypted, and this chat has no key": "the peer uses a shared key (--key-file, --ask-key)",
+    RejectReason.AUTHENTICATION_FAILED: "different key?",
+    RejectReason.REPLAYED: "a copy of an earlier datagram, dropped",
+    RejectReason.CLOCK_SKEW: "replayed, or the clocks differ by over 60 s",
+    RejectReason.NOT_SEALED: "the peer has no shared key",
+    RejectReason.SEALED_WITHOUT_KEY: "the peer uses a shared key (--key-file, --ask-key)",
 }
 """What to tell the user about each shared-key failure the core reports."""
 
@@ -142,6 +152,8 @@ def to_json(event: Event, wall: float | None = None) -> str:
     record: dict[str, Any] = {"event": _NAMES[type(event)], "time": _iso(wall)}
     for name in event.__slots__:
         value = getattr(event, name)
+        if isinstance(value, Enum):
+            value = value.value
         record[name] = format_address(value) if name == "peer" and value else value
     return _dumps(record)
 

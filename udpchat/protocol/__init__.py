@@ -28,6 +28,7 @@ from .events import (
     PeerLeft,
     PeerRenamed,
 )
+from .nick import validate_nick
 from .notes import AckNote, Note, PeerNote, PongNote
 from .receiver import PeerInfo, Receiver
 from .sender import Sender, TargetInfo, encode_text
@@ -72,4 +73,5 @@ __all__ = [
     "WireError",
     "encode_text",
     "merge_peers",
+    "validate_nick",
 ]

@@ -29,6 +29,7 @@ from . import wire
 from .config import Config, Stats
 from .errors import LocalProtocolError, MessageTooLong, NoPeers, OutboxFull
 from .events import Address, DeliveryFailed, Event, MessageDelivered
+from .nick import validate_nick
 from .notes import AckNote, Note, PeerNote, PongNote
 
 if TYPE_CHECKING:
@@ -121,9 +122,10 @@ class Sender:
         self, session: bytes, nick: str, config: Config, *, wall_offset: float = 0.0
     ) -> None:
         """`wall_offset` turns `now` into wall-clock seconds, for shared-key mode."""
-        wire.encode(wire.Hello(session, nick))  # validates both, early and loudly
+        if len(session) != 8:
+            raise ValueError("session id must be 8 bytes")
         self.session = session
-        self.nick = nick
+        self.nick = validate_nick(nick)
         self.config = config
         self.stats = Stats()
         self._wall_offset = wall_offset
@@ -165,8 +167,7 @@ class Sender:
 
     def set_nick(self, nick: str) -> None:
         """Change our nickname and announce it to every peer that is present."""
-        wire.encode(wire.Hello(self.session, nick))
-        self.nick = nick
+        self.nick = validate_nick(nick)
         for addr, target in self._targets.items():
             if target.confirmed:
                 self._send_hello(addr, wants_reply=False)

@@ -41,7 +41,8 @@ _SCRYPT_SALT = b"udpchat v1 shared key"
 
 
 def derive_master_key(passphrase: bytes) -> bytes:
-    """The 32-byte master key of a passphrase (scrypt, n=2^15, r=8, p=1: ~60 ms here).
+    """The 32-byte master key of a passphrase (scrypt, n=2^15, r=8, p=1; its cost at start
+    is measured in docs/models.md, "Figures behind the design").
 
     The salt is fixed, since two peers must derive the same key with nothing exchanged;
     a long passphrase matters for that reason.

@@ -20,7 +20,6 @@ not to wait for them.
 from __future__ import annotations
 
 import heapq
-import struct
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -35,9 +34,6 @@ from .notes import AckNote, Note, PeerNote, PongNote
 if TYPE_CHECKING:
     from .crypto import Sealer
 
-# Where `base` sits in an encoded DATA datagram: after the header and the seq.
-_BASE_AT = wire.HEADER.size + 8
-_U64 = struct.Struct("!Q")
 _PINGS_REMEMBERED = 4
 _HELLO_RETRY_FIRST = 1.0
 _LOSS_THRESHOLD = 3
@@ -86,7 +82,6 @@ class _Target:
     rto: float = 0.25
     backoff: int = 0
     """Timer expiries since data was last acknowledged (RFC 6298 5.5 doubling)."""
-    last_rtt: float | None = None
     next_probe: float | None = None
     probe_backoff: float = _HELLO_RETRY_FIRST
     pings: dict[int, tuple[float, int]] = field(default_factory=dict)
@@ -109,10 +104,8 @@ class TargetInfo:
 
     peer: Address
     configured: bool
-    confirmed: bool
     pending: int
     srtt: float | None
-    rto: float
 
 
 class Sender:
@@ -316,8 +309,7 @@ class Sender:
 
     def targets(self) -> list[TargetInfo]:
         return [
-            TargetInfo(a, t.configured, t.confirmed, len(t.deliveries), t.srtt, t.rto)
-            for a, t in self._targets.items()
+            TargetInfo(a, t.configured, len(t.deliveries), t.srtt) for a, t in self._targets.items()
         ]
 
     # -- internals ------------------------------------------------------------
@@ -331,9 +323,7 @@ class Sender:
         fragment.retransmit_at = now + min(timeout, self.config.max_rto)
         target.in_flight[fragment.seq] = fragment
         heapq.heappush(target.retransmit_heap, (fragment.retransmit_at, fragment.seq))
-        data = fragment.datagram
-        base = _U64.pack(target.base())
-        self._outgoing.append((data[:_BASE_AT] + base + data[_BASE_AT + 8 :], addr))
+        self._outgoing.append((wire.with_base(fragment.datagram, target.base()), addr))
 
     def _on_ack(self, note: AckNote, now: float) -> None:
         target = self._targets.get(note.peer)
@@ -386,7 +376,6 @@ class Sender:
 
     def _rtt_sample(self, target: _Target, rtt: float) -> None:
         """RFC 6298 section 2, with alpha 1/8, beta 1/4, K 4 and the configured floor."""
-        target.last_rtt = rtt
         if target.srtt is None:
             target.srtt, target.rttvar = rtt, rtt / 2
         else:

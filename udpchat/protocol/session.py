@@ -75,7 +75,8 @@ class ChatSession:
         it to stamp datagrams. Runtimes pass `time.time() - time.monotonic()`."""
         self.config = config or Config()
         # os.urandom rather than secrets: the same bytes, without importing random and
-        # hashlib (and OpenSSL with it), 4 MiB and 4 ms of every start.
+        # hashlib (and OpenSSL with it) at every start (docs/models.md, "Figures behind
+        # the design").
         self.session_id = session_id if session_id is not None else os.urandom(8)
         self.receiver = Receiver(self.session_id, self.config, wall_offset=wall_offset)
         self.sender = Sender(self.session_id, nick, self.config, wall_offset=wall_offset)

@@ -35,6 +35,7 @@ __all__ = [
     "Pong",
     "decode",
     "encode",
+    "with_base",
 ]
 
 # "Every datagram starts with the two bytes `UC` (0x55 0x43) and the version byte 0x01."
@@ -193,6 +194,17 @@ def encode(datagram: Datagram) -> bytes:
             out += bytes(HELLO_MIN_SIZE - len(out))
         return out
     return _header(Kind.BYE, datagram.session)
+
+
+_BASE_AT = HEADER.size + 8
+"""Where `base` sits in an encoded DATA datagram: after the header and the seq."""
+_U64 = struct.Struct("!Q")
+
+
+def with_base(data: bytes, base: int) -> bytes:
+    """An encoded DATA datagram with its base field set to `base`; the sender encodes a
+    fragment once and writes the current base in at each transmission."""
+    return data[:_BASE_AT] + _U64.pack(base) + data[_BASE_AT + 8 :]
 
 
 def _decode_nick(raw: bytes) -> str:

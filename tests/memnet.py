@@ -77,6 +77,7 @@ class MemNet:
         jitter: float = 0.0,
         drop: float = 0.0,
         duplicate: float = 0.0,
+        reorder: float = 0.0,
         now: float = 0.0,
     ) -> None:
         self.rng = random.Random(seed)
@@ -88,6 +89,9 @@ class MemNet:
         """Probability that a datagram is lost."""
         self.duplicate = duplicate
         """Probability that a datagram arrives twice (each copy with its own delay)."""
+        self.reorder = reorder
+        """Probability that a copy is held back a further 1 to 10 ms, as the e2e tests'
+        relay does, so that later datagrams overtake it."""
         self.now = now
         self.sessions: dict[Address, ChatSession] = {}
         self.sent: list[Sent] = []
@@ -206,6 +210,8 @@ class MemNet:
         copies = 2 if self.rng.random() < self.duplicate else 1
         for _ in range(copies):
             delay = self.latency + self.rng.uniform(0.0, self.jitter)
+            if self.reorder and self.rng.random() < self.reorder:
+                delay += self.rng.uniform(0.001, 0.010)
             item = (sent.time + delay, next(self._order), sent.src, sent.dst, sent.data)
             heapq.heappush(self._queue, item)
 
@@ -259,9 +265,17 @@ def pair(
     jitter: float = 0.0,
     drop: float = 0.0,
     duplicate: float = 0.0,
+    reorder: float = 0.0,
 ) -> MemNet:
     """Alice and Bob on one network, each configured with the other as a peer, at time 0."""
-    net = MemNet(seed=seed, latency=latency, jitter=jitter, drop=drop, duplicate=duplicate)
+    net = MemNet(
+        seed=seed,
+        latency=latency,
+        jitter=jitter,
+        drop=drop,
+        duplicate=duplicate,
+        reorder=reorder,
+    )
     net.attach(ALICE, ChatSession("alice", session_id=ALICE_SESSION, config=config))
     net.attach(BOB, ChatSession("bob", session_id=BOB_SESSION, config=config))
     net.add_peer(ALICE, BOB)

@@ -64,9 +64,9 @@ CASES: list[tuple[str, Datagram, str]] = [
     ("data-later", Data(S, 5, 3, 1, 2, b"ld"),
      "55 43 01 05" + S_HEX
      + "00 00 00 00 00 00 00 05  00 00 00 00 00 00 00 03  00 01 00 02  6c 64"),
-    ("ack", Ack(T, S, 5, 0b101),
+    ("ack", Ack(T, S, 5, 0b101, 3),
      "55 43 01 06" + T_HEX + S_HEX
-     + "00 00 00 00 00 00 00 05  00 00 00 00 00 00 00 05"),
+     + "00 00 00 00 00 00 00 05  00 00 00 00 00 00 00 05  00 00 00 00 00 00 00 03"),
     # -- more cases ------------------------------------------------------------------
     ("hello-cjk-nick", Hello(S, "小明"),
      "55 43 01 01" + S_HEX + "00 06 e5 b0 8f e6 98 8e"),
@@ -82,8 +82,8 @@ CASES: list[tuple[str, Datagram, str]] = [
     ("data-fragment-inside-a-character", Data(S, 9, 2, 2, 3, b"\x9f\x98\x80"),
      "55 43 01 05" + S_HEX
      + "00 00 00 00 00 00 00 09  00 00 00 00 00 00 00 02  00 02 00 03  9f 98 80"),
-    ("ack-every-bit", Ack(T, S, 2**64 - 1, 2**64 - 1),
-     "55 43 01 06" + T_HEX + S_HEX + " ff" * 16),
+    ("ack-every-bit", Ack(T, S, 2**64 - 1, 2**64 - 1, 2**64 - 1),
+     "55 43 01 06" + T_HEX + S_HEX + " ff" * 24),
 ]
 # fmt: on
 
@@ -224,8 +224,8 @@ MALFORMED: list[tuple[str, bytes, RejectReason, str]] = [
     ("pong-7-byte-token", header(Kind.PONG) + bytes(7), R.BAD_LENGTH, "PONG"),
     ("pong-9-byte-token", header(Kind.PONG) + bytes(9), R.BAD_LENGTH, "PONG"),
     ("pong-without-token", header(Kind.PONG), R.BAD_LENGTH, "PONG"),
-    ("ack-too-short", header(Kind.ACK) + bytes(23), R.BAD_LENGTH, "ACK"),
-    ("ack-too-long", header(Kind.ACK) + bytes(25), R.BAD_LENGTH, "ACK"),
+    ("ack-too-short", header(Kind.ACK) + bytes(31), R.BAD_LENGTH, "ACK"),
+    ("ack-too-long", header(Kind.ACK) + bytes(33), R.BAD_LENGTH, "ACK"),
     ("data-without-body", header(Kind.DATA), R.TRUNCATED, "DATA"),
     ("data-fixed-fields-cut", data_fields()[:31], R.TRUNCATED, "DATA"),
     ("data-first-without-sent-at", data_fields(), R.TRUNCATED, "DATA"),
@@ -300,7 +300,7 @@ records = st.one_of(
     st.builds(Ping, sessions, u64, u64),
     st.builds(Pong, sessions, u64),
     data_records(),
-    st.builds(Ack, sessions, sessions, u64, u64),
+    st.builds(Ack, sessions, sessions, u64, u64, u64),
 )
 
 

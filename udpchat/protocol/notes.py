@@ -19,6 +19,8 @@ class AckNote:
     peer: Address
     cumulative: int
     selective: int
+    duplicate: int = 0
+    """One more than a seq the peer received twice, or 0 (see `wire.Ack.duplicate`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,8 @@ class _Peer:
     held: dict[int, wire.Data] = field(default_factory=dict)
     partial: list[wire.Data] = field(default_factory=list)
     partial_bytes: int = 0
+    duplicate: int = 0
+    """One more than the highest seq received twice since our last ACK, or 0."""
     retired: deque[bytes] = field(default_factory=deque)
 
     def restart(self, session: bytes, keep: int) -> None:
@@ -69,6 +71,7 @@ class _Peer:
         self.held.clear()
         self.partial.clear()
         self.partial_bytes = 0
+        self.duplicate = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,7 +297,7 @@ class Receiver:
             return
         self.stats.acks_received += 1
         self._touch(ack.session, addr, now)
-        self._notes.append(AckNote(addr, ack.cumulative, ack.selective))
+        self._notes.append(AckNote(addr, ack.cumulative, ack.selective, ack.duplicate))
 
     def _on_data(self, data: wire.Data, addr: Address, now: float) -> None:
         # DATA from a peer that has not heard our HELLO: greet it, so it learns our nick.
@@ -309,6 +312,7 @@ class Receiver:
         expected = peer.expected
         if data.seq < expected or data.seq in peer.held:
             self.stats.duplicates_dropped += 1
+            peer.duplicate = max(peer.duplicate, data.seq + 1)
             return
         if data.seq >= expected + self.config.receive_window:
             self.stats.window_dropped += 1
@@ -396,7 +400,8 @@ class Receiver:
             offset = seq - expected - 1
             if offset < 64:
                 bits |= 1 << offset
-        return wire.encode(wire.Ack(self.session, peer.session, expected, bits))
+        duplicate, peer.duplicate = peer.duplicate, 0
+        return wire.encode(wire.Ack(self.session, peer.session, expected, bits, duplicate))
 
     # -- rejects --------------------------------------------------------------
 

@@ -10,8 +10,13 @@ with rto from RFC 6298 over samples of fragments sent once (Karn). As in RFC 629
 5.7) the back-off belongs to the peer, not the fragment: each expiry of the oldest
 fragment in flight doubles it, and any acknowledgement of new data resets it. So under
 random loss a lost fragment is resent after one rto, while towards a peer that is gone
-the resends thin out to one per `max_rto`. Acks (cumulative plus a 64-bit selective map)
-only ever remove fragments from flight; a duplicate ack triggers nothing. A delivery
+the resends thin out to one per `max_rto`. A fragment is resent before its timer when
+three fragments transmitted after it are acknowledged and it is older than 9/8 of the
+round trip plus the peer's reordering window (RFC 9002 6.1.1 and 6.1.2); the window
+grows when the receiver reports a copy of such a resend arriving twice (the first was
+only late), and halves after 16 resends that draw no such report. Acks (cumulative plus a
+64-bit selective map) only ever remove fragments from flight; a duplicate ack triggers
+nothing. A delivery
 that is not fully acknowledged `give_up_after` seconds after `send_message` fails: its
 fragments leave flight, base moves past them, and every later DATA tells the receiver
 not to wait for them.
@@ -37,8 +42,18 @@ if TYPE_CHECKING:
 _PINGS_REMEMBERED = 4
 _HELLO_RETRY_FIRST = 1.0
 _LOSS_THRESHOLD = 3
-"""A fragment is lost once this many fragments transmitted after it are acknowledged
-(QUIC's packet threshold, RFC 9002 6.1.1): resent at once, without waiting for a timer."""
+"""A fragment may be lost once this many fragments transmitted after it are acknowledged
+(QUIC's packet threshold, RFC 9002 6.1.1)..."""
+_TIME_THRESHOLD = 9 / 8
+"""...and once it is older than 9/8 of the round trip (RFC 9002 6.1.2's time threshold)
+plus the peer's reordering window: only then is it resent, without waiting for its timer."""
+_GRANULARITY = 0.001
+"""The least time threshold (RFC 9002's kGranularity)."""
+_FAST_RESENT_REMEMBERED = 64
+"""Fragments resent by the fast path, remembered so a report that the first copy arrived
+after all (`AckNote.duplicate`) can widen the reordering window."""
+_RESENDS_BEFORE_NARROWING = 16
+"""Fast resends without such a report after which the reordering window halves."""
 
 
 @dataclass(slots=True, eq=False)
@@ -58,6 +73,7 @@ class _Fragment:
     """Encoded with base 0; the real base is written in at each transmission."""
     delivery: _Delivery
     sent_at: float = 0.0
+    first_sent_at: float = 0.0
     transmissions: int = 0
     retransmit_at: float = 0.0
     order: int = 0
@@ -79,6 +95,7 @@ class _Target:
     """In queueing order, which is also deadline order."""
     srtt: float | None = None
     rttvar: float = 0.0
+    latest_rtt: float = 0.0
     rto: float = 0.25
     backoff: int = 0
     """Timer expiries since data was last acknowledged (RFC 6298 5.5 doubling)."""
@@ -89,6 +106,15 @@ class _Target:
     transmitted: int = 0
     """Transmissions so far, the clock of `_Fragment.order`."""
     largest_acked_order: int = 0
+    loss_time: float | None = None
+    """When a fragment overtaken by `_LOSS_THRESHOLD` others passes the time threshold."""
+    reorder_window: float = 0.0
+    """How late this peer's datagrams have been seen to arrive: added to the time
+    threshold, so that a datagram that is only late is not resent (RACK, RFC 8985 6.2,
+    measured rather than stepped)."""
+    fast_resent: dict[int, float] = field(default_factory=dict)
+    """seq -> first transmission, of fragments the fast path resent lately."""
+    resends_since_late: int = 0
     base_known: bool = True
     """False from a give-up until a PONG confirms the peer has heard our new base."""
 
@@ -253,6 +279,8 @@ class Sender:
                 self.stats.retransmissions += len(due_now)
                 for fragment in due_now:
                     self._transmit(addr, target, fragment, now)
+            if target.loss_time is not None and target.loss_time <= now:
+                self._resend_lost(addr, target, now)
             if target.next_probe is not None and target.next_probe <= now:
                 self._probe(addr, target, now)
 
@@ -287,6 +315,8 @@ class Sender:
                     break
                 heapq.heappop(heap)  # acknowledged or rescheduled: stale
             candidates = [heap[0][0]] if heap else []
+            if target.loss_time is not None:
+                candidates.append(target.loss_time)
             if target.deliveries:
                 candidates.append(next(iter(target.deliveries.values())).deadline)
             if target.next_probe is not None:
@@ -317,6 +347,8 @@ class Sender:
     def _transmit(self, addr: Address, target: _Target, fragment: _Fragment, now: float) -> None:
         fragment.transmissions += 1
         fragment.sent_at = now
+        if fragment.transmissions == 1:
+            fragment.first_sent_at = now
         target.transmitted += 1
         fragment.order = target.transmitted
         timeout = target.rto * (1 << target.backoff)
@@ -342,13 +374,20 @@ class Sender:
                 acked.append(in_flight.pop(seq))
             bits >>= 1
             seq += 1
-        if acked:
-            target.backoff = 0
-            self._resend_lost(note.peer, target, max(f.order for f in acked), now)
         sample: _Fragment | None = None
         for fragment in acked:
             if fragment.transmissions == 1 and (sample is None or fragment.seq > sample.seq):
                 sample = fragment
+        if sample is not None:
+            self._rtt_sample(target, now - sample.sent_at)
+        if note.duplicate:
+            self._on_late_arrival(target, note.duplicate - 1, now)
+        if acked:
+            target.backoff = 0
+            order = max(fragment.order for fragment in acked)
+            target.largest_acked_order = max(target.largest_acked_order, order)
+            self._resend_lost(note.peer, target, now)
+        for fragment in acked:
             delivery = fragment.delivery
             delivery.unacked -= 1
             if delivery.unacked == 0 and delivery.message_id in target.deliveries:
@@ -362,20 +401,51 @@ class Sender:
                         elapsed=now - delivery.queued_at,
                     )
                 )
-        if sample is not None:
-            self._rtt_sample(target, now - sample.sent_at)
 
-    def _resend_lost(self, addr: Address, target: _Target, order: int, now: float) -> None:
-        """Resend fragments that `_LOSS_THRESHOLD` later transmissions have overtaken."""
-        target.largest_acked_order = max(target.largest_acked_order, order)
+    def _resend_lost(self, addr: Address, target: _Target, now: float) -> None:
+        """Resend the fragments that both thresholds declare lost; arm `loss_time` for
+        those that only the packet threshold does yet."""
         horizon = target.largest_acked_order - _LOSS_THRESHOLD
-        lost = [f for f in target.in_flight.values() if f.order <= horizon]
+        rtt = self.config.initial_rto if target.srtt is None else target.srtt
+        delay = max(_TIME_THRESHOLD * max(rtt, target.latest_rtt), _GRANULARITY)
+        delay += target.reorder_window
+        lost: list[_Fragment] = []
+        target.loss_time = None
+        for fragment in target.in_flight.values():
+            if fragment.order > horizon:
+                continue
+            due = fragment.sent_at + delay
+            if due <= now:
+                lost.append(fragment)
+            elif target.loss_time is None or due < target.loss_time:
+                target.loss_time = due
         self.stats.retransmissions += len(lost)
         for fragment in lost:
+            target.fast_resent[fragment.seq] = fragment.first_sent_at
             self._transmit(addr, target, fragment, now)
+        while len(target.fast_resent) > _FAST_RESENT_REMEMBERED:
+            del target.fast_resent[next(iter(target.fast_resent))]
+        target.resends_since_late += len(lost)
+        if target.resends_since_late >= _RESENDS_BEFORE_NARROWING:
+            # Resends the peer never reported as needless: the loss is real, and waiting
+            # longer only delays recovery.
+            target.reorder_window /= 2
+            target.resends_since_late = 0
+
+    def _on_late_arrival(self, target: _Target, seq: int, now: float) -> None:
+        """The peer received `seq` twice. If the fast path had resent it, the first copy
+        was only late: widen the reordering window to how late it was."""
+        first_sent = target.fast_resent.pop(seq, None)
+        if first_sent is None:
+            return  # resent by its timer, or duplicated by the network
+        rtt = target.srtt or 0.0
+        lateness = now - first_sent - rtt
+        target.reorder_window = min(max(target.reorder_window, lateness), target.rto)
+        target.resends_since_late = 0
 
     def _rtt_sample(self, target: _Target, rtt: float) -> None:
         """RFC 6298 section 2, with alpha 1/8, beta 1/4, K 4 and the configured floor."""
+        target.latest_rtt = rtt
         if target.srtt is None:
             target.srtt, target.rttvar = rtt, rtt / 2
         else:

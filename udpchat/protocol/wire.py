@@ -54,7 +54,7 @@ HELLO_MIN_SIZE = 64
 HEADER = struct.Struct("!2sBB8s")
 _DATA = struct.Struct("!QQHH")  # seq, base, fragment index, fragment count
 _FIRST = struct.Struct("!QB")  # sent-at (ms since the Unix epoch), nick length
-_ACK = struct.Struct("!8sQQ")  # acknowledged session, cumulative, selective bitmap
+_ACK = struct.Struct("!8sQQQ")  # acknowledged session, cumulative, selective, duplicate
 _TOKEN = struct.Struct("!Q")
 _PING = struct.Struct("!QQ")  # token, base
 _HELLO = struct.Struct("!BB")  # flags, nick length
@@ -147,6 +147,9 @@ class Ack(NamedTuple):
     """Every seq below this has been received (the next seq expected)."""
     selective: int
     """Bit i set: seq cumulative + 1 + i has been received too."""
+    duplicate: int = 0
+    """One more than the highest seq received again since the previous ACK, or 0: tells
+    the sender that a datagram it resent had arrived after all (only late)."""
 
 
 Datagram = Hello | Bye | Ping | Pong | Data | Ack
@@ -180,7 +183,7 @@ def encode(datagram: Datagram) -> bytes:
         return out
     if isinstance(datagram, Ack):
         return _header(Kind.ACK, datagram.session) + _ACK.pack(
-            datagram.acked_session, datagram.cumulative, datagram.selective
+            datagram.acked_session, datagram.cumulative, datagram.selective, datagram.duplicate
         )
     if isinstance(datagram, Ping):
         return _header(Kind.PING, datagram.session) + _PING.pack(datagram.token, datagram.base)

@@ -23,6 +23,7 @@ from udpchat.protocol import (
     ChatSession,
     Config,
     DatagramRejected,
+    DatagramsRefused,
     DeliveryFailed,
     Event,
     LeaveReason,
@@ -36,6 +37,7 @@ from udpchat.protocol import (
     PeerNote,
     PeerRenamed,
     PongNote,
+    RefusedNote,
     RejectReason,
     WireError,
 )
@@ -1082,7 +1084,9 @@ EVENTS = [
     DatagramRejected(
         peer=("::1", 9), reason=RejectReason.NOT_UDPCHAT, count=7, sources=3, preview="你好"
     ),
-    AckNote(BOB, 5, 0b101),
+    DatagramsRefused(peer=BOB, reason=RejectReason.CLOCK_SKEW),
+    AckNote(BOB, 5, 0b101, 3),
+    RefusedNote(BOB, RejectReason.NOT_SEALED),
     PongNote(BOB, 7),
     PeerNote(BOB, present=True, send_hello=True),
 ]

@@ -12,13 +12,16 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from memnet import ALICE, ALICE_SESSION, BOB, BOB_SESSION, EPOCH_MS, pair
+from memnet import ALICE, ALICE_SESSION, BOB, BOB_SESSION, EPOCH_MS, MemNet, pair
 
 from udpchat.protocol import (
     ChatSession,
     Config,
     DatagramRejected,
+    DatagramsRefused,
+    DeliveryFailed,
     MessageReceived,
+    PeerJoined,
     RejectReason,
     WireError,
     wire,
@@ -181,7 +184,7 @@ def test_plain_datagram_is_refused_in_shared_key_mode_and_sealed_one_without_a_k
     assert keyed.stats().auth_failed == 1 and not keyed.peers(0.0)
 
 
-def test_failures_are_reported_once_with_a_count_and_never_answered() -> None:
+def test_failures_are_reported_once_with_a_count_and_answered_only_by_one_small_refusal() -> None:
     bob = ChatSession("bob", session_id=BOB_SESSION, config=Config(key=KEY), wall_offset=WALL)
     for i in range(100):
         bob.receive_datagram(sealed(i % len(PLAIN), key=OTHER_KEY), ALICE, i * 0.01)
@@ -190,8 +193,77 @@ def test_failures_are_reported_once_with_a_count_and_never_answered() -> None:
         reports.append(event)
     assert len(reports) == 1 and isinstance(reports[0], DatagramRejected)
     assert reports[0].reason is RejectReason.AUTHENTICATION_FAILED
-    assert bob.datagrams_to_send(1.0) == []  # no answer, not even an ACK
+    # No ACK, no HELLO: one REFUSED notice for the whole burst, in clear, 13 bytes.
+    (answer,) = bob.datagrams_to_send(1.0)
+    assert answer == (
+        wire.encode(wire.Refused(BOB_SESSION, RejectReason.AUTHENTICATION_FAILED)),
+        ALICE,
+    )
+    assert len(answer[0]) == wire.REFUSED_SIZE == 13
     assert bob.stats().auth_failed == 100 and not bob.peers(1.0)
+    bob.receive_datagram(sealed(0, key=OTHER_KEY), ALICE, 5.0)  # 5 s later: one more
+    assert len(bob.datagrams_to_send(5.0)) == 1
+
+
+def test_a_refusal_is_never_sent_for_junk_nor_for_a_datagram_smaller_than_itself() -> None:
+    bob = ChatSession("bob", session_id=BOB_SESSION, config=Config(key=KEY), wall_offset=WALL)
+    bob.receive_datagram(b"hello from netcat", STRANGER, 0.0)  # not udpchat at all
+    bob.receive_datagram(wire.encode(wire.Bye(ALICE_SESSION)), ALICE, 0.0)  # 12 bytes, plain
+    assert bob.datagrams_to_send(0.0) == []
+    replayed = sealed(0)
+    bob.receive_datagram(replayed, ALICE, 0.0)
+    bob.receive_datagram(replayed, ALICE, 0.0)  # a replay says nothing to its sender
+    kinds = [data[3] for data, _ in bob.datagrams_to_send(0.0)]
+    assert wire.Kind.REFUSED not in kinds and bob.stats().auth_failed == 2
+
+
+def mismatched(alice_key: bytes | None, bob_key: bytes | None) -> MemNet:
+    """Alice and Bob naming each other as peers, each with its own key (or none)."""
+    net = MemNet(seed=3)
+    for addr, session, nick, key in (
+        (ALICE, ALICE_SESSION, "alice", alice_key),
+        (BOB, BOB_SESSION, "bob", bob_key),
+    ):
+        config = Config(key=key, give_up_after=3.0)
+        net.attach(addr, ChatSession(nick, session_id=session, config=config, wall_offset=WALL))
+    net.add_peer(ALICE, BOB)
+    net.add_peer(BOB, ALICE)
+    return net
+
+
+@pytest.mark.parametrize(
+    ("alice_key", "bob_key", "reason"),
+    [
+        (KEY, OTHER_KEY, RejectReason.AUTHENTICATION_FAILED),
+        (KEY, None, RejectReason.SEALED_WITHOUT_KEY),
+        (None, KEY, RejectReason.NOT_SEALED),
+    ],
+    ids=["other-key", "bob-has-none", "alice-has-none"],
+)
+def test_a_sender_whose_datagrams_fail_the_peers_checks_is_told_why(
+    alice_key: bytes | None, bob_key: bytes | None, reason: RejectReason
+) -> None:
+    net = mismatched(alice_key, bob_key)
+    net.send(ALICE, "can you read this?")
+    net.run_for(5.0)
+    refusals = net.events(ALICE, DatagramsRefused)
+    assert refusals and refusals[0] == DatagramsRefused(peer=BOB, reason=reason)
+    (failed,) = net.events(ALICE, DeliveryFailed)
+    assert failed.reason == (
+        f"no acknowledgement within 3 s; it could not authenticate our datagrams ({reason.value})"
+    )
+    assert net.texts(BOB) == [] and net.events(ALICE, PeerJoined) == []
+
+
+def test_a_forged_refusal_from_a_present_peer_changes_nothing() -> None:
+    net = pair(config=Config(key=KEY))
+    net.run_for(1.0)
+    net.inject(
+        wire.encode(wire.Refused(BOB_SESSION, RejectReason.AUTHENTICATION_FAILED)), BOB, ALICE
+    )
+    net.send(ALICE, "still fine")
+    net.run_until_settled()
+    assert net.texts(BOB) == ["still fine"] and net.events(ALICE, DatagramsRefused) == []
 
 
 def test_keyed_peers_chat_through_loss_and_nothing_travels_in_clear() -> None:

@@ -22,6 +22,7 @@ from udpchat.protocol.wire import (
     MAX_DATAGRAM,
     MAX_FRAGMENTS,
     MAX_MESSAGE_BYTES,
+    REFUSAL_CODES,
     Ack,
     Bye,
     Data,
@@ -30,6 +31,7 @@ from udpchat.protocol.wire import (
     Kind,
     Ping,
     Pong,
+    Refused,
     decode,
     encode,
 )
@@ -56,6 +58,8 @@ CASES: list[tuple[str, Datagram, str]] = [
      "55 43 01 03" + S_HEX + "00 00 00 00 00 00 00 07  00 00 00 00 00 00 00 0c"),
     ("pong", Pong(S, 7),
      "55 43 01 04" + S_HEX + "00 00 00 00 00 00 00 07"),
+    ("refused", Refused(T, RejectReason.AUTHENTICATION_FAILED),
+     "55 43 01 08" + T_HEX + "01"),
     ("data-first", Data(S, 0, 0, 0, 1, "hi 你好".encode(), 1764000000000, "alice"),
      "55 43 01 05" + S_HEX
      + "00 00 00 00 00 00 00 00  00 00 00 00 00 00 00 00  00 00 00 01"
@@ -119,7 +123,7 @@ def test_decoder_reads_the_record_of_the_table(record: Datagram, data: bytes) ->
 
 def test_doc_examples_are_found() -> None:
     # Guards the parser below: a renamed fence must not make the doc check vacuous.
-    assert set(doc_examples()) >= {"hello", "bye", "ping", "pong", "data-first", "ack"}
+    assert set(doc_examples()) >= {"hello", "bye", "ping", "pong", "data-first", "ack", "refused"}
 
 
 @pytest.mark.parametrize("name", sorted(doc_examples()))
@@ -136,7 +140,7 @@ def test_table_names_are_unique() -> None:
 
 def test_doc_examples_cover_every_kind() -> None:
     kinds = {type(decode(data)) for data in doc_examples().values()}
-    assert kinds == {Hello, Bye, Ping, Pong, Data, Ack}
+    assert kinds == {Hello, Bye, Ping, Pong, Data, Ack, Refused}
 
 
 def test_hello_padding_is_ignored_whatever_it_holds() -> None:
@@ -205,7 +209,11 @@ MALFORMED: list[tuple[str, bytes, RejectReason, str]] = [
      R.TOO_LONG, ""),
     ("kind-0", header(0) + bytes(8), R.UNKNOWN_KIND, "0"),
     ("kind-7-without-key", header(7), R.SEALED_WITHOUT_KEY, ""),
-    ("kind-8", header(8), R.UNKNOWN_KIND, "8"),
+    ("kind-9", header(9), R.UNKNOWN_KIND, "9"),
+    ("refused-without-reason", header(Kind.REFUSED), R.BAD_LENGTH, "REFUSED"),
+    ("refused-two-byte-body", header(Kind.REFUSED) + b"\x01\x01", R.BAD_LENGTH, "REFUSED"),
+    ("refused-reason-0", header(Kind.REFUSED) + b"\x00", R.BAD_VALUE, "REFUSED reason"),
+    ("refused-reason-5", header(Kind.REFUSED) + b"\x05", R.BAD_VALUE, "REFUSED reason"),
     ("kind-255", header(255) + bytes(20), R.UNKNOWN_KIND, "255"),
     ("hello-without-body", header(Kind.HELLO), R.TRUNCATED, "HELLO"),
     ("hello-flags-only", header(Kind.HELLO) + b"\x01", R.TRUNCATED, "HELLO"),
@@ -301,6 +309,7 @@ records = st.one_of(
     st.builds(Pong, sessions, u64),
     data_records(),
     st.builds(Ack, sessions, sessions, u64, u64, u64),
+    st.builds(Refused, sessions, st.sampled_from(sorted(REFUSAL_CODES, key=REFUSAL_CODES.get))),
 )
 
 

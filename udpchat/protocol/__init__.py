@@ -19,6 +19,7 @@ from .errors import (
 from .events import (
     Address,
     DatagramRejected,
+    DatagramsRefused,
     DeliveryFailed,
     Event,
     LeaveReason,
@@ -29,7 +30,7 @@ from .events import (
     PeerRenamed,
 )
 from .nick import validate_nick
-from .notes import AckNote, Note, PeerNote, PongNote
+from .notes import AckNote, Note, PeerNote, PongNote, RefusedNote
 from .receiver import PeerInfo, Receiver
 from .sender import Sender, TargetInfo, encode_text
 from .session import ChatSession, PeerStatus, merge_peers
@@ -45,6 +46,7 @@ __all__ = [
     "ChatSession",
     "Config",
     "DatagramRejected",
+    "DatagramsRefused",
     "DeliveryFailed",
     "Event",
     "InvalidNick",
@@ -66,6 +68,7 @@ __all__ = [
     "PongNote",
     "ProtocolError",
     "Receiver",
+    "RefusedNote",
     "RejectReason",
     "Sender",
     "Stats",

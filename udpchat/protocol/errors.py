@@ -69,6 +69,8 @@ class RejectReason(Enum):
     """A fragment index not below its count, or a count out of range."""
     BASE_ABOVE_SEQ = "base above seq"
     """A DATA whose base lies above its own seq."""
+    BAD_VALUE = "bad value"
+    """A field holding a value it may not hold."""
     MESSAGE_CUT_SHORT = "message cut short by a new one"
     """A first fragment arrived while an earlier message was incomplete."""
     FRAGMENTS_OUT_OF_ORDER = "fragments out of order"

@@ -106,6 +106,15 @@ class DatagramRejected:
     udpchat, or ""."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DatagramsRefused:
+    peer: Address
+    """The address that says it could not authenticate what we sent it."""
+    reason: RejectReason
+    """Which shared-key check our datagrams failed there (a different key, a key on one
+    side only, clocks too far apart)."""
+
+
 Event = (
     PeerJoined
     | PeerLeft
@@ -114,4 +123,5 @@ Event = (
     | MessageDelivered
     | DeliveryFailed
     | DatagramRejected
+    | DatagramsRefused
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import RejectReason
 from .events import Address
 
 
@@ -42,4 +43,12 @@ class PeerNote:
     """True when the peer does not know our nickname yet: answer with a HELLO."""
 
 
-Note = AckNote | PongNote | PeerNote
+@dataclass(frozen=True, slots=True)
+class RefusedNote:
+    """`peer` said it cannot authenticate our datagrams, for `reason`."""
+
+    peer: Address
+    reason: RejectReason
+
+
+Note = AckNote | PongNote | PeerNote | RefusedNote

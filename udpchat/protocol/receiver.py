@@ -29,6 +29,7 @@ from .errors import RejectReason, WireError
 from .events import (
     Address,
     DatagramRejected,
+    DatagramsRefused,
     Event,
     LeaveReason,
     MessageReceived,
@@ -36,12 +37,13 @@ from .events import (
     PeerLeft,
     PeerRenamed,
 )
-from .notes import AckNote, Note, PeerNote, PongNote
+from .notes import AckNote, Note, PeerNote, PongNote, RefusedNote
 
 if TYPE_CHECKING:
     from .crypto import Opener, Sealer
 
 _PREVIEW_BYTES = 80
+_REFUSED_KIND = bytes((wire.Kind.REFUSED,))
 _SOURCES_COUNTED = 1000
 """Distinct sources a rejection report counts; more are reported as this many."""
 
@@ -109,6 +111,9 @@ class Receiver:
         self._notes: deque[Note] = deque()
         self._rejected_since_report = 0
         self._rejected_sources: set[Address] = set()
+        self._plain_outgoing: list[tuple[bytes, Address]] = []
+        """REFUSED notices: never sealed, so a peer with another key can read them."""
+        self._refusals_sent: OrderedDict[Address, float] = OrderedDict()
         self._last_report: float | None = None
         self._now = 0.0
 
@@ -123,11 +128,13 @@ class Receiver:
             self.stats.rate_limited += 1
             return
         try:
-            if self._opener is not None:
+            if self._opener is not None and data[3:4] != _REFUSED_KIND:
                 data = self._opener.open(data, self._wall_ms(now))
             datagram = wire.decode(data)
         except WireError as error:
             self._reject(addr, error.reason, data, error.detail)
+            if error.reason in wire.REFUSAL_CODES:
+                self._refuse(data, addr, error.reason, now)
             return
         if isinstance(datagram, wire.Ack):
             self._on_ack(datagram, addr, now)
@@ -142,6 +149,8 @@ class Receiver:
             self._on_data(datagram, addr, now)
         elif isinstance(datagram, wire.Hello):
             self._on_hello(datagram, addr, now)
+        elif isinstance(datagram, wire.Refused):
+            self._on_refused(datagram, addr)
         else:
             self._on_bye(datagram, addr)
 
@@ -170,6 +179,9 @@ class Receiver:
         if self._sealer is not None and out:
             wall_ms, seal = self._wall_ms(now), self._sealer.seal
             out = [(seal(data, wall_ms), addr) for data, addr in out]
+        if self._plain_outgoing:
+            out += self._plain_outgoing
+            self._plain_outgoing = []
         for data, _ in out:
             self.stats.datagrams_sent += 1
             self.stats.bytes_sent += len(data)
@@ -280,6 +292,28 @@ class Receiver:
         # A HELLO that asks for none is itself a reply: answering it would never end.
         wants = hello.wants_reply
         self._peer(hello.session, addr, hello.nick, now, greet=wants, asked=wants)
+
+    def _refuse(self, data: bytes, addr: Address, reason: RejectReason, now: float) -> None:
+        """Tell a udpchat whose datagram failed our shared-key checks, at most once per
+        `reject_report_interval` per address, in a reply never larger than the datagram."""
+        if data[:2] != wire.MAGIC or len(data) < wire.REFUSED_SIZE:
+            return
+        last = self._refusals_sent.get(addr)
+        if last is not None and now < last + self.config.reject_report_interval:
+            return
+        self._refusals_sent[addr] = now
+        self._refusals_sent.move_to_end(addr)
+        if len(self._refusals_sent) > self.config.max_sources:
+            self._refusals_sent.popitem(last=False)
+        refusal = wire.encode(wire.Refused(self.session, reason))
+        self._plain_outgoing.append((refusal, addr))
+
+    def _on_refused(self, refused: wire.Refused, addr: Address) -> None:
+        peer = self._peers.get(addr)
+        if peer is not None and peer.present:
+            return  # we read each other: a forgery, or news too old to matter
+        self._events.append(DatagramsRefused(peer=addr, reason=refused.reason))
+        self._notes.append(RefusedNote(addr, refused.reason))
 
     def _on_bye(self, bye: wire.Bye, addr: Address) -> None:
         peer = self._peers.get(addr)

@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING
 
 from . import wire
 from .config import Config, Stats
-from .errors import LocalProtocolError, MessageTooLong, NoPeers, OutboxFull
+from .errors import LocalProtocolError, MessageTooLong, NoPeers, OutboxFull, RejectReason
 from .events import Address, DeliveryFailed, Event, MessageDelivered
 from .nick import validate_nick
-from .notes import AckNote, Note, PeerNote, PongNote
+from .notes import AckNote, Note, PeerNote, PongNote, RefusedNote
 
 if TYPE_CHECKING:
     from .crypto import Sealer
@@ -117,6 +117,8 @@ class _Target:
     resends_since_late: int = 0
     base_known: bool = True
     """False from a give-up until a PONG confirms the peer has heard our new base."""
+    refused: RejectReason | None = None
+    """Why the peer last said it could not authenticate our datagrams, if it did."""
 
     def base(self) -> int:
         for seq in self.in_flight:
@@ -244,18 +246,23 @@ class Sender:
 
     def handle_note(self, note: Note, now: float) -> None:
         """Take news from the receive half."""
-        if isinstance(note, AckNote):
-            self._on_ack(note, now)
-        elif isinstance(note, PongNote):
-            target = self._targets.get(note.peer)
-            ping = target.pings.pop(note.token, None) if target else None
-            if target is not None and ping is not None:
-                sent, base = ping
-                self._rtt_sample(target, now - sent)
-                if base >= target.base():
-                    target.base_known = True
-        else:
-            self._on_peer(note, now)
+        match note:
+            case AckNote():
+                self._on_ack(note, now)
+            case PongNote():
+                target = self._targets.get(note.peer)
+                ping = target.pings.pop(note.token, None) if target else None
+                if target is not None and ping is not None:
+                    sent, base = ping
+                    self._rtt_sample(target, now - sent)
+                    if base >= target.base():
+                        target.base_known = True
+            case PeerNote():
+                self._on_peer(note, now)
+            case RefusedNote():
+                target = self._targets.get(note.peer)
+                if target is not None:
+                    target.refused = note.reason
 
     def handle_timer(self, now: float) -> None:
         """Give up on late deliveries, retransmit what is due, send due probes."""
@@ -265,6 +272,8 @@ class Sender:
                 if delivery.deadline > now:
                     break
                 reason = f"no acknowledgement within {self.config.give_up_after:g} s"
+                if target.refused is not None:
+                    reason += f"; it could not authenticate our datagrams ({target.refused.value})"
                 self._fail(addr, target, delivery, now, reason)
             heap, due_now = target.retransmit_heap, []
             while heap and heap[0][0] <= now:
@@ -491,6 +500,7 @@ class Sender:
         target.confirmed = note.present
         if note.present:
             target.active = True
+            target.refused = None
             target.next_probe = now + (
                 0 if not target.base_known else self.config.keepalive_interval
             )

@@ -24,6 +24,8 @@ __all__ = [
     "MAX_FRAGMENTS",
     "MAX_MESSAGE_BYTES",
     "MAX_NICK_BYTES",
+    "REFUSAL_CODES",
+    "REFUSED_SIZE",
     "VERSION",
     "Ack",
     "Bye",
@@ -33,6 +35,7 @@ __all__ = [
     "Kind",
     "Ping",
     "Pong",
+    "Refused",
     "decode",
     "encode",
     "with_base",
@@ -86,6 +89,9 @@ class Kind(IntEnum):
     """Cumulative and selective acknowledgement of DATA."""
     SEALED = 7
     """Any of the above, encrypted and authenticated (shared-key mode, `crypto`)."""
+    REFUSED = 8
+    """"Your datagram failed my shared-key checks", and why; always plain text, so that a
+    peer with another key (or none) can read it."""
 
 
 class Hello(NamedTuple):
@@ -152,7 +158,25 @@ class Ack(NamedTuple):
     the sender that a datagram it resent had arrived after all (only late)."""
 
 
-Datagram = Hello | Bye | Ping | Pong | Data | Ack
+class Refused(NamedTuple):
+    session: bytes
+    """Session id of the receiver that refused a datagram."""
+    reason: RejectReason
+    """Which shared-key check it failed: one of `REFUSAL_CODES`."""
+
+
+REFUSAL_CODES = {
+    RejectReason.AUTHENTICATION_FAILED: 1,
+    RejectReason.NOT_SEALED: 2,
+    RejectReason.SEALED_WITHOUT_KEY: 3,
+    RejectReason.CLOCK_SKEW: 4,
+}
+"""The reasons a REFUSED datagram can carry, and their byte on the wire."""
+_REFUSAL_REASONS = {code: reason for reason, code in REFUSAL_CODES.items()}
+REFUSED_SIZE = HEADER.size + 1
+
+
+Datagram = Hello | Bye | Ping | Pong | Data | Ack | Refused
 
 
 def _header(kind: Kind, session: bytes) -> bytes:
@@ -185,6 +209,8 @@ def encode(datagram: Datagram) -> bytes:
         return _header(Kind.ACK, datagram.session) + _ACK.pack(
             datagram.acked_session, datagram.cumulative, datagram.selective, datagram.duplicate
         )
+    if isinstance(datagram, Refused):
+        return _header(Kind.REFUSED, datagram.session) + bytes((REFUSAL_CODES[datagram.reason],))
     if isinstance(datagram, Ping):
         return _header(Kind.PING, datagram.session) + _PING.pack(datagram.token, datagram.base)
     if isinstance(datagram, Pong):
@@ -262,6 +288,13 @@ def decode(data: bytes) -> Datagram:
         if size != at:
             raise WireError(RejectReason.BAD_LENGTH, "BYE")
         return Bye(session)
+    if kind == Kind.REFUSED:
+        if size != REFUSED_SIZE:
+            raise WireError(RejectReason.BAD_LENGTH, "REFUSED")
+        reason = _REFUSAL_REASONS.get(data[at])
+        if reason is None:
+            raise WireError(RejectReason.BAD_VALUE, "REFUSED reason")
+        return Refused(session, reason)
     if kind == Kind.SEALED:
         raise WireError(RejectReason.SEALED_WITHOUT_KEY)
     raise WireError(RejectReason.UNKNOWN_KIND, str(kind))

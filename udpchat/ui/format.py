@@ -17,6 +17,7 @@ from typing import Any
 from ..protocol import (
     Address,
     DatagramRejected,
+    DatagramsRefused,
     DeliveryFailed,
     Event,
     LeaveReason,
@@ -103,6 +104,12 @@ def describe(event: Event, texts: dict[int, str] | None = None) -> str | None:
         )
     if isinstance(event, DatagramRejected):
         return describe_rejection(event)
+    if isinstance(event, DatagramsRefused):
+        hint = REFUSAL_HINTS.get(event.reason, "")
+        return (
+            f"* {format_address(event.peer)} cannot authenticate what we send"
+            f" ({event.reason.value}){': ' + hint if hint else ''}"
+        )
     return None  # MessageDelivered: silent in line mode
 
 
@@ -131,6 +138,14 @@ AUTH_HINTS = {
 }
 """What to tell the user about each shared-key failure the core reports."""
 
+REFUSAL_HINTS = {
+    RejectReason.AUTHENTICATION_FAILED: "different key?",
+    RejectReason.NOT_SEALED: "it uses a shared key and we have none (--key-file, --ask-key)",
+    RejectReason.SEALED_WITHOUT_KEY: "it has no shared key",
+    RejectReason.CLOCK_SKEW: "the clocks differ by over 60 s",
+}
+"""What to tell the user when a peer says it cannot authenticate our datagrams."""
+
 
 def _shorten(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -144,6 +159,7 @@ _NAMES = {
     PeerLeft: "peer_left",
     PeerRenamed: "peer_renamed",
     DatagramRejected: "datagram_rejected",
+    DatagramsRefused: "datagrams_refused",
 }
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import struct
 
-from udpchat.protocol import wire
+from udpchat.protocol import RejectReason, wire
 from udpchat.protocol.crypto import ORIGIN_RECEIVE, ORIGIN_SEND, Sealer
 
 KEY = bytes(range(32))
@@ -28,7 +28,8 @@ def corpus() -> list[bytes]:
         wire.encode(wire.Data(SESSION, 0, 0, 0, 2, b"first half", STAMP_MS, "alice")),
         wire.encode(wire.Data(SESSION, 1, 0, 1, 2, b"second half")),
         wire.encode(wire.Data(SESSION, 9, 4, 0, 1, b"x" * 1100, STAMP_MS, "a")),
-        wire.encode(wire.Ack(PEER_SESSION, SESSION, 5, 0b1011)),
+        wire.encode(wire.Ack(PEER_SESSION, SESSION, 5, 0b1011, 3)),
+        wire.encode(wire.Refused(PEER_SESSION, RejectReason.CLOCK_SKEW)),
     ]
     sealed = [Sealer(KEY, SESSION, ORIGIN_SEND).seal(data, STAMP_MS) for data in plain]
     sealed.append(Sealer(KEY, SESSION, ORIGIN_RECEIVE).seal(plain[-1], STAMP_MS))

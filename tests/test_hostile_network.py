@@ -12,7 +12,7 @@ import pytest
 from conftest import OpenRuntime, collect_messages, wait_for
 from relay import Faults, LossyRelay
 
-from udpchat.protocol import Config, DatagramRejected, PeerJoined, RejectReason
+from udpchat.protocol import Config, DatagramRejected, DatagramsRefused, PeerJoined, RejectReason
 from udpchat.protocol.crypto import derive_master_key
 
 KEY = derive_master_key(b"correct horse battery staple")
@@ -130,3 +130,8 @@ def test_wrong_key_gets_nothing_through_and_says_so(model: str, open_runtime: Op
     )
     assert alice.stats().auth_failed >= 1 and not alice.peers()
     assert bob.stats().messages_received == 0
+    # ...and Bob, whose HELLOs those were, is told why nobody answers.
+    refused = wait_for(bob, lambda e: isinstance(e, DatagramsRefused))
+    assert refused == DatagramsRefused(
+        peer=alice.local_address, reason=RejectReason.AUTHENTICATION_FAILED
+    )

@@ -3,22 +3,35 @@
     .venv/bin/pip install atheris        # wheels exist for CPython 3.11
     .venv/bin/python tools/fuzz_decoder.py -max_total_time=300
 
-The CI runs the shorter, dependency-free mutation fuzzer in tests/test_fuzz.py.
+Starts from the corpus of tests/fuzzing.py (every kind, plain and sealed) unless given a
+corpus directory. The CI runs the shorter, dependency-free mutation fuzzer in
+tests/test_fuzz.py.
 """
 
 import sys
+import tempfile
+from pathlib import Path
 
 import atheris
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
 with atheris.instrument_imports():
+    # crypto too: the core imports it lazily, only once a key is given, and a module
+    # imported outside this block is not instrumented, so its paths would not guide.
+    import udpchat.protocol.crypto  # noqa: F401
     from udpchat.protocol import ChatSession, Config, WireError, wire
 
-KEY = bytes(range(32))
+from fuzzing import KEY, STAMP_MS, corpus
+
 # No rate limit: one address sending everything at one instant would be throttled, and
 # the fuzzer would only exercise the throttle.
 OPEN = {"unknown_rate": 1e12, "unknown_burst": 1e12}
+# The corpus is stamped STAMP_MS: at the core's time 0 the keyed session's wall clock must
+# read the same, or every sealed datagram would fail the clock check before decryption.
+WALL = STAMP_MS / 1000
 plain = ChatSession("bob", session_id=bytes(8), config=Config(**OPEN))
-keyed = ChatSession("bob", session_id=bytes(8), config=Config(key=KEY, **OPEN))
+keyed = ChatSession("bob", session_id=bytes(8), config=Config(key=KEY, **OPEN), wall_offset=WALL)
 
 
 def one_input(data: bytes) -> None:
@@ -33,5 +46,11 @@ def one_input(data: bytes) -> None:
 
 
 if __name__ == "__main__":
-    atheris.Setup(sys.argv, one_input)
+    arguments = sys.argv
+    if not any(not argument.startswith("-") for argument in arguments[1:]):
+        seeds = Path(tempfile.mkdtemp(prefix="udpchat-fuzz-"))
+        for number, datagram in enumerate(corpus()):
+            (seeds / f"seed-{number:02d}").write_bytes(datagram)
+        arguments = [*arguments, str(seeds)]
+    atheris.Setup(arguments, one_input)
     atheris.Fuzz()

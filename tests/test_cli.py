@@ -213,6 +213,12 @@ def run_error(*args: str) -> tuple[int, str]:
         (["--peer", ":9000"], "malformed peer address ':9000'"),
         (["--peer", "no-such-host.invalid"], "unknown host 'no-such-host.invalid'"),
         (["--peer", "::1"], "::1 has no address of the socket's family; try --bind ::"),
+        (["--peer", "1.2.3"], "malformed peer address '1.2.3'"),
+        (["--peer", "127.1:9000"], "malformed peer address '127.1:9000'"),
+        (["--peer", "0x7f.1"], "malformed peer address '0x7f.1'"),
+        (["--peer", "255.255.255.255"], "255.255.255.255 is a broadcast address"),
+        (["--peer", "224.0.0.1:9000"], "224.0.0.1 is a multicast address"),
+        (["--bind", "::", "--peer", "[ff02::1]:9000"], "ff02::1 is a multicast address"),
         (["--bind", "not-an-ip"], "--bind needs a numeric IP address, not 'not-an-ip'"),
         (["--bind", "192.0.2.1"], "192.0.2.1 is not an address of this machine"),
         (["--model", "fibers"], "unknown model 'fibers'; choose from"),
@@ -227,6 +233,21 @@ def test_bad_arguments_are_one_line_errors_with_status_2(args: list[str], messag
     assert code == 2
     assert stderr.count("\n") == 1 and stderr.startswith("udpchat: error: ")
     assert message in stderr
+
+
+def test_a_dual_stack_chat_on_the_ipv6_wildcard_takes_an_ipv4_peer(chats: list[Chat]) -> None:
+    alice = start(chats, "--plain", "--port", "0", "--name", "alice")
+    port = alice.expect(LISTENING.pattern).group(1)
+    bob = start(
+        chats, "--plain", "--bind", "::", "--port", "0", "--name", "bob",
+        "--peer", f"127.0.0.1:{port}",
+    )  # fmt: skip
+    bob.expect(r"listening on \[::\]:\d+")
+    bob.say("from the dual stack")
+    alice.expect(r"bob: from the dual stack$")
+    bob.expect(rf"\* alice \(127\.0\.0\.1:{port}\) joined$")  # shown as IPv4, not ::ffff:
+    bob.end_input()
+    assert bob.wait() == (0, "")
 
 
 def test_port_in_use_is_a_one_line_error_suggesting_another_port() -> None:

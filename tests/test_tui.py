@@ -515,6 +515,10 @@ async def test_peer_add_and_del_resolve_the_address_and_report_bad_ones() -> Non
         await chat.shows(r"\* peer not added: port must be a number from 0 to 65535")
         chat.say("/peer add [::1:9000")
         await chat.shows(r"\* peer not added: malformed peer address")
+        chat.say("/peer add 1.2.3")
+        await chat.shows(r"\* peer not added: malformed peer address '1\.2\.3'")
+        chat.say("/peer add 224.0.0.1")
+        await chat.shows(r"\* peer not added: 224\.0\.0\.1 is a multicast address")
         chat.say("/peer del 127.0.0.1:9001")
         await chat.shows(r"127\.0\.0\.1:9001 is not a peer")
         runtime.rows = [

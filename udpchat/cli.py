@@ -153,8 +153,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     nick = _nick(args.name)
     give_up = _seconds(args.give_up)
     port = parse_port(args.port)
-    family = family_of(args.bind)
-    peers = [resolve_peer(text, family) for text in args.peer]
+    family_of(args.bind)  # a bad --bind is reported before any peer
+    peers = [resolve_peer(text, args.bind) for text in args.peer]
     runtime = create_runtime(
         args.model,
         nick,

@@ -8,6 +8,7 @@ bidirectional overrides and isolates are replaced by visible escapes such as `\\
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import time
@@ -45,7 +46,19 @@ def escape(text: str, *, keep_newlines: bool = False) -> str:
 
 
 def format_address(addr: Address) -> str:
+    """An address for people: "192.168.1.20:9000", "[fd00::2]:9000".
+
+    An IPv4-mapped address (how a dual-stack socket sees an IPv4 peer) is shown as the
+    IPv4 address it stands for.
+    """
     host, port = addr
+    if host[:7].lower() == "::ffff:":
+        try:
+            mapped = ipaddress.IPv6Address(host).ipv4_mapped
+        except ValueError:
+            mapped = None
+        if mapped is not None:
+            return f"{mapped}:{port}"
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 

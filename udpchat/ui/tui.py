@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -379,10 +378,10 @@ class TerminalUI:
 
     async def _change_peer(self, action: str, target: str) -> None:
         """/peer add|del, after resolving the name off the event loop (DNS may be slow)."""
-        family = socket.AF_INET6 if ":" in self.runtime.local_address[0] else socket.AF_INET
+        bind = self.runtime.local_address[0]
         loop = asyncio.get_running_loop()
         try:
-            addr = await loop.run_in_executor(None, resolve_peer, target, family)
+            addr = await loop.run_in_executor(None, resolve_peer, target, bind)
         except AddressError as error:
             self._error(f"peer not {'added' if action == 'add' else 'removed'}: {error}")
             self._refresh()

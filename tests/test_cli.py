@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import queue
 import re
 import shutil
@@ -226,6 +227,7 @@ def run_error(*args: str) -> tuple[int, str]:
         (["--name", "x" * 33], "--name must be 1 to 32 bytes"),
         (["--name", "a\x1bb"], "--name must be 1 to 32 bytes of UTF-8 without control"),
         (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+        (["--plain", "--jsonl"], "argument --jsonl: not allowed with argument --plain"),
     ],
 )
 def test_bad_arguments_are_one_line_errors_with_status_2(args: list[str], message: str) -> None:
@@ -286,6 +288,12 @@ def test_shared_key_chat_works_and_a_wrong_key_is_reported(
         (["--key-file", "/nonexistent/key"], {}, "cannot read --key-file /nonexistent/key"),
         (["--key-file", "EMPTY"], {}, "the shared key is empty"),
         ([], {"UDPCHAT_KEY": ""}, "the shared key is empty"),
+        (["--key-file", "BLANK"], {}, "the shared key is empty (or only white space)"),
+        ([], {"UDPCHAT_KEY": " \t "}, "the shared key is empty (or only white space)"),
+        (["--key-file", "/dev/zero"], {}, "--key-file /dev/zero is not a regular file"),
+        (["--key-file", "FIFO"], {}, "is not a regular file"),
+        (["--key-file", "HUGE"], {}, "is over 4096 bytes; it should hold one passphrase"),
+        (["--key-file", "/"], {}, "--key-file / is not a regular file"),
         (["--ask-key"], {}, "--ask-key needs a terminal; use --key-file or UDPCHAT_KEY"),
         (["--ask-key", "--key-file", "x"], {}, "not allowed with argument"),
     ],
@@ -293,9 +301,12 @@ def test_shared_key_chat_works_and_a_wrong_key_is_reported(
 def test_bad_shared_key_options_are_one_line_errors(
     tmp_path: Path, args: list[str], env: dict[str, str], message: str
 ) -> None:
-    empty = tmp_path / "empty.key"
-    empty.write_bytes(b"\n")
-    args = [str(empty) if arg == "EMPTY" else arg for arg in args]
+    files = {name: tmp_path / f"{name.lower()}.key" for name in ("EMPTY", "BLANK", "FIFO", "HUGE")}
+    files["EMPTY"].write_bytes(b"\n")
+    files["BLANK"].write_bytes(b"  \t \n")
+    os.mkfifo(files["FIFO"])  # no writer: reading it would wait for ever
+    files["HUGE"].write_bytes(b"x" * 100_000)
+    args = [str(files[arg]) if arg in files else arg for arg in args]
     result = subprocess.run(
         [sys.executable, "-m", "udpchat", "--port", "0", *args],
         stdin=subprocess.DEVNULL,
@@ -304,8 +315,42 @@ def test_bad_shared_key_options_are_one_line_errors(
         env={**os.environ, **env},
     )
     stderr = result.stderr.decode("utf-8")
-    assert result.returncode == 2 and stderr.count("\n") == 1
+    assert result.returncode == 2 and stderr.count("\n") == 1, stderr
     assert message in stderr
+
+
+HIDE_PROMPT_TOOLKIT = """
+import sys
+
+class Hide:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "prompt_toolkit":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, Hide())
+from udpchat.cli import main
+sys.exit(main())
+"""
+
+
+def test_the_terminal_ui_without_prompt_toolkit_is_a_one_line_error() -> None:
+    leader, follower = pty.openpty()  # a terminal, so that udpchat picks the terminal UI
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", HIDE_PROMPT_TOOLKIT, "--bind", "127.0.0.1", "--port", "0"],
+            stdin=follower,
+            stdout=follower,
+            stderr=subprocess.PIPE,
+            timeout=30,
+        )
+    finally:
+        os.close(follower)
+        os.close(leader)
+    stderr = result.stderr.decode("utf-8")
+    assert result.returncode == 2 and stderr.count("\n") == 1, stderr
+    assert stderr.startswith("udpchat: error: the terminal UI needs prompt_toolkit")
+    assert "pip install prompt_toolkit" in stderr and "--plain" in stderr
 
 
 @pytest.mark.skipif(

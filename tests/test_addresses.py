@@ -23,7 +23,7 @@ from udpchat.runtimes import (
     resolve_peer,
     sockets,
 )
-from udpchat.ui.format import format_address
+from udpchat.ui.format import format_address, reach_text, reachable_at
 
 
 def ipv6_available() -> bool:
@@ -206,3 +206,48 @@ def test_lan_addresses_take_ipv6_of_global_scope_on_interfaces_that_are_up(
     monkeypatch.setattr(sockets, "_interfaces", lambda: iter(interfaces))
     monkeypatch.setattr(sockets, "_IF_INET6", str(table))
     assert sockets.lan_addresses() == ["192.168.1.10", "fd00::2"]
+
+
+@pytest.mark.parametrize(
+    ("local", "lan", "text"),
+    [
+        (
+            ("0.0.0.0", 9000),
+            ["192.168.1.10", "fd00::2"],
+            "others can reach you at 192.168.1.10:9000",
+        ),
+        (
+            ("::", 9000),
+            ["192.168.1.10", "fd00::2"],
+            "others can reach you at 192.168.1.10:9000, [fd00::2]:9000",
+        ),
+        (
+            ("0.0.0.0", 9000),
+            [f"10.0.0.{n}" for n in range(1, 7)],
+            "others can reach you at 10.0.0.1:9000, 10.0.0.2:9000, 10.0.0.3:9000,"
+            " 10.0.0.4:9000 and 2 more",
+        ),
+        (("192.168.1.10", 9000), [], "others can reach you at 192.168.1.10:9000"),
+        (("0.0.0.0", 9000), [], "only this machine can reach you: no network interface but"),
+        (("0.0.0.0", 9000), ["fd00::2"], "only this machine can reach you over IPv4; --bind ::"),
+        (("127.0.0.1", 9000), ["192.168.1.10"], "only this machine can reach you: 127.0.0.1:9000"),
+        (
+            ("::1", 9000),
+            ["192.168.1.10"],
+            "only this machine can reach you: [::1]:9000 is loopback",
+        ),
+    ],
+)
+def test_the_reach_line_names_addresses_a_friend_can_use(
+    local: tuple[str, int], lan: list[str], text: str
+) -> None:
+    shown = reach_text(local, lan)
+    assert shown is not None and shown.startswith(text)
+
+
+def test_reachable_at_is_none_where_interfaces_cannot_be_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("udpchat.ui.format.lan_addresses", lambda: None)
+    assert reachable_at(("0.0.0.0", 9000)) is None and reach_text(("0.0.0.0", 9000)) is None
+    assert reachable_at(("192.168.1.10", 9000)) == ["192.168.1.10:9000"]

@@ -134,6 +134,33 @@ def test_jsonl_mode_prints_one_json_object_per_event(chats: list[Chat]) -> None:
     assert bob.wait() == (0, "")
 
 
+def test_the_ready_lines_say_where_others_reach_us(chats: list[Chat]) -> None:
+    alice = start(chats, "--plain", "--port", "0", "--name", "alice")
+    port = alice.expect(r"^\d\d:\d\d:\d\d \* listening on 127\.0\.0\.1:(\d+) as alice").group(1)
+    alice.expect(rf"^\d\d:\d\d:\d\d \* only this machine can reach you: 127\.0\.0\.1:{port} is")
+    bob = start(chats, "--jsonl", "--port", "0", "--name", "bob")
+    ready = json.loads(bob.expect(r'"event": "ready"').string)
+    assert ready["reachable_at"] == [] and ready["shared_key"] is None
+    for chat in (alice, bob):
+        chat.end_input()
+        assert chat.wait() == (0, "")
+
+
+def test_a_key_file_beats_udpchat_key_and_the_ready_line_says_so(
+    chats: list[Chat], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = tmp_path / "chat.key"
+    key.write_text("from the file\n")
+    monkeypatch.setenv("UDPCHAT_KEY", "from the environment")
+    alice = start(chats, "--plain", "--port", "0", "--key-file", str(key))
+    alice.expect(r"\(thread model, shared key from --key-file, UDPCHAT_KEY ignored\);")
+    bob = start(chats, "--jsonl", "--port", "0")
+    assert json.loads(bob.expect(r'"event": "ready"').string)["shared_key"] == "UDPCHAT_KEY"
+    for chat in (alice, bob):
+        chat.end_input()
+        assert chat.wait() == (0, "")
+
+
 def test_end_of_input_waits_until_every_message_is_delivered(chats: list[Chat]) -> None:
     alice = start(chats, "--plain", "--port", "0", "--name", "alice")
     port = alice.expect(LISTENING.pattern).group(1)
@@ -272,6 +299,7 @@ def test_shared_key_chat_works_and_a_wrong_key_is_reported(
         chats, "--plain", "--port", "0", "--name", "bob", "--peer", f"127.0.0.1:{port}",
         "--key-file", str(key),
     )  # fmt: skip
+    bob.expect(r"\(thread model, shared key from --key-file\); end of input quits$")
     bob.say("秘密 message")
     alice.expect("bob: 秘密 message$")
     bob.end_input()

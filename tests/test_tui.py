@@ -193,14 +193,17 @@ class Driver:
 
 @contextlib.asynccontextmanager
 async def running(
-    runtime: FakeRuntime, output: Output | None = None, **options: bool
+    runtime: FakeRuntime,
+    output: Output | None = None,
+    *,
+    handle_signals: bool = False,
+    shared_key: str | None = None,
 ) -> AsyncIterator[Driver]:
     with (
         create_pipe_input() as pipe,
         create_app_session(input=pipe, output=output or DummyOutput()),
     ):
-        ui = TerminalUI(runtime, drain_timeout=TIMEOUT)
-        handle_signals = options.get("handle_signals", False)
+        ui = TerminalUI(runtime, drain_timeout=TIMEOUT, shared_key=shared_key)
         task = asyncio.create_task(ui.run_async(handle_signals=handle_signals))
         driver = Driver(ui, pipe, task)
         try:
@@ -252,6 +255,17 @@ async def test_typed_line_is_sent_and_its_state_goes_from_pending_to_delivered()
         assert chat.pane.count("hello") == 1  # updated in place, not a new line
         chat.say("/quit")
         assert await chat.exit_status() == 0
+
+
+@pytest.mark.asyncio
+async def test_the_first_lines_say_who_can_reach_us_and_the_status_bar_shows_a_shared_key() -> None:
+    async with running(FakeRuntime()) as chat:
+        await chat.shows(r"\* only this machine can reach you: 127\.0\.0\.1:9000 is loopback$")
+        assert "shared key" not in chat.ui.status_text()
+    async with running(FakeRuntime(), shared_key="--key-file") as chat:
+        await chat.shows(r"listening on 127\.0\.0\.1:9000 as alice \(thread model, shared key from")
+        await chat.shows(r"\(thread model, shared key from --key-file\) — /help lists commands")
+        await chat.until(lambda: "· 🔒 shared key ·" in chat.ui.status_text(), "the lock")
 
 
 @pytest.mark.asyncio

@@ -205,16 +205,23 @@ def run(argv: Sequence[str] | None = None) -> int:
         peers=peers,
         config=Config(give_up_after=give_up, key=shared_key[0] if shared_key else None),
     )
+    key_source = shared_key[1] if shared_key else None
     if ui_class is not None:
         runtime.open()
         try:
-            return ui_class(runtime, drain_timeout=give_up + 5).run()
+            return ui_class(runtime, drain_timeout=give_up + 5, shared_key=key_source).run()
         finally:
             runtime.close()
     stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
     runtime.open()
     try:
-        return LineMode(runtime, jsonl=args.jsonl, drain_timeout=give_up + 5, stdin=stdin).run()
+        return LineMode(
+            runtime,
+            jsonl=args.jsonl,
+            drain_timeout=give_up + 5,
+            stdin=stdin,
+            shared_key=key_source,
+        ).run()
     finally:
         runtime.close()
 

@@ -219,6 +219,7 @@ _SIOCGIFNETMASK = 0x891B
 _IFF_UP = 0x1
 _IFF_BROADCAST = 0x2
 _IFF_LOOPBACK = 0x8
+_IFF_RUNNING = 0x40
 # IPv6 address flags (linux/if_addr.h): an address that failed duplicate address
 # detection, or has not passed it yet, cannot be used.
 _IFA_F_DADFAILED = 0x08
@@ -276,7 +277,7 @@ def _local_broadcasts() -> set[ipaddress.IPv4Address]:
 
 def lan_addresses() -> list[str] | None:
     """This machine's unicast addresses that others can reach: the IPv4 ones, then the
-    global IPv6 ones, of every interface that is up, loopback excepted. None where the
+    global IPv6 ones, of every interface that is up and running, loopback excepted. None where the
     interfaces cannot be read (only Linux's can).
 
     It reads the interfaces (ioctl, /proc/net/if_inet6) and sends nothing.
@@ -286,7 +287,9 @@ def lan_addresses() -> list[str] | None:
     up: set[str] = set()
     ipv4: list[str] = []
     for name, flags, address, _ in _interfaces():
-        if flags & _IFF_UP and not flags & _IFF_LOOPBACK:
+        # Up and running: an interface without a carrier (a bridge with nothing on it,
+        # an unplugged cable) reaches no one.
+        if flags & _IFF_UP and flags & _IFF_RUNNING and not flags & _IFF_LOOPBACK:
             up.add(name)
             if address is not None and not (address.is_unspecified or address.is_loopback):
                 ipv4.append(str(address))

@@ -12,6 +12,7 @@ import ipaddress
 import json
 import re
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from ..protocol import (
@@ -25,6 +26,7 @@ from ..protocol import (
     PeerLeft,
     PeerRenamed,
 )
+from ..runtimes.sockets import lan_addresses
 
 _BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
 _UNSAFE_MULTILINE = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}]")
@@ -60,6 +62,57 @@ def format_address(addr: Address) -> str:
         if mapped is not None:
             return f"{mapped}:{port}"
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def ready_text(local: Address, nick: str, model: str, shared_key: str | None = None) -> str:
+    """The start of the line that says the chat is ready: where, who, how.
+
+    `shared_key` says where the shared key came from ("--key-file"), None without one.
+    """
+    how = f"{model} model" + (f", shared key from {shared_key}" if shared_key else "")
+    return f"listening on {format_address(local)} as {escape(nick)} ({how})"
+
+
+REACH_LISTED = 4
+"""Addresses named in the reach line; more are counted."""
+
+
+def reachable_at(local: Address, lan: Sequence[str] | None = None) -> list[str] | None:
+    """The addresses (with the port) others can reach a socket bound to `local` at: the
+    bound address when it is specific, else this machine's LAN addresses of its family
+    (`lan`, read from the interfaces when not given). None where they cannot be told."""
+    host, port = local
+    try:
+        bound = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return None
+    if not bound.is_unspecified:
+        return [] if bound.is_loopback else [format_address(local)]
+    if lan is None:
+        lan = lan_addresses()
+        if lan is None:
+            return None
+    # A "::" socket is dual-stack (runtimes.sockets): it has IPv4 and IPv6 addresses.
+    usable = [addr for addr in lan if bound.version == 6 or ":" not in addr]
+    return [format_address((addr, port)) for addr in usable]
+
+
+def reach_text(local: Address, lan: Sequence[str] | None = None) -> str | None:
+    """The line that tells the user which address to give to the others, or None."""
+    if lan is None and ipaddress.ip_address(local[0].split("%")[0]).is_unspecified:
+        lan = lan_addresses()
+    addresses = reachable_at(local, lan)
+    if addresses is None:
+        return None
+    if not addresses:
+        if not ipaddress.ip_address(local[0].split("%")[0]).is_unspecified:
+            return f"only this machine can reach you: {format_address(local)} is loopback"
+        if lan:  # IPv6 addresses only, and an IPv4 socket
+            return "only this machine can reach you over IPv4; --bind :: for IPv6"
+        return "only this machine can reach you: no network interface but loopback is up"
+    listed = ", ".join(addresses[:REACH_LISTED])
+    more = len(addresses) - REACH_LISTED
+    return f"others can reach you at {listed}" + (f" and {more} more" if more > 0 else "")
 
 
 def who(peer: Address, nick: str) -> str:

@@ -78,7 +78,7 @@ from .commands import (
     unknown_command,
 )
 from .delivery import Deliveries, OwnMessage
-from .format import describe, escape, format_address
+from .format import describe, escape, format_address, reach_text, ready_text
 from .pane import PANE_STYLE, Conversation, Entry, line_entry, message_fragments
 
 EXIT_OK = 0
@@ -89,8 +89,12 @@ _STYLE = [*PANE_STYLE, ("status", "reverse"), ("prompt", "bold")]
 class TerminalUI:
     """Runs one chat in the terminal over an open runtime; `run()` returns the exit status."""
 
-    def __init__(self, runtime: ChatRuntime, *, drain_timeout: float = 35.0) -> None:
+    def __init__(
+        self, runtime: ChatRuntime, *, drain_timeout: float = 35.0, shared_key: str | None = None
+    ) -> None:
         self.runtime = runtime
+        self._shared_key = shared_key
+        """Where the shared key came from ("--key-file"); None: no key."""
         self.drain_timeout = drain_timeout
         self._nick = runtime.nick
         self._address = format_address(runtime.local_address)
@@ -126,10 +130,11 @@ class TerminalUI:
             enable_page_navigation_bindings=False,
             color_depth=ColorDepth.MONOCHROME if os.environ.get("NO_COLOR") else None,
         )
-        self._system(
-            f"listening on {self._address} as {escape(self._nick)} ({runtime.model} model)"
-            " — /help lists commands, Ctrl-D quits"
-        )
+        ready = ready_text(runtime.local_address, self._nick, runtime.model, shared_key)
+        self._system(f"{ready} — /help lists commands, Ctrl-D quits")
+        reach = reach_text(runtime.local_address)
+        if reach is not None:
+            self._system(reach)
 
     # -- running ----------------------------------------------------------------
 
@@ -464,6 +469,8 @@ class TerminalUI:
         else:
             peers = f"{len(names)} peers"
         parts = [escape(self._nick), self._address, self.runtime.model, peers]
+        if self._shared_key is not None:
+            parts.insert(3, "🔒 shared key")
         parts.append(f"{self._pending} pending")
         if self._quitting:
             parts.append(f"waiting for {self._pending} deliveries… Ctrl-C again to quit now")

@@ -1,9 +1,12 @@
 """Turning events into text for people and scripts, safely.
 
 Text from a peer can contain anything. `escape` makes it inert before it reaches a
-terminal: C0 controls (but tab, and newline where allowed), DEL, C1 controls and the
-bidirectional overrides and isolates are replaced by visible escapes such as `\\x1b` or
-`\\u202e`. Both the line mode and the terminal UI print only escaped peer text.
+terminal: C0 controls (but tab, and newline where allowed), DEL, C1 controls, the line and
+paragraph separators and the bidirectional overrides and isolates are replaced by visible
+escapes such as `\\x1b` or `\\u202e`, and a base character keeps at most `MAX_MARKS`
+combining marks (a line of thousands, stacked on one letter, would cover the screen).
+Both the line mode and the terminal UI print only escaped peer text; `--jsonl` escapes
+the same characters as JSON escapes, so that a script still reads the text exactly.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import ipaddress
 import json
 import re
 import time
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..protocol import (
@@ -28,12 +32,20 @@ from ..protocol import (
 )
 from ..runtimes.sockets import lan_addresses
 
-_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+# Bidirectional controls, and the line and paragraph separators, which some terminals
+# and most editors take for a line end.
+_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029"
 _UNSAFE_MULTILINE = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}]")
 _UNSAFE_ONE_LINE = re.compile(f"[\x00-\x08\x0a-\x1f\x7f-\x9f{_BIDI}]")
 # json.dumps escapes C0 itself; C1 and bidi controls are escaped too, so that a JSONL
 # stream shown in a terminal is as inert as the line mode.
 _UNSAFE_JSON = re.compile(f"[\x7f-\x9f{_BIDI}]")
+
+MAX_MARKS = 4
+"""Combining marks kept on one base character; real scripts stack at most three or so."""
+_MAYBE_MARKS = re.compile(f"[\u0300-\U000e01ef]{{{MAX_MARKS + 1},}}")
+"""Runs long enough to hold too many marks (every combining mark is at U+0300 or above):
+only these are looked at character by character."""
 
 
 def _visible(match: re.Match[str]) -> str:
@@ -41,10 +53,40 @@ def _visible(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
+def _cap_marks(text: str, show_rest: Callable[[str], str]) -> str:
+    """`text` with each run of combining marks cut to MAX_MARKS, the rest of the run
+    replaced by `show_rest(rest)`."""
+    if _MAYBE_MARKS.search(text) is None:
+        return text
+    pieces: list[str] = []
+    kept_from = index = 0
+    while index < len(text):
+        if unicodedata.category(text[index])[0] != "M":
+            index += 1
+            continue
+        end = index + 1
+        while end < len(text) and unicodedata.category(text[end])[0] == "M":
+            end += 1
+        if end - index > MAX_MARKS:
+            pieces += [
+                text[kept_from : index + MAX_MARKS],
+                show_rest(text[index + MAX_MARKS : end]),
+            ]
+            kept_from = end
+        index = end
+    pieces.append(text[kept_from:])
+    return "".join(pieces)
+
+
+def _count_marks(rest: str) -> str:
+    return f"[+{len(rest)} combining marks]"
+
+
 def escape(text: str, *, keep_newlines: bool = False) -> str:
-    """`text` with every character that could steer a terminal shown as an escape."""
+    """`text` with every character that could steer a terminal shown as an escape, and
+    at most MAX_MARKS combining marks on a character (the count of the others shown)."""
     pattern = _UNSAFE_MULTILINE if keep_newlines else _UNSAFE_ONE_LINE
-    return pattern.sub(_visible, text)
+    return _cap_marks(pattern.sub(_visible, text), _count_marks)
 
 
 def format_address(addr: Address) -> str:
@@ -219,7 +261,15 @@ def json_line(name: str, wall: float | None = None, **fields: Any) -> str:
 
 def _dumps(record: dict[str, Any]) -> str:
     text = json.dumps(record, ensure_ascii=False)
-    return _UNSAFE_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    text = _UNSAFE_JSON.sub(lambda m: _json_escape(m.group()), text)
+    # Marks past MAX_MARKS become JSON escapes: a script still reads every one.
+    return _cap_marks(text, lambda rest: "".join(map(_json_escape, rest)))
+
+
+def _json_escape(char: str) -> str:
+    """`char` as a JSON escape (a surrogate pair outside the BMP)."""
+    units = char.encode("utf-16-be")
+    return "".join(f"\\u{units[i]:02x}{units[i + 1]:02x}" for i in range(0, len(units), 2))
 
 
 def _iso(wall: float | None) -> str:

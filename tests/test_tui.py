@@ -20,11 +20,13 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
+import wcwidth
 from prompt_toolkit.application import create_app_session
 from prompt_toolkit.data_structures import Size
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.formatted_text.utils import fragment_list_to_text
 from prompt_toolkit.input import PipeInput, create_pipe_input
+from prompt_toolkit.layout.screen import Char
 from prompt_toolkit.output import ColorDepth, DummyOutput, Output
 from prompt_toolkit.output.vt100 import Vt100_Output
 from prompt_toolkit.utils import get_cwidth
@@ -45,6 +47,7 @@ from udpchat.protocol import (
     Stats,
 )
 from udpchat.runtimes import ChatRuntime
+from udpchat.ui.commands import peers_lines
 from udpchat.ui.pane import WRAP_INDENT, wrap
 from udpchat.ui.tui import TerminalUI
 
@@ -697,6 +700,89 @@ def test_long_lines_wrap_between_words_and_keep_the_delivery_state_whole() -> No
     ]
     assert all(get_cwidth(line) <= 30 for line in lines)
     assert WRAP_INDENT == 6
+
+
+FAMILY = "\U0001f468\u200d\U0001f469\u200d\U0001f467"  # five code points, one glyph
+FLAG = "\U0001f1ef\U0001f1f5"  # two regional indicators
+CLUSTERS = [FAMILY, FLAG, "\U0001f44d\U0001f3fd", "e\u0301", "\u2764\ufe0f", "你"]
+
+
+def cluster_starts(text: str) -> set[int]:
+    """Where each cluster of CLUSTERS (or a single code point) starts in `text`."""
+    starts, index = set(), 0
+    while index < len(text):
+        starts.add(index)
+        index += next((len(c) for c in CLUSTERS if text.startswith(c, index)), 1)
+    return starts
+
+
+def test_wrapping_counts_grapheme_clusters_and_never_splits_one() -> None:
+    body = "".join(CLUSTERS) * 8
+    row: StyleAndTextTuples = [("class:time", "09:45 "), ("", "bob: "), ("", body)]
+    lines = [fragment_list_to_text(line) for line in wrap(row, 20)]
+    # Every line ends at a cluster boundary, fits, and is full but for the last one.
+    text = lines[0][len("09:45 bob: ") :] + "".join(line[WRAP_INDENT:] for line in lines[1:])
+    assert text == body
+    boundaries, index = cluster_starts(body), len(lines[0]) - len("09:45 bob: ")
+    for line in lines[1:]:
+        assert index in boundaries  # where this line starts
+        index += len(line) - WRAP_INDENT
+    assert all(wcwidth.wcswidth(line) <= 20 for line in lines)
+    assert all(wcwidth.wcswidth(line) >= 19 for line in lines[:-1])
+    assert wcwidth.wcswidth(lines[0]) >= 19  # the family counts 2 columns, not 6
+
+
+def test_command_columns_line_up_whatever_the_nicknames_are_made_of() -> None:
+    rows = [
+        PeerStatus(
+            peer=BOB, nick=FAMILY + FLAG, present=True, configured=False, silent_for=1.0,
+            rtt=None, pending=0,
+        ),
+        PeerStatus(
+            peer=CAROL, nick="carol", present=True, configured=False, silent_for=1.0, rtt=None,
+            pending=0,
+        ),
+    ]  # fmt: skip
+    family_line, carol_line = peers_lines(rows)[1:]
+    here = [wcwidth.wcswidth(line[: line.index("here")]) for line in (family_line, carol_line)]
+    assert here[0] == here[1]
+
+
+@pytest.mark.asyncio
+async def test_the_screen_gives_each_grapheme_cluster_one_cell_of_its_width() -> None:
+    runtime = FakeRuntime()
+    async with running(runtime) as chat:
+        runtime.push(
+            MessageReceived(peer=BOB, nick="bob", text=f"{FAMILY}{FLAG}e\u0301x", sent_at_ms=0)
+        )
+        await chat.shows("bob: ")
+        chat.ui.app.invalidate()
+        await chat.until(lambda: _row_with(chat.ui, FAMILY) is not None, "the family drawn")
+        cells = _row_with(chat.ui, FAMILY)
+        assert cells is not None
+        start = next(x for x, cell in cells.items() if cell.char == FAMILY)
+        # What prompt_toolkit's renderer writes, and how far it moves for each cell.
+        assert [(cells[start + x].char, cells[start + x].width) for x in (0, 2, 4, 5)] == [
+            (FAMILY, 2),
+            (FLAG, 2),
+            ("e\u0301", 1),
+            ("x", 1),
+        ]
+        status = _row_with(chat.ui, " alice · ")
+        assert status is not None and "class:status" in status[0].style
+
+
+def _row_with(ui: TerminalUI, text: str) -> dict[int, Char] | None:
+    """The last drawn screen row holding `text` (as one cell, or a run of cells)."""
+    screen = ui.app.renderer._last_screen
+    if screen is None:
+        return None
+    for y in range(screen.height):
+        row = screen.data_buffer[y]
+        drawn = "".join(row[x].char for x in range(max(row, default=-1) + 1))
+        if text in drawn:
+            return dict(row)
+    return None
 
 
 @pytest.mark.asyncio

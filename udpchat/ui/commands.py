@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
-from prompt_toolkit.utils import get_cwidth
 
 from ..protocol import MAX_NICK_BYTES, PeerStatus, Stats
 from .format import ago, duration, escape, format_address
+from .pane import text_width
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "help": ("/help", "this list"),
@@ -81,10 +81,10 @@ def nick_problem(name: str) -> str | None:
 
 
 def help_lines() -> list[str]:
-    width = max(get_cwidth(usage) for usage, _ in COMMANDS.values())
+    width = max(text_width(usage) for usage, _ in COMMANDS.values())
     lines = ["commands:"]
     lines += [f"  {_pad(usage, width)}  {text}" for usage, text in COMMANDS.values()]
-    width = max(get_cwidth(key) for key, _ in KEYS)
+    width = max(text_width(key) for key, _ in KEYS)
     lines.append("keys:")
     lines += [f"  {_pad(key, width)}  {text}" for key, text in KEYS]
     return lines
@@ -105,7 +105,7 @@ def peers_lines(rows: list[PeerStatus]) -> list[str]:
         ]
         for row in rows
     ]
-    widths = [max(get_cwidth(line[column]) for line in table) for column in range(6)]
+    widths = [max(text_width(line[column]) for line in table) for column in range(6)]
     lines = [f"{len(rows)} peer{'s' if len(rows) != 1 else ''}:"]
     for line in table:
         cells = [_pad(cell, width) for cell, width in zip(line, widths, strict=True)]
@@ -170,4 +170,4 @@ class CommandCompleter(Completer):
 
 
 def _pad(text: str, width: int) -> str:
-    return text + " " * (width - get_cwidth(text))
+    return text + " " * (width - text_width(text))

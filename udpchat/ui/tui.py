@@ -79,7 +79,14 @@ from .commands import (
 )
 from .delivery import Deliveries, OwnMessage
 from .format import describe, escape, format_address, reach_text, ready_text
-from .pane import PANE_STYLE, Conversation, Entry, line_entry, message_fragments
+from .pane import (
+    PANE_STYLE,
+    Conversation,
+    Entry,
+    GraphemeWindow,
+    line_entry,
+    message_fragments,
+)
 
 EXIT_OK = 0
 EXIT_UNDELIVERED = 1
@@ -479,13 +486,9 @@ class TerminalUI:
         return [("class:status", " " + " · ".join(parts))]
 
     def _layout(self) -> Layout:
-        conversation = Window(
-            self.conversation,
-            wrap_lines=True,
-            dont_extend_height=True,
-            always_hide_cursor=True,
-        )
-        status = Window(FormattedTextControl(self._status), height=1, style="class:status")
+        # Drawn one cell per grapheme cluster, so that emoji sequences line up (pane.py).
+        conversation = GraphemeWindow(self.conversation)
+        status = GraphemeWindow(FormattedTextControl(self._status), height=1, style="class:status")
         entry = Window(
             BufferControl(self.input),
             height=Dimension(min=1, max=8),

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from udpchat.protocol import MessageReceived
-from udpchat.ui.format import describe, escape, json_line, to_json
+from udpchat.ui.format import deliveries, describe, escape, json_line, to_json
 
 ZALGO = "Z" + "\u0301\u0316" * 500 + "algo"
 
@@ -47,3 +47,7 @@ def test_jsonl_escapes_the_separators_and_extra_marks_and_keeps_the_text_exact()
     assert line.count("\u0301") + line.count("\u0316") == 4  # the marks kept on the Z
     assert json.loads(line)["text"] == text
     assert json.loads(json_line("message_sent", text=text))["text"] == text
+
+
+def test_deliveries_are_counted_in_good_english() -> None:
+    assert [deliveries(n) for n in (0, 1, 2)] == ["0 deliveries", "1 delivery", "2 deliveries"]

@@ -302,14 +302,23 @@ async def test_failed_delivery_shows_a_hint_and_resend_sends_the_text_again() ->
         chat.say("/resend 1")
         await chat.until(lambda: runtime.sent == ["are you there?"] * 2, "the resend")
         assert runtime.sent_to == [None, [("127.0.0.1", 9001)]]  # only where it failed
-        await chat.shows(r"✗ failed after 30\.0 s, resent as 2$")
-        await chat.shows(r"alice: are you there\?  …$")
+        # One message, one number, one line: the runtime's new id (2) is not shown.
+        await chat.shows(r"alice: are you there\?  … resent$")
+        await chat.shows(r"\* message 1 sent again$")
         chat.say("/resend 1")
-        await chat.shows(r"message 1 was already resent as 2")
+        await chat.shows(r"message 1 was resent and is on its way; nothing to resend")
         chat.say("/resend 7")
         await chat.shows(r"no message 7 to resend")
-        runtime.push(delivered(2))
+        runtime.push(failed(2))  # the resend fails too: still message 1
+        await chat.shows(r"alice: are you there\?  ✗ failed after 30\.0 s — /resend 1$")
+        failure_line = re.compile(r'^.*\* message 1 "are you there\?" .* — /resend 1$', re.M)
+        await chat.until(lambda: len(failure_line.findall(chat.pane)) == 2, "a second failure")
+        chat.say("/resend 1")
+        await chat.until(lambda: len(runtime.sent) == 3, "the second resend")
+        runtime.push(delivered(3))
         await chat.shows(r"alice: are you there\?  ✓ 1\.2 ms$")
+        assert "message 2" not in chat.pane and "message 3" not in chat.pane
+        assert chat.pane.count("alice: are you there?") == 1
         chat.say("/quit")
         assert await chat.exit_status() == 0  # the failed message was resent and delivered
 
@@ -447,7 +456,7 @@ async def test_help_lists_every_command() -> None:
         await chat.shows(r"keys:")
         for command in ("/help", "/peers", "/nick NAME", "/peer add|del", "/stats", "/model"):
             assert command in chat.pane
-        assert "/resend N" in chat.pane and "/quit" in chat.pane
+        assert "/resend N" in chat.pane and "/quit, /q, /exit" in chat.pane
 
 
 @pytest.mark.asyncio
@@ -568,6 +577,8 @@ async def test_tab_completes_command_names_and_peer_subcommands() -> None:
         await chat.until(lambda: chat.ui.input.text == "/model")
         chat.type(CTRL_U + "/peer a\t")
         await chat.until(lambda: chat.ui.input.text == "/peer add")
+        chat.type(CTRL_U + "/ex\t")
+        await chat.until(lambda: chat.ui.input.text == "/exit")
 
 
 @pytest.mark.asyncio
@@ -603,6 +614,32 @@ async def test_quit_waits_for_delivery_then_closes_the_runtime() -> None:
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("command", ["/q", "/exit"])
+async def test_q_and_exit_quit_like_quit(command: str) -> None:
+    runtime = FakeRuntime()
+    async with running(runtime) as chat:
+        chat.say(command)
+        assert await chat.exit_status() == 0
+    assert runtime.calls == ["wait_delivered", "close"] and runtime.sent == []
+
+
+@pytest.mark.asyncio
+async def test_waiting_to_quit_counts_deliveries_in_good_english() -> None:
+    runtime = FakeRuntime()
+    runtime.hold_delivery = True
+    async with running(runtime) as chat:
+        chat.say("one")
+        chat.say("two")
+        await chat.until(lambda: runtime.sent == ["one", "two"])
+        chat.type(CTRL_D)
+        await chat.shows(r"\* waiting for 2 deliveries… Ctrl-C to quit now$")
+        chat.say("more?")
+        await chat.shows(r"quitting: waiting for deliveries — Ctrl-C or /quit to quit now$")
+        chat.say("/q")  # asked again: at once
+        await chat.exit_status()
+
+
+@pytest.mark.asyncio
 async def test_ctrl_d_on_an_empty_line_quits_and_elsewhere_deletes() -> None:
     runtime = FakeRuntime()
     async with running(runtime) as chat:
@@ -622,8 +659,8 @@ async def test_ctrl_c_waits_for_pending_deliveries_and_a_second_one_quits_at_onc
         chat.say("in flight")
         await chat.until(lambda: runtime.sent == ["in flight"])
         chat.type(CTRL_C)
-        await chat.shows(r"\* waiting for 1 deliveries… Ctrl-C again to quit now$")
-        await chat.until(lambda: "waiting for 1 deliveries" in chat.ui.status_text())
+        await chat.shows(r"\* waiting for 1 delivery… Ctrl-C again to quit now$")
+        await chat.until(lambda: "waiting for 1 delivery… Ctrl-C again" in chat.ui.status_text())
         assert not chat.task.done()
         chat.type(CTRL_C)
         await chat.exit_status()
@@ -638,7 +675,7 @@ async def test_delivery_while_waiting_to_quit_ends_the_wait() -> None:
         chat.say("in flight")
         await chat.until(lambda: runtime.sent == ["in flight"])
         chat.say("/quit")
-        await chat.shows(r"waiting for 1 deliveries")
+        await chat.shows(r"\* waiting for 1 delivery… Ctrl-C to quit now$")  # not "again"
         runtime.push(delivered(1))
         await chat.shows(r"in flight  ✓ 1\.2 ms$")
         runtime.release.set()

@@ -27,9 +27,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stats": ("/stats", "messages sent, delivered, retransmitted, dropped; round trips"),
     "model": ("/model", "the concurrency model running this chat"),
     "resend": ("/resend N", "send failed message N again"),
-    "quit": ("/quit", "wait for deliveries, say goodbye, leave (or Ctrl-D, Ctrl-C)"),
+    "quit": ("/quit, /q, /exit", "wait for deliveries, say goodbye, leave (or Ctrl-D, Ctrl-C)"),
 }
 """Command name -> (usage, what it does), in the order /help lists them."""
+
+ALIASES = {"q": "quit", "exit": "quit"}
+"""Other names of commands; `parse_input` gives the command's own name."""
 
 KEYS = (
     ("Enter", "send; a pasted block of lines is one message"),
@@ -61,7 +64,8 @@ def parse_input(line: str) -> Command | str:
         return line[1:]
     if line.startswith("/"):
         name, _, argument = line[1:].partition(" ")
-        return Command(name.strip(), argument.strip())
+        name = name.strip()
+        return Command(ALIASES.get(name, name), argument.strip())
     return line
 
 
@@ -149,7 +153,9 @@ class CommandCompleter(Completer):
             return
         words = text.split(" ")
         if len(words) == 1:
-            for name, (_, description) in COMMANDS.items():
+            names = [(name, description) for name, (_, description) in COMMANDS.items()]
+            names += [(alias, f"the same as /{name}") for alias, name in ALIASES.items()]
+            for name, description in names:
                 if name.startswith(text[1:]):
                     yield Completion(
                         f"/{name}", start_position=-len(text), display_meta=description

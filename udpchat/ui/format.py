@@ -165,6 +165,11 @@ def clock(wall: float | None = None, *, seconds: bool = True) -> str:
     return time.strftime("%H:%M:%S" if seconds else "%H:%M", time.localtime(wall))
 
 
+def deliveries(count: int) -> str:
+    """ "1 delivery", "2 deliveries"."""
+    return f"{count} delivery" if count == 1 else f"{count} deliveries"
+
+
 def duration(seconds: float) -> str:
     """A round trip or delay for people: "0.4 ms", "12 ms", "1.5 s"."""
     if seconds < 0.01:

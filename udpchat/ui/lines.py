@@ -17,6 +17,7 @@ from ..protocol import DeliveryFailed, Event, LocalProtocolError
 from ..runtimes import ChatRuntime
 from .format import (
     clock,
+    deliveries,
     describe,
     format_address,
     json_line,
@@ -120,9 +121,9 @@ class LineMode:
         pending = self.runtime.pending()
         if pending:
             if not self.jsonl:
-                self._emit(f"{clock()} * waiting for {pending} deliveries...")
+                self._emit(f"{clock()} * waiting for {deliveries(pending)}...")
             if not self.runtime.wait_delivered(self.drain_timeout):
-                self._note(f"gave up waiting for {self.runtime.pending()} deliveries")
+                self._note(f"gave up waiting for {deliveries(self.runtime.pending())}")
 
     def _print_events(self) -> None:
         while True:

@@ -78,7 +78,7 @@ from .commands import (
     unknown_command,
 )
 from .delivery import Deliveries, OwnMessage
-from .format import describe, escape, format_address, reach_text, ready_text
+from .format import deliveries, describe, escape, format_address, reach_text, ready_text
 from .pane import (
     PANE_STYLE,
     Conversation,
@@ -109,6 +109,7 @@ class TerminalUI:
         self._deliveries = Deliveries()
         self._pending = 0
         self._quitting = False
+        self._quit_hint = ""
         self._gave_up: int | None = None
         self._inbox: list[Event] = []
         self._inbox_lock = threading.Lock()
@@ -174,7 +175,7 @@ class TerminalUI:
             self._pump.join(timeout=2.0)
             self._take_events(refresh=False)  # a failure reported while closing counts too
         if self._gave_up:
-            print(f"udpchat: gave up waiting for {self._gave_up} deliveries", file=sys.stderr)
+            print(f"udpchat: gave up waiting for {deliveries(self._gave_up)}", file=sys.stderr)
         return EXIT_UNDELIVERED if self._deliveries.unresolved else EXIT_OK
 
     def transcript(self) -> str:
@@ -184,15 +185,17 @@ class TerminalUI:
     def status_text(self) -> str:
         return fragment_list_to_text(self._status())
 
-    def request_quit(self) -> None:
-        """Quit as line mode ends: wait for delivery (bounded), then BYE. Twice: at once."""
+    def request_quit(self, *, interrupted: bool = False) -> None:
+        """Quit as line mode ends: wait for delivery (bounded), then BYE. Twice: at once.
+        `interrupted`: asked by Ctrl-C (the hint then says "Ctrl-C again")."""
         if self._quitting:
             self._exit()
             return
         self._quitting = True
+        self._quit_hint = "Ctrl-C again to quit now" if interrupted else "Ctrl-C to quit now"
         pending = self.runtime.pending()
         if pending:
-            self._system(f"waiting for {pending} deliveries… Ctrl-C again to quit now")
+            self._system(f"waiting for {deliveries(pending)}… {self._quit_hint}")
         threading.Thread(
             target=self._wait_for_delivery, name="udpchat-ui-quit", daemon=True
         ).start()
@@ -268,9 +271,7 @@ class TerminalUI:
             self._deliveries.delivered(event)
             return
         if isinstance(event, DeliveryFailed):
-            own = self._deliveries.failed(event)
-            text = describe(event, {event.message_id: own.text} if own else None)
-            self._line(f"{text} — /resend {event.message_id}", "class:error")
+            self._line(self._deliveries.failed(event), "class:error")
             return
         if isinstance(event, PeerJoined):
             self._present[event.peer] = event.nick
@@ -306,8 +307,7 @@ class TerminalUI:
 
     def _add_own(self, message_id: int, text: str) -> OwnMessage:
         fragments, indent = message_fragments(self._nick, text, own=True)
-        own = OwnMessage(message_id, text, fragments, indent, len(self._present))
-        self._deliveries.add(own)
+        own = self._deliveries.add(message_id, text, fragments, indent, len(self._present))
         self.conversation.add(own)
         return own
 
@@ -320,10 +320,10 @@ class TerminalUI:
             self._history.append(line)
         self._history_index, self._draft = len(self._history), ""
         if self._quitting:
-            if line.strip() == "/quit":
+            if parse_input(line.strip()) == Command("quit", ""):
                 self._exit()
                 return False
-            self._error("quitting: waiting for deliveries — Ctrl-C again to quit now")
+            self._error("quitting: waiting for deliveries — Ctrl-C or /quit to quit now")
             return True
         parsed = parse_input(line)
         keep = False
@@ -413,14 +413,13 @@ class TerminalUI:
         if not argument.isdigit():
             self._error("usage: /resend N, N from a failed message's “/resend N” hint")
             return
-        message_id = int(argument)
-        own = self._deliveries.get(message_id)
+        number = int(argument)
+        own = self._deliveries.get(number)
         if own is None:
-            self._error(f"no message {message_id} to resend")
+            self._error(f"no message {number} to resend")
         elif not own.failed:
-            self._error(f"message {message_id} has not failed; nothing to resend")
-        elif own.resent_as is not None:
-            self._error(f"message {message_id} was already resent as {own.resent_as}")
+            state = "was resent and is on its way" if own.resent else "has not failed"
+            self._error(f"message {number} {state}; nothing to resend")
         else:
             # Only to the peers it failed for; a failure with no peer (there was none
             # to send to) goes to whoever is there now.
@@ -430,8 +429,9 @@ class TerminalUI:
             except LocalProtocolError as error:
                 self._error(f"not resent: {error}")
                 return
+            # The same message, number and line: only its state changes.
             self._deliveries.resent(own, new_id)
-            self._add_own(new_id, own.text)
+            self._system(f"message {number} sent again")
             self.conversation.follow()
 
     def _walk_history(self, step: int) -> None:
@@ -480,7 +480,7 @@ class TerminalUI:
             parts.insert(3, "🔒 shared key")
         parts.append(f"{self._pending} pending")
         if self._quitting:
-            parts.append(f"waiting for {self._pending} deliveries… Ctrl-C again to quit now")
+            parts.append(f"waiting for {deliveries(self._pending)}… {self._quit_hint}")
         elif self.conversation.anchor is not None:
             parts.append(f"scrolled back, {self.conversation.unseen} new below — PageDown")
         return [("class:status", " " + " · ".join(parts))]
@@ -508,7 +508,7 @@ class TerminalUI:
         @bindings.add(Keys.SIGINT)
         @bindings.add("c-d", filter=input_empty)
         def _quit(event: KeyPressEvent) -> None:
-            self.request_quit()
+            self.request_quit(interrupted=event.key_sequence[0].key != "c-d")
 
         @bindings.add("pageup")
         def _page_up(event: KeyPressEvent) -> None:

@@ -279,6 +279,13 @@ def test_a_dual_stack_chat_on_the_ipv6_wildcard_takes_an_ipv4_peer(chats: list[C
     assert bob.wait() == (0, "")
 
 
+def test_help_mentions_the_benchmark() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "udpchat", "--help"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0 and "'udpchat bench' compares" in result.stdout
+
+
 def test_port_in_use_is_a_one_line_error_suggesting_another_port() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))

@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Chat over UDP with people on the same LAN (or terminals on one machine).",
         epilog=(
             "Two terminals on one machine: 'udpchat --port 9000 --peer 127.0.0.1:9001' and "
-            "'udpchat --port 9001 --peer 127.0.0.1:9000'."
+            "'udpchat --port 9001 --peer 127.0.0.1:9000'. "
+            "'udpchat bench' compares the three concurrency models (udpchat bench --help)."
         ),
     )
     parser.add_argument(

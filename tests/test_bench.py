@@ -6,8 +6,10 @@ formed and complete (every model, scenario, placement and figure, all numbers fi
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,7 +37,8 @@ QUICK_TIMEOUT = 50.0
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def quick_process(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str, str]:
+    """One `udpchat bench --quick`: its JSON document, its stdout and its stderr."""
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     done = subprocess.run(
         [sys.executable, "-m", "udpchat", "bench", "--quick", "--json", str(out)],
@@ -47,7 +50,12 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr}"
     assert "Targets" in done.stdout
     document: dict[str, Any] = json.loads(out.read_text())
-    return document
+    return document, done.stdout, done.stderr
+
+
+@pytest.fixture(scope="module")
+def quick_run(quick_process: tuple[dict[str, Any], str, str]) -> dict[str, Any]:
+    return quick_process[0]
 
 
 def _assert_summary(summary: Any, where: str) -> None:
@@ -266,12 +274,53 @@ def test_bad_options_are_one_line_and_exit_status_2(
     assert err.startswith("udpchat bench: error: ") and err.count("\n") == 1
 
 
-def test_plot_without_matplotlib_is_one_line_and_exit_status_2(
+def test_plot_without_matplotlib_is_one_line_naming_the_readmes_install_command(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     monkeypatch.setattr(plot.importlib.util, "find_spec", lambda name: None)
     assert bench_cli.main(["--quick", "--plot", str(tmp_path / "x.png")]) == 2
-    assert "pip install 'udpchat[bench]'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.endswith(f"--plot needs matplotlib; install it with: {plot.INSTALL_COMMAND}\n")
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    assert f"\n{plot.INSTALL_COMMAND} " in readme
+
+
+@pytest.mark.timeout(QUICK_TIMEOUT + 10)
+def test_the_quick_run_shows_progress_and_speaks_to_the_projects_users(
+    quick_process: tuple[dict[str, Any], str, str],
+) -> None:
+    _, stdout, stderr = quick_process
+    step = re.compile(r"^udpchat bench: \d+/\d+ \d+:\d\d ", re.MULTILINE)
+    steps = step.findall(stderr)
+    assert len(steps) >= 5 and "round 1/1" in stderr  # stderr is a pipe here: one per step
+    assert not step.search(stdout)  # the table stays clean
+    for word in ("issue", "item 5", "study notes", "seed-notes"):
+        assert word not in stdout.lower()
+    assert "Claims about threads, processes and coroutines" in stdout
+    assert "  only processes run Python code in parallel (the GIL): " in stdout
+
+
+def test_the_progress_bar_redraws_one_line_on_a_terminal() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    progress = bench_cli.ProgressBar(2, screen)
+    progress("round 1/1: thread, same core")
+    progress("round 1/1: thread, split cores")
+    progress.finish()
+    assert screen.getvalue().endswith("\r") and "\n" not in screen.getvalue()
+    assert "[----------" in screen.getvalue() and "1/2" in screen.getvalue()
+
+
+def test_the_models_page_and_the_readme_speak_only_of_the_project() -> None:
+    root = Path(__file__).resolve().parent.parent
+    for page in ("docs/models.md", "README.md"):
+        text = (root / page).read_text(encoding="utf-8")
+        for word in ("issue", "study notes", "seed-notes", "../shared"):
+            assert word not in text, f"{page} mentions {word!r}"
 
 
 def test_cpu_work_goes_into_the_core_so_each_model_runs_it_in_its_workers(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import queue
 import re
 import shutil
@@ -133,6 +134,33 @@ def test_jsonl_mode_prints_one_json_object_per_event(chats: list[Chat]) -> None:
     assert bob.wait() == (0, "")
 
 
+def test_the_ready_lines_say_where_others_reach_us(chats: list[Chat]) -> None:
+    alice = start(chats, "--plain", "--port", "0", "--name", "alice")
+    port = alice.expect(r"^\d\d:\d\d:\d\d \* listening on 127\.0\.0\.1:(\d+) as alice").group(1)
+    alice.expect(rf"^\d\d:\d\d:\d\d \* only this machine can reach you: 127\.0\.0\.1:{port} is")
+    bob = start(chats, "--jsonl", "--port", "0", "--name", "bob")
+    ready = json.loads(bob.expect(r'"event": "ready"').string)
+    assert ready["reachable_at"] == [] and ready["shared_key"] is None
+    for chat in (alice, bob):
+        chat.end_input()
+        assert chat.wait() == (0, "")
+
+
+def test_a_key_file_beats_udpchat_key_and_the_ready_line_says_so(
+    chats: list[Chat], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = tmp_path / "chat.key"
+    key.write_text("from the file\n")
+    monkeypatch.setenv("UDPCHAT_KEY", "from the environment")
+    alice = start(chats, "--plain", "--port", "0", "--key-file", str(key))
+    alice.expect(r"\(thread model, shared key from --key-file, UDPCHAT_KEY ignored\);")
+    bob = start(chats, "--jsonl", "--port", "0")
+    assert json.loads(bob.expect(r'"event": "ready"').string)["shared_key"] == "UDPCHAT_KEY"
+    for chat in (alice, bob):
+        chat.end_input()
+        assert chat.wait() == (0, "")
+
+
 def test_end_of_input_waits_until_every_message_is_delivered(chats: list[Chat]) -> None:
     alice = start(chats, "--plain", "--port", "0", "--name", "alice")
     port = alice.expect(LISTENING.pattern).group(1)
@@ -213,6 +241,12 @@ def run_error(*args: str) -> tuple[int, str]:
         (["--peer", ":9000"], "malformed peer address ':9000'"),
         (["--peer", "no-such-host.invalid"], "unknown host 'no-such-host.invalid'"),
         (["--peer", "::1"], "::1 has no address of the socket's family; try --bind ::"),
+        (["--peer", "1.2.3"], "malformed peer address '1.2.3'"),
+        (["--peer", "127.1:9000"], "malformed peer address '127.1:9000'"),
+        (["--peer", "0x7f.1"], "malformed peer address '0x7f.1'"),
+        (["--peer", "255.255.255.255"], "255.255.255.255 is a broadcast address"),
+        (["--peer", "224.0.0.1:9000"], "224.0.0.1 is a multicast address"),
+        (["--bind", "::", "--peer", "[ff02::1]:9000"], "ff02::1 is a multicast address"),
         (["--bind", "not-an-ip"], "--bind needs a numeric IP address, not 'not-an-ip'"),
         (["--bind", "192.0.2.1"], "192.0.2.1 is not an address of this machine"),
         (["--model", "fibers"], "unknown model 'fibers'; choose from"),
@@ -220,6 +254,7 @@ def run_error(*args: str) -> tuple[int, str]:
         (["--name", "x" * 33], "--name must be 1 to 32 bytes"),
         (["--name", "a\x1bb"], "--name must be 1 to 32 bytes of UTF-8 without control"),
         (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+        (["--plain", "--jsonl"], "argument --jsonl: not allowed with argument --plain"),
     ],
 )
 def test_bad_arguments_are_one_line_errors_with_status_2(args: list[str], message: str) -> None:
@@ -227,6 +262,28 @@ def test_bad_arguments_are_one_line_errors_with_status_2(args: list[str], messag
     assert code == 2
     assert stderr.count("\n") == 1 and stderr.startswith("udpchat: error: ")
     assert message in stderr
+
+
+def test_a_dual_stack_chat_on_the_ipv6_wildcard_takes_an_ipv4_peer(chats: list[Chat]) -> None:
+    alice = start(chats, "--plain", "--port", "0", "--name", "alice")
+    port = alice.expect(LISTENING.pattern).group(1)
+    bob = start(
+        chats, "--plain", "--bind", "::", "--port", "0", "--name", "bob",
+        "--peer", f"127.0.0.1:{port}",
+    )  # fmt: skip
+    bob.expect(r"listening on \[::\]:\d+")
+    bob.say("from the dual stack")
+    alice.expect(r"bob: from the dual stack$")
+    bob.expect(rf"\* alice \(127\.0\.0\.1:{port}\) joined$")  # shown as IPv4, not ::ffff:
+    bob.end_input()
+    assert bob.wait() == (0, "")
+
+
+def test_help_mentions_the_benchmark() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "udpchat", "--help"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0 and "'udpchat bench' compares" in result.stdout
 
 
 def test_port_in_use_is_a_one_line_error_suggesting_another_port() -> None:
@@ -249,6 +306,7 @@ def test_shared_key_chat_works_and_a_wrong_key_is_reported(
         chats, "--plain", "--port", "0", "--name", "bob", "--peer", f"127.0.0.1:{port}",
         "--key-file", str(key),
     )  # fmt: skip
+    bob.expect(r"\(thread model, shared key from --key-file\); end of input quits$")
     bob.say("秘密 message")
     alice.expect("bob: 秘密 message$")
     bob.end_input()
@@ -265,6 +323,12 @@ def test_shared_key_chat_works_and_a_wrong_key_is_reported(
         (["--key-file", "/nonexistent/key"], {}, "cannot read --key-file /nonexistent/key"),
         (["--key-file", "EMPTY"], {}, "the shared key is empty"),
         ([], {"UDPCHAT_KEY": ""}, "the shared key is empty"),
+        (["--key-file", "BLANK"], {}, "the shared key is empty (or only white space)"),
+        ([], {"UDPCHAT_KEY": " \t "}, "the shared key is empty (or only white space)"),
+        (["--key-file", "/dev/zero"], {}, "--key-file /dev/zero is not a regular file"),
+        (["--key-file", "FIFO"], {}, "is not a regular file"),
+        (["--key-file", "HUGE"], {}, "is over 4096 bytes; it should hold one passphrase"),
+        (["--key-file", "/"], {}, "--key-file / is not a regular file"),
         (["--ask-key"], {}, "--ask-key needs a terminal; use --key-file or UDPCHAT_KEY"),
         (["--ask-key", "--key-file", "x"], {}, "not allowed with argument"),
     ],
@@ -272,9 +336,12 @@ def test_shared_key_chat_works_and_a_wrong_key_is_reported(
 def test_bad_shared_key_options_are_one_line_errors(
     tmp_path: Path, args: list[str], env: dict[str, str], message: str
 ) -> None:
-    empty = tmp_path / "empty.key"
-    empty.write_bytes(b"\n")
-    args = [str(empty) if arg == "EMPTY" else arg for arg in args]
+    files = {name: tmp_path / f"{name.lower()}.key" for name in ("EMPTY", "BLANK", "FIFO", "HUGE")}
+    files["EMPTY"].write_bytes(b"\n")
+    files["BLANK"].write_bytes(b"  \t \n")
+    os.mkfifo(files["FIFO"])  # no writer: reading it would wait for ever
+    files["HUGE"].write_bytes(b"x" * 100_000)
+    args = [str(files[arg]) if arg in files else arg for arg in args]
     result = subprocess.run(
         [sys.executable, "-m", "udpchat", "--port", "0", *args],
         stdin=subprocess.DEVNULL,
@@ -283,8 +350,42 @@ def test_bad_shared_key_options_are_one_line_errors(
         env={**os.environ, **env},
     )
     stderr = result.stderr.decode("utf-8")
-    assert result.returncode == 2 and stderr.count("\n") == 1
+    assert result.returncode == 2 and stderr.count("\n") == 1, stderr
     assert message in stderr
+
+
+HIDE_PROMPT_TOOLKIT = """
+import sys
+
+class Hide:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "prompt_toolkit":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, Hide())
+from udpchat.cli import main
+sys.exit(main())
+"""
+
+
+def test_the_terminal_ui_without_prompt_toolkit_is_a_one_line_error() -> None:
+    leader, follower = pty.openpty()  # a terminal, so that udpchat picks the terminal UI
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", HIDE_PROMPT_TOOLKIT, "--bind", "127.0.0.1", "--port", "0"],
+            stdin=follower,
+            stdout=follower,
+            stderr=subprocess.PIPE,
+            timeout=30,
+        )
+    finally:
+        os.close(follower)
+        os.close(leader)
+    stderr = result.stderr.decode("utf-8")
+    assert result.returncode == 2 and stderr.count("\n") == 1, stderr
+    assert stderr.startswith("udpchat: error: the terminal UI needs prompt_toolkit")
+    assert "pip install prompt_toolkit" in stderr and "--plain" in stderr
 
 
 @pytest.mark.skipif(

@@ -192,6 +192,51 @@ def test_two_terminal_uis_show_the_conversation_on_both_screens(tmux: Tmux, mode
     assert tmux.ended("bob") == 0
 
 
+FAMILY = "\U0001f468\u200d\U0001f469\u200d\U0001f467"  # one glyph, two columns, five code points
+FLAG = "\U0001f1ef\U0001f1f5"
+
+
+def test_emoji_sequences_line_up_wrap_whole_and_leave_no_stale_cells(tmux: Tmux) -> None:
+    for _ in range(5):
+        alice_port, bob_port = free_ports(2)
+        if not start_chat(tmux, "alice", "--port", str(alice_port)):
+            continue
+        tmux.start(
+            "bob", "--bind", "127.0.0.1", "--port", str(bob_port), "--name", FAMILY,
+            "--peer", f"127.0.0.1:{alice_port}",
+        )  # fmt: skip
+        screen = tmux.wait("bob", lambda s: "listening on" in s or "error:" in s, "bob starting")
+        if "already in use" not in screen:
+            break
+        tmux.run("kill-session", "-t", "alice")
+    else:
+        pytest.fail("could not find two free UDP ports")
+    # The status bar changes from "no peers" to "alice" after the family nickname: a
+    # renderer that counted the family as 6 columns would redraw it 4 columns off.
+    screen = tmux.shows("bob", r"\* alice \(127\.0\.0\.1:\d+\) joined$")
+    tmux.wait(
+        "bob",
+        lambda s: (
+            s.splitlines()[-2].rstrip() == f" {FAMILY} · 127.0.0.1:{bob_port} · thread"
+            " · alice · 0 pending"
+        ),
+        "the status bar naming alice",
+    )
+    # The delivery state replaces "…" in place, after the clusters.
+    text = f"{FAMILY}{FLAG} family"
+    tmux.type("bob", text)
+    tmux.shows("bob", rf"^\d\d:\d\d {FAMILY}: {text}  ✓ \d+(\.\d)? m?s$")
+    # 60 families are 120 columns: 45 fit in 100 after "HH:MM 👨‍👩‍👧: ", the rest wrap.
+    tmux.type("bob", FAMILY * 60)
+    screen = tmux.shows(
+        "alice", rf"^\d\d:\d\d {FAMILY}: ({FAMILY}){{45}}$", rf"^ {{6}}({FAMILY}){{15}}$"
+    )
+    tmux.type("alice", "/quit")
+    assert tmux.ended("alice") == 0
+    tmux.type("bob", "/quit")
+    assert tmux.ended("bob") == 0
+
+
 def test_escape_sequences_from_a_peer_are_shown_escaped_and_do_not_reach_the_terminal(
     tmux: Tmux,
 ) -> None:

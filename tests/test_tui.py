@@ -20,11 +20,13 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
+import wcwidth
 from prompt_toolkit.application import create_app_session
 from prompt_toolkit.data_structures import Size
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.formatted_text.utils import fragment_list_to_text
 from prompt_toolkit.input import PipeInput, create_pipe_input
+from prompt_toolkit.layout.screen import Char
 from prompt_toolkit.output import ColorDepth, DummyOutput, Output
 from prompt_toolkit.output.vt100 import Vt100_Output
 from prompt_toolkit.utils import get_cwidth
@@ -47,6 +49,7 @@ from udpchat.protocol import (
     Stats,
 )
 from udpchat.runtimes import ChatRuntime
+from udpchat.ui.commands import peers_lines
 from udpchat.ui.pane import WRAP_INDENT, wrap
 from udpchat.ui.tui import TerminalUI
 
@@ -195,14 +198,17 @@ class Driver:
 
 @contextlib.asynccontextmanager
 async def running(
-    runtime: FakeRuntime, output: Output | None = None, **options: bool
+    runtime: FakeRuntime,
+    output: Output | None = None,
+    *,
+    handle_signals: bool = False,
+    shared_key: str | None = None,
 ) -> AsyncIterator[Driver]:
     with (
         create_pipe_input() as pipe,
         create_app_session(input=pipe, output=output or DummyOutput()),
     ):
-        ui = TerminalUI(runtime, drain_timeout=TIMEOUT)
-        handle_signals = options.get("handle_signals", False)
+        ui = TerminalUI(runtime, drain_timeout=TIMEOUT, shared_key=shared_key)
         task = asyncio.create_task(ui.run_async(handle_signals=handle_signals))
         driver = Driver(ui, pipe, task)
         try:
@@ -257,6 +263,17 @@ async def test_typed_line_is_sent_and_its_state_goes_from_pending_to_delivered()
 
 
 @pytest.mark.asyncio
+async def test_the_first_lines_say_who_can_reach_us_and_the_status_bar_shows_a_shared_key() -> None:
+    async with running(FakeRuntime()) as chat:
+        await chat.shows(r"\* only this machine can reach you: 127\.0\.0\.1:9000 is loopback$")
+        assert "shared key" not in chat.ui.status_text()
+    async with running(FakeRuntime(), shared_key="--key-file") as chat:
+        await chat.shows(r"listening on 127\.0\.0\.1:9000 as alice \(thread model, shared key from")
+        await chat.shows(r"\(thread model, shared key from --key-file\) — /help lists commands")
+        await chat.until(lambda: "· 🔒 shared key ·" in chat.ui.status_text(), "the lock")
+
+
+@pytest.mark.asyncio
 async def test_message_to_two_peers_is_delivered_when_both_acknowledge() -> None:
     runtime = FakeRuntime()
     async with running(runtime) as chat:
@@ -287,14 +304,23 @@ async def test_failed_delivery_shows_a_hint_and_resend_sends_the_text_again() ->
         chat.say("/resend 1")
         await chat.until(lambda: runtime.sent == ["are you there?"] * 2, "the resend")
         assert runtime.sent_to == [None, [("127.0.0.1", 9001)]]  # only where it failed
-        await chat.shows(r"✗ failed after 30\.0 s, resent as 2$")
-        await chat.shows(r"alice: are you there\?  …$")
+        # One message, one number, one line: the runtime's new id (2) is not shown.
+        await chat.shows(r"alice: are you there\?  … resent$")
+        await chat.shows(r"\* message 1 sent again$")
         chat.say("/resend 1")
-        await chat.shows(r"message 1 was already resent as 2")
+        await chat.shows(r"message 1 was resent and is on its way; nothing to resend")
         chat.say("/resend 7")
         await chat.shows(r"no message 7 to resend")
-        runtime.push(delivered(2))
+        runtime.push(failed(2))  # the resend fails too: still message 1
+        await chat.shows(r"alice: are you there\?  ✗ failed after 30\.0 s — /resend 1$")
+        failure_line = re.compile(r'^.*\* message 1 "are you there\?" .* — /resend 1$', re.M)
+        await chat.until(lambda: len(failure_line.findall(chat.pane)) == 2, "a second failure")
+        chat.say("/resend 1")
+        await chat.until(lambda: len(runtime.sent) == 3, "the second resend")
+        runtime.push(delivered(3))
         await chat.shows(r"alice: are you there\?  ✓ 1\.2 ms$")
+        assert "message 2" not in chat.pane and "message 3" not in chat.pane
+        assert chat.pane.count("alice: are you there?") == 1
         chat.say("/quit")
         assert await chat.exit_status() == 0  # the failed message was resent and delivered
 
@@ -434,7 +460,7 @@ async def test_help_lists_every_command() -> None:
         await chat.shows(r"keys:")
         for command in ("/help", "/peers", "/nick NAME", "/peer add|del", "/stats", "/model"):
             assert command in chat.pane
-        assert "/resend N" in chat.pane and "/quit" in chat.pane
+        assert "/resend N" in chat.pane and "/quit, /q, /exit" in chat.pane
 
 
 @pytest.mark.asyncio
@@ -519,6 +545,10 @@ async def test_peer_add_and_del_resolve_the_address_and_report_bad_ones() -> Non
         await chat.shows(r"\* peer not added: port must be a number from 0 to 65535")
         chat.say("/peer add [::1:9000")
         await chat.shows(r"\* peer not added: malformed peer address")
+        chat.say("/peer add 1.2.3")
+        await chat.shows(r"\* peer not added: malformed peer address '1\.2\.3'")
+        chat.say("/peer add 224.0.0.1")
+        await chat.shows(r"\* peer not added: 224\.0\.0\.1 is a multicast address")
         chat.say("/peer del 127.0.0.1:9001")
         await chat.shows(r"127\.0\.0\.1:9001 is not a peer")
         runtime.rows = [
@@ -551,6 +581,8 @@ async def test_tab_completes_command_names_and_peer_subcommands() -> None:
         await chat.until(lambda: chat.ui.input.text == "/model")
         chat.type(CTRL_U + "/peer a\t")
         await chat.until(lambda: chat.ui.input.text == "/peer add")
+        chat.type(CTRL_U + "/ex\t")
+        await chat.until(lambda: chat.ui.input.text == "/exit")
 
 
 @pytest.mark.asyncio
@@ -586,6 +618,32 @@ async def test_quit_waits_for_delivery_then_closes_the_runtime() -> None:
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("command", ["/q", "/exit"])
+async def test_q_and_exit_quit_like_quit(command: str) -> None:
+    runtime = FakeRuntime()
+    async with running(runtime) as chat:
+        chat.say(command)
+        assert await chat.exit_status() == 0
+    assert runtime.calls == ["wait_delivered", "close"] and runtime.sent == []
+
+
+@pytest.mark.asyncio
+async def test_waiting_to_quit_counts_deliveries_in_good_english() -> None:
+    runtime = FakeRuntime()
+    runtime.hold_delivery = True
+    async with running(runtime) as chat:
+        chat.say("one")
+        chat.say("two")
+        await chat.until(lambda: runtime.sent == ["one", "two"])
+        chat.type(CTRL_D)
+        await chat.shows(r"\* waiting for 2 deliveries… Ctrl-C to quit now$")
+        chat.say("more?")
+        await chat.shows(r"quitting: waiting for deliveries — Ctrl-C or /quit to quit now$")
+        chat.say("/q")  # asked again: at once
+        await chat.exit_status()
+
+
+@pytest.mark.asyncio
 async def test_ctrl_d_on_an_empty_line_quits_and_elsewhere_deletes() -> None:
     runtime = FakeRuntime()
     async with running(runtime) as chat:
@@ -605,8 +663,8 @@ async def test_ctrl_c_waits_for_pending_deliveries_and_a_second_one_quits_at_onc
         chat.say("in flight")
         await chat.until(lambda: runtime.sent == ["in flight"])
         chat.type(CTRL_C)
-        await chat.shows(r"\* waiting for 1 deliveries… Ctrl-C again to quit now$")
-        await chat.until(lambda: "waiting for 1 deliveries" in chat.ui.status_text())
+        await chat.shows(r"\* waiting for 1 delivery… Ctrl-C again to quit now$")
+        await chat.until(lambda: "waiting for 1 delivery… Ctrl-C again" in chat.ui.status_text())
         assert not chat.task.done()
         chat.type(CTRL_C)
         await chat.exit_status()
@@ -621,7 +679,7 @@ async def test_delivery_while_waiting_to_quit_ends_the_wait() -> None:
         chat.say("in flight")
         await chat.until(lambda: runtime.sent == ["in flight"])
         chat.say("/quit")
-        await chat.shows(r"waiting for 1 deliveries")
+        await chat.shows(r"\* waiting for 1 delivery… Ctrl-C to quit now$")  # not "again"
         runtime.push(delivered(1))
         await chat.shows(r"in flight  ✓ 1\.2 ms$")
         runtime.release.set()
@@ -683,6 +741,89 @@ def test_long_lines_wrap_between_words_and_keep_the_delivery_state_whole() -> No
     ]
     assert all(get_cwidth(line) <= 30 for line in lines)
     assert WRAP_INDENT == 6
+
+
+FAMILY = "\U0001f468\u200d\U0001f469\u200d\U0001f467"  # five code points, one glyph
+FLAG = "\U0001f1ef\U0001f1f5"  # two regional indicators
+CLUSTERS = [FAMILY, FLAG, "\U0001f44d\U0001f3fd", "e\u0301", "\u2764\ufe0f", "你"]
+
+
+def cluster_starts(text: str) -> set[int]:
+    """Where each cluster of CLUSTERS (or a single code point) starts in `text`."""
+    starts, index = set(), 0
+    while index < len(text):
+        starts.add(index)
+        index += next((len(c) for c in CLUSTERS if text.startswith(c, index)), 1)
+    return starts
+
+
+def test_wrapping_counts_grapheme_clusters_and_never_splits_one() -> None:
+    body = "".join(CLUSTERS) * 8
+    row: StyleAndTextTuples = [("class:time", "09:45 "), ("", "bob: "), ("", body)]
+    lines = [fragment_list_to_text(line) for line in wrap(row, 20)]
+    # Every line ends at a cluster boundary, fits, and is full but for the last one.
+    text = lines[0][len("09:45 bob: ") :] + "".join(line[WRAP_INDENT:] for line in lines[1:])
+    assert text == body
+    boundaries, index = cluster_starts(body), len(lines[0]) - len("09:45 bob: ")
+    for line in lines[1:]:
+        assert index in boundaries  # where this line starts
+        index += len(line) - WRAP_INDENT
+    assert all(wcwidth.wcswidth(line) <= 20 for line in lines)
+    assert all(wcwidth.wcswidth(line) >= 19 for line in lines[:-1])
+    assert wcwidth.wcswidth(lines[0]) >= 19  # the family counts 2 columns, not 6
+
+
+def test_command_columns_line_up_whatever_the_nicknames_are_made_of() -> None:
+    rows = [
+        PeerStatus(
+            peer=BOB, nick=FAMILY + FLAG, present=True, configured=False, silent_for=1.0,
+            rtt=None, pending=0,
+        ),
+        PeerStatus(
+            peer=CAROL, nick="carol", present=True, configured=False, silent_for=1.0, rtt=None,
+            pending=0,
+        ),
+    ]  # fmt: skip
+    family_line, carol_line = peers_lines(rows)[1:]
+    here = [wcwidth.wcswidth(line[: line.index("here")]) for line in (family_line, carol_line)]
+    assert here[0] == here[1]
+
+
+@pytest.mark.asyncio
+async def test_the_screen_gives_each_grapheme_cluster_one_cell_of_its_width() -> None:
+    runtime = FakeRuntime()
+    async with running(runtime) as chat:
+        runtime.push(
+            MessageReceived(peer=BOB, nick="bob", text=f"{FAMILY}{FLAG}e\u0301x", sent_at_ms=0)
+        )
+        await chat.shows("bob: ")
+        chat.ui.app.invalidate()
+        await chat.until(lambda: _row_with(chat.ui, FAMILY) is not None, "the family drawn")
+        cells = _row_with(chat.ui, FAMILY)
+        assert cells is not None
+        start = next(x for x, cell in cells.items() if cell.char == FAMILY)
+        # What prompt_toolkit's renderer writes, and how far it moves for each cell.
+        assert [(cells[start + x].char, cells[start + x].width) for x in (0, 2, 4, 5)] == [
+            (FAMILY, 2),
+            (FLAG, 2),
+            ("e\u0301", 1),
+            ("x", 1),
+        ]
+        status = _row_with(chat.ui, " alice · ")
+        assert status is not None and "class:status" in status[0].style
+
+
+def _row_with(ui: TerminalUI, text: str) -> dict[int, Char] | None:
+    """The last drawn screen row holding `text` (as one cell, or a run of cells)."""
+    screen = ui.app.renderer._last_screen
+    if screen is None:
+        return None
+    for y in range(screen.height):
+        row = screen.data_buffer[y]
+        drawn = "".join(row[x].char for x in range(max(row, default=-1) + 1))
+        if text in drawn:
+            return dict(row)
+    return None
 
 
 @pytest.mark.asyncio

@@ -14,9 +14,10 @@ import getpass
 import io
 import os
 import signal
+import stat
 import sys
 from collections.abc import Sequence
-from typing import NoReturn, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from . import __version__
 from .protocol import MAX_NICK_BYTES, Config
@@ -24,6 +25,9 @@ from .runtimes import DEFAULT_PORT, MODELS, AddressError, create_runtime, resolv
 from .runtimes.sockets import family_of, parse_port
 from .ui.format import escape
 from .ui.lines import LineMode
+
+if TYPE_CHECKING:
+    from .ui.tui import TerminalUI
 
 EXIT_USAGE = 2
 
@@ -43,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Chat over UDP with people on the same LAN (or terminals on one machine).",
         epilog=(
             "Two terminals on one machine: 'udpchat --port 9000 --peer 127.0.0.1:9001' and "
-            "'udpchat --port 9001 --peer 127.0.0.1:9000'."
+            "'udpchat --port 9001 --peer 127.0.0.1:9000'. "
+            "'udpchat bench' compares the three concurrency models (udpchat bench --help)."
         ),
     )
     parser.add_argument(
@@ -67,12 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"someone to chat with (repeatable; default port {DEFAULT_PORT})",
     )
     parser.add_argument("--name", metavar="NICK", help="your nickname (default: your user name)")
-    parser.add_argument(
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
         "--plain",
         action="store_true",
         help="line mode: one line in is one message, one event out is one line",
     )
-    parser.add_argument("--jsonl", action="store_true", help="line mode printing JSON objects")
+    mode.add_argument("--jsonl", action="store_true", help="line mode printing JSON objects")
     parser.add_argument(
         "--give-up",
         default="30",
@@ -94,30 +100,64 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _shared_key(args: argparse.Namespace) -> bytes | None:
-    """The master key from --key-file, --ask-key or UDPCHAT_KEY, or None (no key).
+MAX_KEY_FILE = 4096
+"""Largest key file read: a passphrase is a line, and reading a device or a huge file
+whole would exhaust memory."""
 
-    The passphrase is never taken from the command line, where `ps` would show it.
+
+def _shared_key(args: argparse.Namespace) -> tuple[bytes, str] | None:
+    """The master key from --key-file, --ask-key or UDPCHAT_KEY, and where it came from
+    (for the ready line); None without a key.
+
+    The passphrase is never taken from the command line, where `ps` would show it. A flag
+    beats the environment: with --key-file or --ask-key, UDPCHAT_KEY is ignored, and the
+    ready line says so.
     """
     if args.key_file is not None:
-        try:
-            with open(args.key_file, "rb") as file:
-                passphrase = file.read().rstrip(b"\r\n")
-        except OSError as error:
-            raise UsageError(f"cannot read --key-file {args.key_file}: {error.strerror}") from None
+        passphrase = _read_key_file(args.key_file)
+        source = "--key-file"
     elif args.ask_key:
         if not _is_terminal(sys.stdin):
             raise UsageError("--ask-key needs a terminal; use --key-file or UDPCHAT_KEY")
         passphrase = getpass.getpass("shared key: ").encode("utf-8")
+        source = "--ask-key"
     elif "UDPCHAT_KEY" in os.environ:
         passphrase = os.environb[b"UDPCHAT_KEY"]
+        source = "UDPCHAT_KEY"
     else:
         return None
-    if not passphrase:
-        raise UsageError("the shared key is empty")
+    if not passphrase.strip():
+        raise UsageError(f"the shared key is empty (or only white space): {source}")
+    if source != "UDPCHAT_KEY" and "UDPCHAT_KEY" in os.environ:
+        source += ", UDPCHAT_KEY ignored"
     from .protocol.crypto import derive_master_key  # imported only in shared-key mode
 
-    return derive_master_key(passphrase)
+    return derive_master_key(passphrase), source
+
+
+def _read_key_file(path: str) -> bytes:
+    """The passphrase in `path`: its first bytes, without the line end.
+
+    Only a regular file of at most MAX_KEY_FILE bytes is read. It is opened without
+    blocking, so that a FIFO with no writer is refused rather than waited on.
+    """
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as error:
+        raise UsageError(f"cannot read --key-file {path}: {error.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise UsageError(f"--key-file {path} is not a regular file")
+        data = os.read(descriptor, MAX_KEY_FILE + 1)
+    except OSError as error:
+        raise UsageError(f"cannot read --key-file {path}: {error.strerror}") from None
+    finally:
+        os.close(descriptor)
+    if len(data) > MAX_KEY_FILE:
+        raise UsageError(
+            f"--key-file {path} is over {MAX_KEY_FILE} bytes; it should hold one passphrase"
+        )
+    return data.rstrip(b"\r\n")
 
 
 def _nick(name: str | None) -> str:
@@ -153,31 +193,54 @@ def run(argv: Sequence[str] | None = None) -> int:
     nick = _nick(args.name)
     give_up = _seconds(args.give_up)
     port = parse_port(args.port)
-    family = family_of(args.bind)
-    peers = [resolve_peer(text, family) for text in args.peer]
+    family_of(args.bind)  # a bad --bind is reported before any peer
+    peers = [resolve_peer(text, args.bind) for text in args.peer]
+    in_terminal = _is_terminal(sys.stdin) and _is_terminal(sys.stdout)
+    ui_class = _terminal_ui_class() if in_terminal and not (args.plain or args.jsonl) else None
+    shared_key = _shared_key(args)
     runtime = create_runtime(
         args.model,
         nick,
         bind=args.bind,
         port=port,
         peers=peers,
-        config=Config(give_up_after=give_up, key=_shared_key(args)),
+        config=Config(give_up_after=give_up, key=shared_key[0] if shared_key else None),
     )
-    if not (args.plain or args.jsonl) and _is_terminal(sys.stdin) and _is_terminal(sys.stdout):
-        # Imported here: prompt_toolkit costs start-up time that line mode does not pay.
-        from .ui.tui import TerminalUI
-
+    key_source = shared_key[1] if shared_key else None
+    if ui_class is not None:
         runtime.open()
         try:
-            return TerminalUI(runtime, drain_timeout=give_up + 5).run()
+            return ui_class(runtime, drain_timeout=give_up + 5, shared_key=key_source).run()
         finally:
             runtime.close()
     stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
     runtime.open()
     try:
-        return LineMode(runtime, jsonl=args.jsonl, drain_timeout=give_up + 5, stdin=stdin).run()
+        return LineMode(
+            runtime,
+            jsonl=args.jsonl,
+            drain_timeout=give_up + 5,
+            stdin=stdin,
+            shared_key=key_source,
+        ).run()
     finally:
         runtime.close()
+
+
+def _terminal_ui_class() -> type[TerminalUI]:
+    """The terminal UI, imported only now: prompt_toolkit costs start-up time that line
+    mode does not pay, and line mode works without it."""
+    try:
+        from .ui.tui import TerminalUI
+    except ModuleNotFoundError as error:
+        missing = (error.name or "").partition(".")[0]
+        if missing not in ("prompt_toolkit", "wcwidth"):
+            raise
+        raise UsageError(
+            f"the terminal UI needs {missing}, which is not installed: install it with"
+            f" 'pip install {missing}' (./scripts/chat does), or use --plain"
+        ) from None
+    return TerminalUI
 
 
 def _is_terminal(stream: TextIO | None) -> bool:

@@ -2,7 +2,7 @@
 
 Each figure is summarized over rounds (median, min, max). Ratios to the baseline are
 taken round by round, against the baseline of the same round and placement, then
-summarized. The targets of the issue are checked against the medians.
+summarized. The targets (docs/models.md) are checked against the medians.
 """
 
 from __future__ import annotations
@@ -173,8 +173,8 @@ def _target(
 
 
 def targets(results: dict[str, Any], models: list[str]) -> list[dict[str, Any]]:
-    """Item 5 of the issue, one entry per target and model, each met, missed or not
-    measured."""
+    """The targets set for each model (docs/models.md), one entry per target and model,
+    each met, missed or not measured."""
     found: list[dict[str, Any]] = []
 
     def cell(scenario: str, placement: str, model: str) -> dict[str, Any] | None:
@@ -205,7 +205,7 @@ def targets(results: dict[str, Any], models: list[str]) -> list[dict[str, Any]]:
                 )
             )
         for mode in ("line_mode", "terminal_ui"):
-            # The issue sets these targets for the UI; line mode is shown against the
+            # These targets are for the terminal UI; line mode is shown against the
             # same limits for comparison (and as the figure while the UI cannot be run).
             note = "" if mode == "terminal_ui" else "line mode; the target is for the UI"
             idle = cell(f"idle_{mode}", "any", model)

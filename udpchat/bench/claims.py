@@ -1,4 +1,4 @@
-"""Micro-benchmarks of the study notes' claims about threads, processes and coroutines.
+"""Micro-benchmarks of common claims about threads, processes and coroutines.
 
 The chat scenarios show what the claims mean for udpchat; these isolate each claim with
 nothing else around it, so docs/models.md can give a verdict on each. Run by the
@@ -18,7 +18,7 @@ prints one JSON object. Each timing is the median of a few repetitions, interlea
 - memory: what one more idle thread, asyncio task or process costs.
 - race: lost updates when two threads increment a global without a lock, and what the
   lock that prevents them costs.
-- pool_queue: whether an mp.Queue handed to a Pool task raises, as the notes say.
+- pool_queue: whether an mp.Queue handed to a Pool task raises, as it is said to.
 """
 
 from __future__ import annotations
@@ -453,7 +453,7 @@ def _takes_queue(item: Any) -> None:
 
 
 def pool_queue() -> dict[str, Any]:
-    """Hand an mp.Queue to a Pool task: the notes say it raises RuntimeError."""
+    """Hand an mp.Queue to a Pool task: it is said to raise RuntimeError."""
     context = multiprocessing.get_context()
     with context.Pool(1) as pool:
         try:

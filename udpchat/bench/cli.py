@@ -97,15 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-claims",
         action="store_true",
-        help="skip the micro-benchmarks of the study notes' claims",
+        help="skip the micro-benchmarks of common claims about threads, processes and coroutines",
     )
     parser.add_argument(
         "--quick", action="store_true", help="a small run for smoke tests (under a minute)"
     )
     parser.add_argument("--json", metavar="FILE", help="write every figure as JSON to FILE")
-    parser.add_argument(
-        "--plot", metavar="FILE.png", help="draw a chart (needs matplotlib: udpchat[bench])"
-    )
+    parser.add_argument("--plot", metavar="FILE.png", help="draw a chart (needs matplotlib)")
     return parser
 
 
@@ -143,26 +141,30 @@ def settings_from(args: argparse.Namespace) -> runner.Settings:
 
 
 class ProgressBar:
-    """`[#####-----] 12/40 0:31 round 2/5: thread, same core` on a terminal; silent
-    elsewhere, so that logs and pipes stay clean."""
+    """Progress on stderr, in every run (--quick too): on a terminal one line redrawn in
+    place, `[#####-----] 12/40 0:31 round 2/5: thread, same core`; elsewhere (a log, a
+    pipe) one line per step, `udpchat bench: 12/40 0:31 round 2/5: thread, same core`.
+    The table goes to stdout, so redirecting it keeps it clean."""
 
     def __init__(self, total: int, stream: TextIO) -> None:
         self.total, self.done, self.stream = total, 0, stream
         self.started = time.monotonic()
-        self.enabled = stream.isatty()
+        self.in_place = stream.isatty()
 
     def __call__(self, label: str) -> None:
-        if self.enabled:
+        elapsed = int(time.monotonic() - self.started)
+        step = f"{self.done}/{self.total} {elapsed // 60}:{elapsed % 60:02d} {label}"
+        if self.in_place:
             filled = round(20 * self.done / max(1, self.total))
-            elapsed = int(time.monotonic() - self.started)
-            bar = "#" * filled + "-" * (20 - filled)
-            line = f"[{bar}] {self.done}/{self.total} {elapsed // 60}:{elapsed % 60:02d} {label}"
+            line = f"[{'#' * filled}{'-' * (20 - filled)}] {step}"
             self.stream.write("\r" + line[:100].ljust(100))
-            self.stream.flush()
+        else:
+            self.stream.write(f"udpchat bench: {step}\n")
+        self.stream.flush()
         self.done += 1
 
     def finish(self) -> None:
-        if self.enabled:
+        if self.in_place:
             self.stream.write("\r" + " " * 100 + "\r")
             self.stream.flush()
 

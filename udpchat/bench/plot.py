@@ -1,4 +1,4 @@
-"""The chart of `udpchat bench --plot FILE.png` (needs matplotlib: `udpchat[bench]`).
+"""The chart of `udpchat bench --plot FILE.png` (needs matplotlib: `INSTALL_COMMAND`).
 
 Four panels from the JSON document: throughput and round trip as ratios to the raw
 baseline (both placements, with the targets as marks), the CPU-bound rates, and the
@@ -11,6 +11,10 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
+INSTALL_COMMAND = ".venv/bin/pip install matplotlib"
+"""How to get matplotlib into the .venv that ./scripts/chat and ./scripts/test make; the
+README names the same command."""
+
 
 class PlotUnavailable(Exception):
     """matplotlib is not installed."""
@@ -19,9 +23,7 @@ class PlotUnavailable(Exception):
 def check_available() -> None:
     """PlotUnavailable with the one line that says how to get matplotlib."""
     if importlib.util.find_spec("matplotlib") is None:
-        raise PlotUnavailable(
-            "--plot needs matplotlib; install it with: pip install 'udpchat[bench]'"
-        )
+        raise PlotUnavailable(f"--plot needs matplotlib; install it with: {INSTALL_COMMAND}")
 
 
 def _median(cell: dict[str, Any] | None, field: str) -> float:

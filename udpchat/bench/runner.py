@@ -51,7 +51,8 @@ class Settings:
     idle_seconds: float = 3.0
     """Resources: how long the chats are left idle."""
     claims_scale: float = 0.5
-    """Micro-benchmarks of the notes' claims: amount of work (0 skips them)."""
+    """Micro-benchmarks of common claims about threads, processes and coroutines: amount
+    of work (0 skips them)."""
     timeout: float = 60.0
     """Longest any one step may take before it is recorded as failed."""
 
@@ -243,7 +244,7 @@ def _chat_round(
 
 
 def run_claims(scale: float, timeout: float = 120.0) -> dict[str, Any]:
-    """The notes' claims micro-benchmarks, in a process of their own."""
+    """The claims' micro-benchmarks, in a process of their own."""
     done = subprocess.run(
         [sys.executable, "-m", "udpchat.bench.claims", "--scale", str(scale)],
         capture_output=True,
@@ -289,7 +290,7 @@ def run(settings: Settings, progress: Progress) -> dict[str, Any]:
     claims: dict[str, Any] | None = None
     claims_error = None
     if settings.claims_scale > 0:
-        progress("claims of the study notes")
+        progress("micro-benchmarks of the claims")
         try:
             claims = run_claims(settings.claims_scale)
         except (RuntimeError, subprocess.TimeoutExpired, ValueError) as error:

@@ -188,7 +188,7 @@ def render(document: dict[str, Any]) -> str:
         ],
         rows,
     )
-    out += ["", "Targets (issue item 5), as ratios to the raw baseline of the same run:"]
+    out += ["", "Targets, as ratios to the raw baseline of the same run:"]
     out += _rows(
         ["model", "target", "measured", "limit", "verdict"],
         [
@@ -220,7 +220,7 @@ def _kib_to_mib(value: float | None) -> float | None:
 
 
 def claims_lines(claims: dict[str, Any]) -> list[str]:
-    """The micro-benchmarks of the study notes' claims, a few lines each."""
+    """The micro-benchmarks of common claims, one line each under a short title."""
     gil, switch, io, memory, race = (
         claims["gil"],
         claims["switch"],
@@ -230,32 +230,38 @@ def claims_lines(claims: dict[str, Any]) -> list[str]:
     )
     lost = race["lost"]
     return [
-        "Claims of the study notes (micro-benchmarks, medians of 3):",
-        f"  GIL, speed-up over one thread for the same Python work: two threads "
+        "Claims about threads, processes and coroutines (micro-benchmarks, medians of 3):",
+        f"  only processes run Python code in parallel (the GIL): speed-up over one thread "
+        f"for the same Python work: two threads "
         f"{gil['speedup_two_threads']:.2f}x, two asyncio tasks {gil['speedup_two_tasks']:.2f}x, "
         f"two processes {gil['speedup_two_processes']:.2f}x (pinned to one core "
         f"{gil['speedup_two_processes_one_core']:.2f}x); C code that releases the GIL, "
         f"two threads {gil['speedup_c_two_threads']:.2f}x",
-        f"  hand-over round trip: generator {switch['generator_us']:.3f} us, asyncio tasks "
+        f"  switching costs processes > threads > coroutines: hand-over round trip: "
+        f"generator {switch['generator_us']:.3f} us, asyncio tasks "
         f"{switch['asyncio_tasks_us']:.1f} us, threads {switch['threads_same_us']:.1f} us "
         f"(split {switch.get('threads_split_us', 0):.1f}), processes over a Pipe "
         f"{switch['processes_pipe_same_us']:.1f} us (split "
         f"{switch.get('processes_pipe_split_us', 0):.1f}), over an mp.Queue "
         f"{switch['processes_mp_queue_same_us']:.1f} us",
-        f"  one-way stream to another process, per message: Pipe "
+        f"  a Pipe is cheaper than an mp.Queue: one-way stream to another process, per "
+        f"message: Pipe "
         f"{switch['one_way_pipe_us']:.1f} us, mp.Queue {switch['one_way_mp_queue_us']:.1f} us",
-        f"  {io['waits']} blocking waits of {io['wait_ms']:g} ms: one after another "
+        f"  blocking I/O releases the GIL: {io['waits']} blocking waits of "
+        f"{io['wait_ms']:g} ms: one after another "
         f"{io['sequential_ms']:.0f} ms, in threads {io['threads_ms']:.0f} ms, as asyncio "
         f"tasks {io['asyncio_ms']:.0f} ms",
-        f"  memory per extra idle unit: thread {memory['thread_rss_kib']:.1f} KiB RSS, asyncio "
+        f"  processes cost more memory than threads, tasks less: per extra idle unit: "
+        f"thread {memory['thread_rss_kib']:.1f} KiB RSS, asyncio "
         f"task {memory['task_rss_kib']:.1f} KiB, process ({memory['start_method']}) "
         f"{memory['process_rss_kib'] / 1024:.1f} MiB RSS but {memory['process_pss_kib'] / 1024:.1f}"
         " MiB PSS",
-        f"  two threads, {race['increments']:,} increments of a global: lost "
+        f"  threads race on a shared global without a lock: two threads, "
+        f"{race['increments']:,} increments of a global: lost "
         f"{max(lost['plain_increment']):,} at most with `+= 1`, "
         f"{max(lost['increment_with_call']):,} at most with a call in between; with a lock "
         f"none, in {race['seconds']['increment_with_call_locked'] * 1000:.0f} ms instead of "
         f"{race['seconds']['increment_with_call'] * 1000:.0f} ms",
-        f"  an mp.Queue handed to a Pool task raises RuntimeError: "
+        f"  a Pool task cannot take an mp.Queue: handing one over raises RuntimeError: "
         f"{'yes' if claims['pool_queue']['raises'] else 'no'}",
     ]

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
-from prompt_toolkit.utils import get_cwidth
 
 from ..protocol import MAX_NICK_BYTES, PeerStatus, Stats
 from .format import ago, duration, escape, format_address
+from .pane import text_width
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "help": ("/help", "this list"),
@@ -27,9 +27,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stats": ("/stats", "messages sent, delivered, retransmitted, dropped; round trips"),
     "model": ("/model", "the concurrency model running this chat"),
     "resend": ("/resend N", "send failed message N again"),
-    "quit": ("/quit", "wait for deliveries, say goodbye, leave (or Ctrl-D, Ctrl-C)"),
+    "quit": ("/quit, /q, /exit", "wait for deliveries, say goodbye, leave (or Ctrl-D, Ctrl-C)"),
 }
 """Command name -> (usage, what it does), in the order /help lists them."""
+
+ALIASES = {"q": "quit", "exit": "quit"}
+"""Other names of commands; `parse_input` gives the command's own name."""
 
 KEYS = (
     ("Enter", "send; a pasted block of lines is one message"),
@@ -61,7 +64,8 @@ def parse_input(line: str) -> Command | str:
         return line[1:]
     if line.startswith("/"):
         name, _, argument = line[1:].partition(" ")
-        return Command(name.strip(), argument.strip())
+        name = name.strip()
+        return Command(ALIASES.get(name, name), argument.strip())
     return line
 
 
@@ -81,10 +85,10 @@ def nick_problem(name: str) -> str | None:
 
 
 def help_lines() -> list[str]:
-    width = max(get_cwidth(usage) for usage, _ in COMMANDS.values())
+    width = max(text_width(usage) for usage, _ in COMMANDS.values())
     lines = ["commands:"]
     lines += [f"  {_pad(usage, width)}  {text}" for usage, text in COMMANDS.values()]
-    width = max(get_cwidth(key) for key, _ in KEYS)
+    width = max(text_width(key) for key, _ in KEYS)
     lines.append("keys:")
     lines += [f"  {_pad(key, width)}  {text}" for key, text in KEYS]
     return lines
@@ -105,7 +109,7 @@ def peers_lines(rows: list[PeerStatus]) -> list[str]:
         ]
         for row in rows
     ]
-    widths = [max(get_cwidth(line[column]) for line in table) for column in range(6)]
+    widths = [max(text_width(line[column]) for line in table) for column in range(6)]
     lines = [f"{len(rows)} peer{'s' if len(rows) != 1 else ''}:"]
     for line in table:
         cells = [_pad(cell, width) for cell, width in zip(line, widths, strict=True)]
@@ -149,7 +153,9 @@ class CommandCompleter(Completer):
             return
         words = text.split(" ")
         if len(words) == 1:
-            for name, (_, description) in COMMANDS.items():
+            names = [(name, description) for name, (_, description) in COMMANDS.items()]
+            names += [(alias, f"the same as /{name}") for alias, name in ALIASES.items()]
+            for name, description in names:
                 if name.startswith(text[1:]):
                     yield Completion(
                         f"/{name}", start_position=-len(text), display_meta=description
@@ -170,4 +176,4 @@ class CommandCompleter(Completer):
 
 
 def _pad(text: str, width: int) -> str:
-    return text + " " * (width - get_cwidth(text))
+    return text + " " * (width - text_width(text))

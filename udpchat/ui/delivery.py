@@ -2,9 +2,12 @@
 
 An own message shows its state in place at the end of its last line: "…" while pending,
 "✓ 0.4 ms" once delivered (the slowest peer's round trip), "✗ failed after 30.0 s —
-/resend 7" when given up, ", resent as 8" once resent.
+/resend 7" when given up, "… resent" while a resend is on its way.
 
 Rules:
+- A message keeps one number for the user, its own in this UI (1, 2, 3, ...), whatever
+  ids the runtime gives its sends: /resend sends again under a new runtime id, which
+  maps to the same message, the same number and the same line.
 - The runtime does not say whom a message went to, so a message expects the peers
   present when it was sent; when the runtime has nothing pending, one delivered to fewer
   has reached everyone it was sent to.
@@ -14,12 +17,13 @@ Rules:
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 
 from ..protocol import Address, DeliveryFailed, MessageDelivered
-from .format import duration
+from .format import describe, duration
 from .pane import Entry
 
 _OWN_REMEMBERED = 10_000
@@ -30,10 +34,11 @@ class OwnMessage(Entry):
     """A message we sent; its last row ends with its delivery state, kept current."""
 
     def __init__(
-        self, message_id: int, text: str, fragments: StyleAndTextTuples, indent: int, peers: int
+        self, number: int, text: str, fragments: StyleAndTextTuples, indent: int, peers: int
     ) -> None:
         super().__init__(fragments, indent)
-        self.message_id = message_id
+        self.number = number
+        """The message's number for the user (not the runtime's id)."""
         self.text = text
         self.expected = max(1, peers)
         """Peers present when it was sent; the runtime does not say whom it went to."""
@@ -41,7 +46,7 @@ class OwnMessage(Entry):
         self.failed: dict[Address | None, float] = {}
         self.complete = False
         """Set when the runtime has nothing pending: no further delivery will come."""
-        self.resent_as: int | None = None
+        self.resent = False
         self._marker = self._render_marker()
 
     def row(self, index: int) -> StyleAndTextTuples:
@@ -60,16 +65,12 @@ class OwnMessage(Entry):
     def _render_marker(self) -> StyleAndTextTuples:
         delivered = len(self.delivered)
         if self.failed:
-            after = f"failed after {max(self.failed.values()):.1f} s"
-            if self.resent_as is not None:
-                text = f"✗ {after}, resent as {self.resent_as}"
-            else:
-                text = f"✗ {after} — /resend {self.message_id}"
+            text = f"✗ failed after {max(self.failed.values()):.1f} s — /resend {self.number}"
             if delivered:
                 text = f"✓ {delivered} · {text}"
             return [("", "  "), ("class:state.failed", text)]
         if not delivered:
-            return [("", "  "), ("class:state.pending", "…")]
+            return [("", "  "), ("class:state.pending", "… resent" if self.resent else "…")]
         slowest = duration(max(self.delivered.values()))
         if not self.settled:
             return [("", "  "), ("class:state.pending", f"… ✓ {delivered} of {self.expected}")]
@@ -78,45 +79,70 @@ class OwnMessage(Entry):
 
 
 class Deliveries:
-    """Own messages by id, kept current with the runtime's delivery events."""
+    """Own messages by number and by runtime id, kept current with the runtime's events."""
 
     def __init__(self) -> None:
-        self._own: OrderedDict[int, OwnMessage] = OrderedDict()
+        self._numbered: OrderedDict[int, OwnMessage] = OrderedDict()
+        self._by_id: dict[int, OwnMessage] = {}
+        """Runtime id -> message; a resent message has one id per send."""
+        self._ids: dict[int, list[int]] = {}
+        """Number -> the runtime ids of its sends, to forget them with the message."""
         self._unsettled: dict[int, OwnMessage] = {}
+        self._next_number = 1
         self.unresolved: set[int] = set()
-        """Failed messages not resent: they make the exit status 1."""
+        """Numbers of failed messages not resent: they make the exit status 1."""
 
-    def add(self, own: OwnMessage) -> None:
-        """Track a message just sent (forgetting the oldest past `_OWN_REMEMBERED`)."""
-        self._own[own.message_id] = self._unsettled[own.message_id] = own
-        if len(self._own) > _OWN_REMEMBERED:
-            self._own.popitem(last=False)
+    def add(
+        self, message_id: int, text: str, fragments: StyleAndTextTuples, indent: int, peers: int
+    ) -> OwnMessage:
+        """Track a message the runtime just took as `message_id` (forgetting the oldest
+        past `_OWN_REMEMBERED`); returns it, numbered for the user."""
+        own = OwnMessage(self._next_number, text, fragments, indent, peers)
+        self._next_number += 1
+        self._numbered[own.number] = self._unsettled[own.number] = own
+        self._by_id[message_id] = own
+        self._ids[own.number] = [message_id]
+        if len(self._numbered) > _OWN_REMEMBERED:
+            number, _ = self._numbered.popitem(last=False)
+            for forgotten in self._ids.pop(number):
+                del self._by_id[forgotten]
+        return own
 
-    def get(self, message_id: int) -> OwnMessage | None:
-        """The own message `message_id`, if it is still remembered."""
-        return self._own.get(message_id)
+    def get(self, number: int) -> OwnMessage | None:
+        """The own message numbered `number`, if it is still remembered."""
+        return self._numbered.get(number)
 
     def delivered(self, event: MessageDelivered) -> None:
         """One peer has the message."""
-        own = self._own.get(event.message_id)
+        own = self._by_id.get(event.message_id)
         if own is not None:
             own.delivered[event.peer] = event.elapsed
             own.changed()
 
-    def failed(self, event: DeliveryFailed) -> OwnMessage | None:
-        """The runtime gave up on the message (for one peer, or all); returns it if known."""
-        self.unresolved.add(event.message_id)
-        own = self._own.get(event.message_id)
-        if own is not None:
-            own.failed[event.peer] = event.elapsed
-            own.changed()
-        return own
-
-    def resent(self, own: OwnMessage, new_id: int) -> None:
-        """`own` failed and was sent again as `new_id`: it no longer counts as failed."""
-        own.resent_as = new_id
+    def failed(self, event: DeliveryFailed) -> str:
+        """The runtime gave up on the message (for one peer, or all): record it, and
+        return the line that tells the user, with the message's number."""
+        own = self._by_id.get(event.message_id)
+        if own is None:  # forgotten long ago: the runtime's id is all there is
+            self.unresolved.add(event.message_id)
+            return describe(event) or ""
+        self.unresolved.add(own.number)
+        own.failed[event.peer] = event.elapsed
         own.changed()
-        self.unresolved.discard(own.message_id)
+        renumbered = dataclasses.replace(event, message_id=own.number)
+        return f"{describe(renumbered, {own.number: own.text})} — /resend {own.number}"
+
+    def resent(self, own: OwnMessage, message_id: int) -> None:
+        """`own` failed and the runtime took it again as `message_id`: it is pending again,
+        under the same number, and no longer counts as failed."""
+        self._by_id[message_id] = own
+        self._ids[own.number].append(message_id)
+        own.failed.clear()
+        own.complete = False
+        own.resent = True
+        own.changed()
+        self._unsettled[own.number] = own
+        self.unresolved.discard(own.number)
 
     def settle(self, pending: int) -> None:
         """After anything that may have changed the runtime, given its pending count."""
@@ -127,5 +153,5 @@ class Deliveries:
                 if own.delivered:
                     own.complete = True
                     own.changed()
-        for message_id in [key for key, own in self._unsettled.items() if own.settled]:
-            del self._unsettled[message_id]
+        for number in [key for key, own in self._unsettled.items() if own.settled]:
+            del self._unsettled[number]

@@ -1,16 +1,22 @@
 """Turning events into text for people and scripts, safely.
 
 Text from a peer can contain anything. `escape` makes it inert before it reaches a
-terminal: C0 controls (but tab, and newline where allowed), DEL, C1 controls and the
-bidirectional overrides and isolates are replaced by visible escapes such as `\\x1b` or
-`\\u202e`. Both the line mode and the terminal UI print only escaped peer text.
+terminal: C0 controls (but tab, and newline where allowed), DEL, C1 controls, the line and
+paragraph separators and the bidirectional overrides and isolates are replaced by visible
+escapes such as `\\x1b` or `\\u202e`, and a base character keeps at most `MAX_MARKS`
+combining marks (a line of thousands, stacked on one letter, would cover the screen).
+Both the line mode and the terminal UI print only escaped peer text; `--jsonl` escapes
+the same characters as JSON escapes, so that a script still reads the text exactly.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import time
+import unicodedata
+from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Any
 
@@ -28,13 +34,22 @@ from ..protocol import (
     PeerRenamed,
     RejectReason,
 )
+from ..runtimes.sockets import lan_addresses
 
-_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+# Bidirectional controls, and the line and paragraph separators, which some terminals
+# and most editors take for a line end.
+_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029"
 _UNSAFE_MULTILINE = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}]")
 _UNSAFE_ONE_LINE = re.compile(f"[\x00-\x08\x0a-\x1f\x7f-\x9f{_BIDI}]")
 # json.dumps escapes C0 itself; C1 and bidi controls are escaped too, so that a JSONL
 # stream shown in a terminal is as inert as the line mode.
 _UNSAFE_JSON = re.compile(f"[\x7f-\x9f{_BIDI}]")
+
+MAX_MARKS = 4
+"""Combining marks kept on one base character; real scripts stack at most three or so."""
+_MAYBE_MARKS = re.compile(f"[\u0300-\U000e01ef]{{{MAX_MARKS + 1},}}")
+"""Runs long enough to hold too many marks (every combining mark is at U+0300 or above):
+only these are looked at character by character."""
 
 
 def _visible(match: re.Match[str]) -> str:
@@ -42,15 +57,108 @@ def _visible(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
+def _cap_marks(text: str, show_rest: Callable[[str], str]) -> str:
+    """`text` with each run of combining marks cut to MAX_MARKS, the rest of the run
+    replaced by `show_rest(rest)`."""
+    if _MAYBE_MARKS.search(text) is None:
+        return text
+    pieces: list[str] = []
+    kept_from = index = 0
+    while index < len(text):
+        if unicodedata.category(text[index])[0] != "M":
+            index += 1
+            continue
+        end = index + 1
+        while end < len(text) and unicodedata.category(text[end])[0] == "M":
+            end += 1
+        if end - index > MAX_MARKS:
+            pieces += [
+                text[kept_from : index + MAX_MARKS],
+                show_rest(text[index + MAX_MARKS : end]),
+            ]
+            kept_from = end
+        index = end
+    pieces.append(text[kept_from:])
+    return "".join(pieces)
+
+
+def _count_marks(rest: str) -> str:
+    return f"[+{len(rest)} combining marks]"
+
+
 def escape(text: str, *, keep_newlines: bool = False) -> str:
-    """`text` with every character that could steer a terminal shown as an escape."""
+    """`text` with every character that could steer a terminal shown as an escape, and
+    at most MAX_MARKS combining marks on a character (the count of the others shown)."""
     pattern = _UNSAFE_MULTILINE if keep_newlines else _UNSAFE_ONE_LINE
-    return pattern.sub(_visible, text)
+    return _cap_marks(pattern.sub(_visible, text), _count_marks)
 
 
 def format_address(addr: Address) -> str:
+    """An address for people: "192.168.1.20:9000", "[fd00::2]:9000".
+
+    An IPv4-mapped address (how a dual-stack socket sees an IPv4 peer) is shown as the
+    IPv4 address it stands for.
+    """
     host, port = addr
+    if host[:7].lower() == "::ffff:":
+        try:
+            mapped = ipaddress.IPv6Address(host).ipv4_mapped
+        except ValueError:
+            mapped = None
+        if mapped is not None:
+            return f"{mapped}:{port}"
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def ready_text(local: Address, nick: str, model: str, shared_key: str | None = None) -> str:
+    """The start of the line that says the chat is ready: where, who, how.
+
+    `shared_key` says where the shared key came from ("--key-file"), None without one.
+    """
+    how = f"{model} model" + (f", shared key from {shared_key}" if shared_key else "")
+    return f"listening on {format_address(local)} as {escape(nick)} ({how})"
+
+
+REACH_LISTED = 4
+"""Addresses named in the reach line; more are counted."""
+
+
+def reachable_at(local: Address, lan: Sequence[str] | None = None) -> list[str] | None:
+    """The addresses (with the port) others can reach a socket bound to `local` at: the
+    bound address when it is specific, else this machine's LAN addresses of its family
+    (`lan`, read from the interfaces when not given). None where they cannot be told."""
+    host, port = local
+    try:
+        bound = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return None
+    if not bound.is_unspecified:
+        return [] if bound.is_loopback else [format_address(local)]
+    if lan is None:
+        lan = lan_addresses()
+        if lan is None:
+            return None
+    # A "::" socket is dual-stack (runtimes.sockets): it has IPv4 and IPv6 addresses.
+    usable = [addr for addr in lan if bound.version == 6 or ":" not in addr]
+    return [format_address((addr, port)) for addr in usable]
+
+
+def reach_text(local: Address, lan: Sequence[str] | None = None) -> str | None:
+    """The line that tells the user which address to give to the others, or None."""
+    if lan is None and ipaddress.ip_address(local[0].split("%")[0]).is_unspecified:
+        lan = lan_addresses()
+    addresses = reachable_at(local, lan)
+    if addresses is None:
+        return None
+    if not addresses:
+        if not ipaddress.ip_address(local[0].split("%")[0]).is_unspecified:
+            return f"only this machine can reach you: {format_address(local)} is loopback"
+        if lan:  # IPv6 addresses only, and an IPv4 socket
+            return "only this machine can reach you over IPv4; --bind :: for IPv6"
+        return "only this machine can reach you: no network interface but loopback is up"
+    listed = ", ".join(addresses[:REACH_LISTED])
+    more = len(addresses) - REACH_LISTED
+    return f"others can reach you at {listed}" + (f" and {more} more" if more > 0 else "")
 
 
 def who(peer: Address, nick: str) -> str:
@@ -59,6 +167,11 @@ def who(peer: Address, nick: str) -> str:
 
 def clock(wall: float | None = None, *, seconds: bool = True) -> str:
     return time.strftime("%H:%M:%S" if seconds else "%H:%M", time.localtime(wall))
+
+
+def deliveries(count: int) -> str:
+    """ "1 delivery", "2 deliveries"."""
+    return f"{count} delivery" if count == 1 else f"{count} deliveries"
 
 
 def duration(seconds: float) -> str:
@@ -181,7 +294,15 @@ def json_line(name: str, wall: float | None = None, **fields: Any) -> str:
 
 def _dumps(record: dict[str, Any]) -> str:
     text = json.dumps(record, ensure_ascii=False)
-    return _UNSAFE_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    text = _UNSAFE_JSON.sub(lambda m: _json_escape(m.group()), text)
+    # Marks past MAX_MARKS become JSON escapes: a script still reads every one.
+    return _cap_marks(text, lambda rest: "".join(map(_json_escape, rest)))
+
+
+def _json_escape(char: str) -> str:
+    """`char` as a JSON escape (a surrogate pair outside the BMP)."""
+    units = char.encode("utf-16-be")
+    return "".join(f"\\u{units[i]:02x}{units[i + 1]:02x}" for i in range(0, len(units), 2))
 
 
 def _iso(wall: float | None) -> str:

@@ -15,7 +15,17 @@ from typing import TextIO
 
 from ..protocol import DeliveryFailed, Event, LocalProtocolError
 from ..runtimes import ChatRuntime
-from .format import clock, describe, format_address, json_line, to_json
+from .format import (
+    clock,
+    deliveries,
+    describe,
+    format_address,
+    json_line,
+    reach_text,
+    reachable_at,
+    ready_text,
+    to_json,
+)
 
 EXIT_OK = 0
 EXIT_UNDELIVERED = 1
@@ -35,8 +45,11 @@ class LineMode:
         stdin: TextIO | None = None,
         stdout: TextIO | None = None,
         stderr: TextIO | None = None,
+        shared_key: str | None = None,
     ) -> None:
         self.runtime = runtime
+        self.shared_key = shared_key
+        """Where the shared key came from ("--key-file"), for the ready line; None: no key."""
         self.jsonl = jsonl
         self.drain_timeout = drain_timeout
         self.stdin = stdin or sys.stdin
@@ -48,14 +61,23 @@ class LineMode:
 
     def run(self) -> int:
         """Chat until end of input; return the exit status."""
-        address = format_address(self.runtime.local_address)
+        local, model = self.runtime.local_address, self.runtime.model
         if self.jsonl:
-            self._emit(json_line("ready", address=address, model=self.runtime.model))
-        else:
             self._emit(
-                f"{clock()} * listening on {address} as {self.runtime.nick}"
-                f" ({self.runtime.model} model); end of input quits"
+                json_line(
+                    "ready",
+                    address=format_address(local),
+                    model=model,
+                    shared_key=self.shared_key,
+                    reachable_at=reachable_at(local),
+                )
             )
+        else:
+            ready = ready_text(local, self.runtime.nick, model, self.shared_key)
+            self._emit(f"{clock()} * {ready}; end of input quits")
+            reach = reach_text(local)
+            if reach is not None:
+                self._emit(f"{clock()} * {reach}")
         printer = threading.Thread(target=self._print_events, name="udpchat-print", daemon=True)
         printer.start()
         status = EXIT_OK
@@ -99,9 +121,9 @@ class LineMode:
         pending = self.runtime.pending()
         if pending:
             if not self.jsonl:
-                self._emit(f"{clock()} * waiting for {pending} deliveries...")
+                self._emit(f"{clock()} * waiting for {deliveries(pending)}...")
             if not self.runtime.wait_delivered(self.drain_timeout):
-                self._note(f"gave up waiting for {self.runtime.pending()} deliveries")
+                self._note(f"gave up waiting for {deliveries(self.runtime.pending())}")
 
     def _print_events(self) -> None:
         while True:

@@ -7,26 +7,34 @@ lines for the window's width. The pane draws the entries bottom-up and scrolls b
 Rules:
 - Text a peer controls passes through `escape` before it becomes a fragment here; the
   only control character that survives, tab, becomes spaces.
-- Widths are prompt_toolkit's (`get_cwidth`), so CJK and emoji wrap where they are drawn.
+- Widths are counted per grapheme cluster (`text_width`, from wcwidth): 👨‍👩‍👧 is five code
+  points and one glyph two columns wide, "é" may be two code points in one column. A line
+  never breaks inside a cluster.
+- prompt_toolkit's own `Window` gives every code point a cell of its own width, so it
+  would count that family as six columns while the terminal draws two, and leave stale
+  cells behind until a full redraw. The pane and the status bar are therefore drawn by
+  `GraphemeWindow`: one screen cell per cluster, of the cluster's width, which is what
+  prompt_toolkit's renderer moves the cursor by.
 - Only what is in view is wrapped, and each entry once per width, so a long scrollback
   costs nothing per frame.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+import wcwidth
 from prompt_toolkit.data_structures import Point
 from prompt_toolkit.formatted_text import StyleAndTextTuples
-from prompt_toolkit.formatted_text.utils import (
-    fragment_list_to_text,
-    fragment_list_width,
-    split_lines,
-)
-from prompt_toolkit.layout import UIContent, UIControl
-from prompt_toolkit.utils import get_cwidth
+from prompt_toolkit.formatted_text.utils import fragment_list_to_text, split_lines
+from prompt_toolkit.key_binding import KeyBindingsBase
+from prompt_toolkit.layout import Container, UIContent, UIControl
+from prompt_toolkit.layout.dimension import Dimension
+from prompt_toolkit.layout.mouse_handlers import MouseHandlers
+from prompt_toolkit.layout.screen import Char, Screen, WritePosition
 
 from .format import clock, escape
 
@@ -69,15 +77,53 @@ def nick_style(nick: str) -> str:
     return f"class:nick.{zlib.crc32(nick.encode('utf-8', 'replace')) % len(_PALETTE)}"
 
 
+@functools.lru_cache(maxsize=4096)
+def _cluster_width(cluster: str) -> int:
+    # wcswidth is -1 for a control character; escaped text has none, but a cell is
+    # never narrower than nothing.
+    return max(0, wcwidth.wcswidth(cluster))
+
+
+def graphemes(text: str) -> Iterator[tuple[str, int]]:
+    """The grapheme clusters of `text`, each with its width in columns."""
+    if text.isascii() and text.isprintable():
+        for char in text:
+            yield char, 1
+        return
+    for cluster in wcwidth.iter_graphemes(text):
+        yield cluster, _cluster_width(cluster)
+
+
+def text_width(text: str) -> int:
+    """The columns `text` takes on a terminal, counted per grapheme cluster."""
+    if text.isascii() and text.isprintable():
+        return len(text)
+    return sum(width for _, width in graphemes(text))
+
+
 _TOKEN = re.compile(r"\s+|\S+")
+
+
+def _tokens(text: str) -> list[str]:
+    """Runs of white space and of anything else, split only between clusters (a space
+    and the combining mark on it are one cluster)."""
+    if text.isascii():
+        return _TOKEN.findall(text)
+    tokens: list[str] = []
+    for cluster, _ in graphemes(text):
+        if tokens and tokens[-1].isspace() == cluster.isspace():
+            tokens[-1] += cluster
+        else:
+            tokens.append(cluster)
+    return tokens
 
 
 def wrap(row: StyleAndTextTuples, width: int) -> list[StyleAndTextTuples]:
     """Break one row into screen lines of at most `width` columns.
 
-    Lines break between words when they can, and anywhere inside a word longer than a
-    line (or a run of CJK, which has no spaces). Continuation lines start under the text,
-    past the time. A delivery state ("✓ 1.2 ms") is never broken.
+    Lines break between words when they can, and between grapheme clusters inside a word
+    longer than a line (or a run of CJK, which has no spaces). Continuation lines start
+    under the text, past the time. A delivery state ("✓ 1.2 ms") is never broken.
     """
     indent = WRAP_INDENT if width > 3 * WRAP_INDENT else 0
     lines: list[StyleAndTextTuples] = [[]]
@@ -90,9 +136,9 @@ def wrap(row: StyleAndTextTuples, width: int) -> list[StyleAndTextTuples]:
 
     for fragment in row:
         style, text = fragment[0], fragment[1]
-        tokens = [text] if "class:state" in style else _TOKEN.findall(text)
+        tokens = [text] if "class:state" in style else _tokens(text)
         for token in tokens:
-            size = get_cwidth(token)
+            size = text_width(token)
             if column + size <= width:
                 lines[-1].append((style, token))
                 column += size
@@ -104,14 +150,13 @@ def wrap(row: StyleAndTextTuples, width: int) -> list[StyleAndTextTuples]:
                 column += size
             else:
                 piece = ""
-                for char in token:
-                    char_size = get_cwidth(char)
-                    if column + char_size > width and column > indent:
+                for cluster, cluster_size in graphemes(token):
+                    if column + cluster_size > width and column > indent:
                         lines[-1].append((style, piece))
                         new_line()
                         piece = ""
-                    piece += char
-                    column += char_size
+                    piece += cluster
+                    column += cluster_size
                 lines[-1].append((style, piece))
     return lines
 
@@ -159,7 +204,7 @@ def message_fragments(nick: str, text: str, own: bool) -> tuple[StyleAndTextTupl
         ("", ": "),
     ]
     body = escape(text, keep_newlines=True)
-    return [*prefix, ("", body)], min(fragment_list_width(prefix), 24)
+    return [*prefix, ("", body)], min(sum(text_width(piece[1]) for piece in prefix), 24)
 
 
 class Conversation(UIControl):
@@ -283,3 +328,107 @@ class Conversation(UIControl):
 
     def _entry_height(self, number: int) -> int:
         return len(self.entries[number].lines(self._width))
+
+
+_COVERED = Char("", "")
+"""The cell under the right half of a wide cluster (as prompt_toolkit's Window does)."""
+
+
+class GraphemeWindow(Container):
+    """Draws the lines of a `UIControl` one screen cell per grapheme cluster.
+
+    Each cluster becomes one `Char` whose width is the cluster's (`text_width`), where a
+    `Window` would give each code point its own cell; prompt_toolkit's renderer then
+    advances by that width, as the terminal does. Lines are not wrapped here (the pane
+    wraps its own): a longer line is cut after the last whole cluster that fits. The last
+    lines of the content are shown when it has more than fit.
+
+    `height`: a fixed height; without it, the content's preferred height, never more
+    (like a Window with dont_extend_height). `style` applies to the whole area.
+    """
+
+    def __init__(self, content: UIControl, *, height: int | None = None, style: str = "") -> None:
+        self.content = content
+        self.height = height
+        self.style = style
+
+    def reset(self) -> None:
+        self.content.reset()
+
+    def preferred_width(self, max_available_width: int) -> Dimension:
+        return Dimension()
+
+    def preferred_height(self, width: int, max_available_height: int) -> Dimension:
+        if self.height is not None:
+            return Dimension.exact(self.height)
+        preferred = self.content.preferred_height(width, max_available_height, False, None)
+        if preferred is None:
+            return Dimension()
+        return Dimension(max=preferred, preferred=preferred)
+
+    def write_to_screen(
+        self,
+        screen: Screen,
+        mouse_handlers: MouseHandlers,
+        write_position: WritePosition,
+        parent_style: str,
+        erase_bg: bool,
+        z_index: int | None,
+    ) -> None:
+        left, top = write_position.xpos, write_position.ypos
+        width = write_position.width
+        height = min(write_position.height, self.preferred_height(width, write_position.height).max)
+        if width <= 0 or height <= 0:
+            return
+        base = f"{parent_style} {self.style}".strip()
+        content = self.content.create_content(width, height)
+        first = max(0, content.line_count - height)
+        blank = _cell(" ", base, 1)
+        for y in range(height):
+            cells = screen.data_buffer[top + y]
+            for x in range(left, left + width):
+                cells[x] = blank
+            if first + y < content.line_count:
+                _draw_line(cells, content.get_line(first + y), left, width, base)
+        screen.height = max(screen.height, top + height)
+
+    def get_children(self) -> list[Container]:
+        return []
+
+    def get_key_bindings(self) -> KeyBindingsBase | None:
+        return None
+
+
+def _draw_line(
+    cells: dict[int, Char], line: StyleAndTextTuples, left: int, width: int, base: str
+) -> None:
+    """Put one line's clusters into `cells` from column `left`, within `width` columns."""
+    x = 0
+    for fragment in line:
+        style = f"{base} {fragment[0]}"
+        for cluster, size in graphemes(fragment[1]):
+            if size == 0:
+                # Nothing to draw on its own (a mark left after a fragment boundary, a
+                # zero-width space): it joins the cell before it, as on the terminal.
+                previous = x - 1
+                while previous >= 0 and cells[left + previous] is _COVERED:
+                    previous -= 1
+                if previous >= 0:
+                    char = cells[left + previous]
+                    cells[left + previous] = _cell(char.char + cluster, char.style, char.width)
+                continue
+            if x + size > width:
+                return
+            cells[left + x] = _cell(cluster, style, size)
+            for covered in range(1, size):
+                cells[left + x + covered] = _COVERED
+            x += size
+
+
+@functools.lru_cache(maxsize=65536)
+def _cell(cluster: str, style: str, width: int) -> Char:
+    """A screen cell holding `cluster`, `width` columns wide (not the sum of its code
+    points' widths, which is what Char would count)."""
+    char = Char(cluster, style)
+    char.width = width
+    return char

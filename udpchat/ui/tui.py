@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -79,8 +78,15 @@ from .commands import (
     unknown_command,
 )
 from .delivery import Deliveries, OwnMessage
-from .format import describe, escape, format_address
-from .pane import PANE_STYLE, Conversation, Entry, line_entry, message_fragments
+from .format import deliveries, describe, escape, format_address, reach_text, ready_text
+from .pane import (
+    PANE_STYLE,
+    Conversation,
+    Entry,
+    GraphemeWindow,
+    line_entry,
+    message_fragments,
+)
 
 EXIT_OK = 0
 EXIT_UNDELIVERED = 1
@@ -90,8 +96,12 @@ _STYLE = [*PANE_STYLE, ("status", "reverse"), ("prompt", "bold")]
 class TerminalUI:
     """Runs one chat in the terminal over an open runtime; `run()` returns the exit status."""
 
-    def __init__(self, runtime: ChatRuntime, *, drain_timeout: float = 35.0) -> None:
+    def __init__(
+        self, runtime: ChatRuntime, *, drain_timeout: float = 35.0, shared_key: str | None = None
+    ) -> None:
         self.runtime = runtime
+        self._shared_key = shared_key
+        """Where the shared key came from ("--key-file"); None: no key."""
         self.drain_timeout = drain_timeout
         self._nick = runtime.nick
         self._address = format_address(runtime.local_address)
@@ -99,6 +109,7 @@ class TerminalUI:
         self._deliveries = Deliveries()
         self._pending = 0
         self._quitting = False
+        self._quit_hint = ""
         self._gave_up: int | None = None
         self._inbox: list[Event] = []
         self._inbox_lock = threading.Lock()
@@ -127,10 +138,11 @@ class TerminalUI:
             enable_page_navigation_bindings=False,
             color_depth=ColorDepth.MONOCHROME if os.environ.get("NO_COLOR") else None,
         )
-        self._system(
-            f"listening on {self._address} as {escape(self._nick)} ({runtime.model} model)"
-            " — /help lists commands, Ctrl-D quits"
-        )
+        ready = ready_text(runtime.local_address, self._nick, runtime.model, shared_key)
+        self._system(f"{ready} — /help lists commands, Ctrl-D quits")
+        reach = reach_text(runtime.local_address)
+        if reach is not None:
+            self._system(reach)
 
     # -- running ----------------------------------------------------------------
 
@@ -163,7 +175,7 @@ class TerminalUI:
             self._pump.join(timeout=2.0)
             self._take_events(refresh=False)  # a failure reported while closing counts too
         if self._gave_up:
-            print(f"udpchat: gave up waiting for {self._gave_up} deliveries", file=sys.stderr)
+            print(f"udpchat: gave up waiting for {deliveries(self._gave_up)}", file=sys.stderr)
         return EXIT_UNDELIVERED if self._deliveries.unresolved else EXIT_OK
 
     def transcript(self) -> str:
@@ -173,15 +185,17 @@ class TerminalUI:
     def status_text(self) -> str:
         return fragment_list_to_text(self._status())
 
-    def request_quit(self) -> None:
-        """Quit as line mode ends: wait for delivery (bounded), then BYE. Twice: at once."""
+    def request_quit(self, *, interrupted: bool = False) -> None:
+        """Quit as line mode ends: wait for delivery (bounded), then BYE. Twice: at once.
+        `interrupted`: asked by Ctrl-C (the hint then says "Ctrl-C again")."""
         if self._quitting:
             self._exit()
             return
         self._quitting = True
+        self._quit_hint = "Ctrl-C again to quit now" if interrupted else "Ctrl-C to quit now"
         pending = self.runtime.pending()
         if pending:
-            self._system(f"waiting for {pending} deliveries… Ctrl-C again to quit now")
+            self._system(f"waiting for {deliveries(pending)}… {self._quit_hint}")
         threading.Thread(
             target=self._wait_for_delivery, name="udpchat-ui-quit", daemon=True
         ).start()
@@ -257,9 +271,7 @@ class TerminalUI:
             self._deliveries.delivered(event)
             return
         if isinstance(event, DeliveryFailed):
-            own = self._deliveries.failed(event)
-            text = describe(event, {event.message_id: own.text} if own else None)
-            self._line(f"{text} — /resend {event.message_id}", "class:error")
+            self._line(self._deliveries.failed(event), "class:error")
             return
         if isinstance(event, PeerJoined):
             self._present[event.peer] = event.nick
@@ -295,8 +307,7 @@ class TerminalUI:
 
     def _add_own(self, message_id: int, text: str) -> OwnMessage:
         fragments, indent = message_fragments(self._nick, text, own=True)
-        own = OwnMessage(message_id, text, fragments, indent, len(self._present))
-        self._deliveries.add(own)
+        own = self._deliveries.add(message_id, text, fragments, indent, len(self._present))
         self.conversation.add(own)
         return own
 
@@ -309,10 +320,10 @@ class TerminalUI:
             self._history.append(line)
         self._history_index, self._draft = len(self._history), ""
         if self._quitting:
-            if line.strip() == "/quit":
+            if parse_input(line.strip()) == Command("quit", ""):
                 self._exit()
                 return False
-            self._error("quitting: waiting for deliveries — Ctrl-C again to quit now")
+            self._error("quitting: waiting for deliveries — Ctrl-C or /quit to quit now")
             return True
         parsed = parse_input(line)
         keep = False
@@ -379,10 +390,10 @@ class TerminalUI:
 
     async def _change_peer(self, action: str, target: str) -> None:
         """/peer add|del, after resolving the name off the event loop (DNS may be slow)."""
-        family = socket.AF_INET6 if ":" in self.runtime.local_address[0] else socket.AF_INET
+        bind = self.runtime.local_address[0]
         loop = asyncio.get_running_loop()
         try:
-            addr = await loop.run_in_executor(None, resolve_peer, target, family)
+            addr = await loop.run_in_executor(None, resolve_peer, target, bind)
         except AddressError as error:
             self._error(f"peer not {'added' if action == 'add' else 'removed'}: {error}")
             self._refresh()
@@ -402,14 +413,13 @@ class TerminalUI:
         if not argument.isdigit():
             self._error("usage: /resend N, N from a failed message's “/resend N” hint")
             return
-        message_id = int(argument)
-        own = self._deliveries.get(message_id)
+        number = int(argument)
+        own = self._deliveries.get(number)
         if own is None:
-            self._error(f"no message {message_id} to resend")
+            self._error(f"no message {number} to resend")
         elif not own.failed:
-            self._error(f"message {message_id} has not failed; nothing to resend")
-        elif own.resent_as is not None:
-            self._error(f"message {message_id} was already resent as {own.resent_as}")
+            state = "was resent and is on its way" if own.resent else "has not failed"
+            self._error(f"message {number} {state}; nothing to resend")
         else:
             # Only to the peers it failed for; a failure with no peer (there was none
             # to send to) goes to whoever is there now.
@@ -419,8 +429,9 @@ class TerminalUI:
             except LocalProtocolError as error:
                 self._error(f"not resent: {error}")
                 return
+            # The same message, number and line: only its state changes.
             self._deliveries.resent(own, new_id)
-            self._add_own(new_id, own.text)
+            self._system(f"message {number} sent again")
             self.conversation.follow()
 
     def _walk_history(self, step: int) -> None:
@@ -465,21 +476,19 @@ class TerminalUI:
         else:
             peers = f"{len(names)} peers"
         parts = [escape(self._nick), self._address, self.runtime.model, peers]
+        if self._shared_key is not None:
+            parts.insert(3, "🔒 shared key")
         parts.append(f"{self._pending} pending")
         if self._quitting:
-            parts.append(f"waiting for {self._pending} deliveries… Ctrl-C again to quit now")
+            parts.append(f"waiting for {deliveries(self._pending)}… {self._quit_hint}")
         elif self.conversation.anchor is not None:
             parts.append(f"scrolled back, {self.conversation.unseen} new below — PageDown")
         return [("class:status", " " + " · ".join(parts))]
 
     def _layout(self) -> Layout:
-        conversation = Window(
-            self.conversation,
-            wrap_lines=True,
-            dont_extend_height=True,
-            always_hide_cursor=True,
-        )
-        status = Window(FormattedTextControl(self._status), height=1, style="class:status")
+        # Drawn one cell per grapheme cluster, so that emoji sequences line up (pane.py).
+        conversation = GraphemeWindow(self.conversation)
+        status = GraphemeWindow(FormattedTextControl(self._status), height=1, style="class:status")
         entry = Window(
             BufferControl(self.input),
             height=Dimension(min=1, max=8),
@@ -499,7 +508,7 @@ class TerminalUI:
         @bindings.add(Keys.SIGINT)
         @bindings.add("c-d", filter=input_empty)
         def _quit(event: KeyPressEvent) -> None:
-            self.request_quit()
+            self.request_quit(interrupted=event.key_sequence[0].key != "c-d")
 
         @bindings.add("pageup")
         def _page_up(event: KeyPressEvent) -> None:

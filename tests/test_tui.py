@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import io
 import os
-import queue
 import re
 import signal
 import threading
@@ -44,7 +43,7 @@ from udpchat.protocol import (
     PeerStatus,
     Stats,
 )
-from udpchat.runtimes import ChatRuntime
+from udpchat.runtimes import ChatRuntime, EventCallback
 from udpchat.ui.pane import WRAP_INDENT, wrap
 from udpchat.ui.tui import TerminalUI
 
@@ -58,11 +57,13 @@ TIMEOUT = 5.0
 
 
 class FakeRuntime:
-    """A `ChatRuntime` that records what the UI asks and plays the events a test pushes."""
+    """A `ChatRuntime` that records what the UI asks and plays the events a test pushes
+    to its `on_event`, as a runtime calls the callback it was made with."""
 
     model = "thread"
 
-    def __init__(self, nick: str = "alice") -> None:
+    def __init__(self, nick: str = "alice", on_event: EventCallback | None = None) -> None:
+        self.on_event = on_event
         self._nick = nick
         self.calls: list[str] = []
         self.sent: list[str] = []
@@ -75,7 +76,6 @@ class FakeRuntime:
         self.hold_delivery = False
         """When set, wait_delivered blocks until `release` is set (or its timeout)."""
         self.release = threading.Event()
-        self._events: queue.Queue[Event | None] = queue.Queue()
 
     @property
     def local_address(self) -> Address:
@@ -91,7 +91,6 @@ class FakeRuntime:
     def close(self) -> None:
         self.calls.append("close")
         self.release.set()
-        self._events.put(None)
 
     def __enter__(self) -> ChatRuntime:
         return self
@@ -117,15 +116,6 @@ class FakeRuntime:
         if nick == "refused":
             raise ValueError("the runtime says no")
         self._nick = nick
-
-    def get_event(self, timeout: float | None = None) -> Event | None:
-        try:
-            event = self._events.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if event is None:
-            self._events.put(None)  # closed: every later call returns None at once
-        return event
 
     def wait_delivered(self, timeout: float) -> bool:
         self.calls.append("wait_delivered")
@@ -154,7 +144,8 @@ class FakeRuntime:
     def push(self, event: Event) -> None:
         if isinstance(event, MessageDelivered | DeliveryFailed):
             self.pending_count -= 1
-        self._events.put(event)
+        assert self.on_event is not None
+        self.on_event(event)
 
 
 class Driver:
@@ -199,9 +190,10 @@ async def running(
         create_pipe_input() as pipe,
         create_app_session(input=pipe, output=output or DummyOutput()),
     ):
-        ui = TerminalUI(runtime, drain_timeout=TIMEOUT)
+        ui = TerminalUI(drain_timeout=TIMEOUT)
+        runtime.on_event = ui.on_event
         handle_signals = options.get("handle_signals", False)
-        task = asyncio.create_task(ui.run_async(handle_signals=handle_signals))
+        task = asyncio.create_task(ui.run_async(runtime, handle_signals=handle_signals))
         driver = Driver(ui, pipe, task)
         try:
             await driver.until(lambda: ui.app.is_running, "the application to start")

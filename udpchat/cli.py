@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import NoReturn, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from . import __version__
 from .protocol import MAX_NICK_BYTES, Config
@@ -24,6 +24,9 @@ from .runtimes import DEFAULT_PORT, MODELS, AddressError, create_runtime, resolv
 from .runtimes.sockets import family_of, parse_port
 from .ui.format import escape
 from .ui.lines import LineMode
+
+if TYPE_CHECKING:
+    from .ui.tui import TerminalUI
 
 EXIT_USAGE = 2
 
@@ -155,6 +158,15 @@ def run(argv: Sequence[str] | None = None) -> int:
     port = parse_port(args.port)
     family = family_of(args.bind)
     peers = [resolve_peer(text, family) for text in args.peer]
+    ui: TerminalUI | LineMode
+    if not (args.plain or args.jsonl) and _is_terminal(sys.stdin) and _is_terminal(sys.stdout):
+        # Imported here: prompt_toolkit costs start-up time that line mode does not pay.
+        from .ui.tui import TerminalUI
+
+        ui = TerminalUI(drain_timeout=give_up + 5)
+    else:
+        stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+        ui = LineMode(jsonl=args.jsonl, drain_timeout=give_up + 5, stdin=stdin)
     runtime = create_runtime(
         args.model,
         nick,
@@ -162,20 +174,11 @@ def run(argv: Sequence[str] | None = None) -> int:
         port=port,
         peers=peers,
         config=Config(give_up_after=give_up, key=_shared_key(args)),
+        on_event=ui.on_event,
     )
-    if not (args.plain or args.jsonl) and _is_terminal(sys.stdin) and _is_terminal(sys.stdout):
-        # Imported here: prompt_toolkit costs start-up time that line mode does not pay.
-        from .ui.tui import TerminalUI
-
-        runtime.open()
-        try:
-            return TerminalUI(runtime, drain_timeout=give_up + 5).run()
-        finally:
-            runtime.close()
-    stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
     runtime.open()
     try:
-        return LineMode(runtime, jsonl=args.jsonl, drain_timeout=give_up + 5, stdin=stdin).run()
+        return ui.run(runtime)
     finally:
         runtime.close()
 

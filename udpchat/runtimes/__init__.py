@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..protocol import Address, Config
-from .base import ChatRuntime
+from .base import ChatRuntime, EventCallback
 from .sockets import DEFAULT_PORT, AddressError, bind_socket, resolve_peer
 
 if TYPE_CHECKING:
@@ -47,12 +47,16 @@ def create_runtime(
     port: int = 0,
     peers: Sequence[Address] = (),
     config: Config | None = None,
+    on_event: EventCallback | None = None,
 ) -> ChatRuntime:
-    """A runtime of the named model, not yet open. ValueError for an unknown model."""
+    """A runtime of the named model, not yet open, that calls `on_event` with every event
+    (see `base` for that callback's contract). ValueError for an unknown model."""
     if model not in _BY_MODEL:
         raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
     runtime_class = __getattr__(_BY_MODEL[model])
-    runtime: ChatRuntime = runtime_class(nick, bind=bind, port=port, peers=peers, config=config)
+    runtime: ChatRuntime = runtime_class(
+        nick, bind=bind, port=port, peers=peers, config=config, on_event=on_event
+    )
     return runtime
 
 
@@ -63,6 +67,7 @@ __all__ = [
     "AsyncioChat",
     "AsyncioRuntime",
     "ChatRuntime",
+    "EventCallback",
     "ProcessRuntime",
     "ThreadRuntime",
     "bind_socket",

@@ -4,9 +4,9 @@
 caller's calls, `datagram_received` and one `TimerHandle` armed at the core's
 `get_timer()` (with `loop.time()`, which is monotonic, as the core's `now`). Every entry
 point ends in one `_transmit()`: send what `datagrams_to_send` returns, hand the core's
-events to the consumer, re-arm the timer. Flushing once per entry point, never in the
-middle, keeps the core's batching (one ACK for a burst), and no input can be left
-unflushed with no timer to come back for it.
+events to `on_event` (or to the queue `next_event` reads), re-arm the timer. Flushing
+once per entry point, never in the middle, keeps the core's batching (one ACK for a
+burst), and no input can be left unflushed with no timer to come back for it.
 
 Two details are for speed. The selector transport reads with `recvfrom(max_size)`, and
 its default of 256 KiB lies above glibc's mmap threshold, so every datagram costs an
@@ -16,7 +16,7 @@ socket before flushing, so a burst of DATA is answered by one ACK per peer.
 
 `AsyncioRuntime` is the same endpoint behind the synchronous `ChatRuntime` interface: one
 event loop in one background thread ("udpchat-asyncio") does every send, receive and
-timer; events reach the caller through a `queue.SimpleQueue`. The caller's thread queues
+timer, and calls the caller's `on_event` with every event. The caller's thread queues
 messages into the core itself, under the lock that guards the core, and wakes the loop
 (at most once per flush) with `call_soon_threadsafe` to transmit them: a round trip to
 the loop per `send` cost 150 µs under load, against 4 µs this way. Nothing polls: an idle
@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
 from ..protocol import Address, ChatSession, Config, Event, PeerStatus, Stats
-from .base import EventQueue, RuntimeContext, wall_clock_ms, wall_offset
+from .base import EventCallback, EventOutlet, RuntimeContext, wall_clock_ms, wall_offset
 from .sockets import RECEIVE_BUFFER, bind_socket, normalize, read_queued
 
 _CLOSE_TIMEOUT = 0.5
@@ -50,7 +50,7 @@ class AsyncioChat(asyncio.DatagramProtocol):
     """A chat endpoint on the running event loop: one UDP socket, one `ChatSession`.
 
     Use it as an async context manager, or call `open` and `aclose`. Call its methods from
-    the loop's thread. Events go to `event_sink` when one is given (called on the loop's
+    the loop's thread. Events go to `on_event` when one is given (called on the loop's
     thread, once per event, in order), else to an internal queue read by `next_event`.
     """
 
@@ -62,14 +62,14 @@ class AsyncioChat(asyncio.DatagramProtocol):
         port: int = 0,
         peers: Sequence[Address] = (),
         config: Config | None = None,
-        event_sink: Callable[[Event], None] | None = None,
+        on_event: EventCallback | None = None,
     ) -> None:
         self._core = ChatSession(nick, config=config, wall_offset=wall_offset())
         self._guard = threading.Lock()
         """Held for every use of the core. Uncontended (~0.15 µs) unless an AsyncioRuntime's
         caller queues a message from its own thread; nothing is sent while it is held."""
         self._bind, self._port, self._initial_peers = bind, port, list(peers)
-        self._event_sink = event_sink
+        self._on_event = on_event
         self._events: asyncio.Queue[object] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: asyncio.DatagramTransport | None = None
@@ -194,8 +194,8 @@ class AsyncioChat(asyncio.DatagramProtocol):
 
         None on timeout, and at once when the chat is closed and no event is left.
         """
-        if self._event_sink is not None:
-            raise RuntimeError("events go to the event_sink given to AsyncioChat")
+        if self._on_event is not None:
+            raise RuntimeError("events go to the on_event given to AsyncioChat")
         try:
             item = self._events.get_nowait()  # the common case under load: no wait, no task
         except asyncio.QueueEmpty:
@@ -315,10 +315,10 @@ class AsyncioChat(asyncio.DatagramProtocol):
             loop = self._loop_or_fail()
             self._timer = None if when is None else loop.call_at(when, self._on_timer)
             self._timer_at = when
-        # Last, so that an event sink that raises cannot leave the timer unarmed.
+        # Last, so that an on_event that raises cannot leave the timer unarmed.
         for event in events:
-            if self._event_sink is not None:
-                self._event_sink(event)
+            if self._on_event is not None:
+                self._on_event(event)
             else:
                 self._events.put_nowait(event)
         if all_done and self._delivery_waiters:
@@ -350,7 +350,7 @@ class AsyncioChat(asyncio.DatagramProtocol):
         self._timer = self._timer_at = None
         self._drain_from = None
         self._wake_delivery_waiters()
-        if self._event_sink is None:
+        if self._on_event is None:
             self._events.put_nowait(_CLOSED)
 
     def _wake_delivery_waiters(self) -> None:
@@ -381,10 +381,11 @@ class AsyncioRuntime(RuntimeContext):
         port: int = 0,
         peers: Sequence[Address] = (),
         config: Config | None = None,
+        on_event: EventCallback | None = None,
     ) -> None:
-        self._events = EventQueue()
+        self._outlet = EventOutlet(on_event)
         self._chat = AsyncioChat(
-            nick, bind=bind, port=port, peers=peers, config=config, event_sink=self._events.put
+            nick, bind=bind, port=port, peers=peers, config=config, on_event=self._outlet
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -434,7 +435,7 @@ class AsyncioRuntime(RuntimeContext):
             except RuntimeError:
                 pass  # already closed
             thread.join(timeout=2 * _CLOSE_TIMEOUT)
-            self._events.close()
+            self._outlet.shut()
 
     async def _settle_after_close(self) -> None:
         await self._chat.aclose()
@@ -468,13 +469,6 @@ class AsyncioRuntime(RuntimeContext):
     def set_nick(self, nick: str) -> None:
         """Change the nickname and announce it; ValueError if it is not 1-32 bytes."""
         self._chat._queue_from_thread(lambda core, now: core.set_nick(nick))
-
-    def get_event(self, timeout: float | None = None) -> Event | None:
-        """The next event, waiting up to `timeout` seconds (None: forever).
-
-        None on timeout, and at once when the runtime is closed and no event is left.
-        """
-        return self._events.get(timeout)
 
     def wait_delivered(self, timeout: float) -> bool:
         """Wait until every message sent so far is delivered or has failed."""

@@ -3,16 +3,36 @@
 The UI, the CLI, the benchmark and the tests see a runtime only through `ChatRuntime`.
 A runtime owns one UDP socket and drives the sans-I/O core around it; it adds no
 protocol logic of its own.
+
+Events are pushed, not pulled: whoever makes a runtime passes an `on_event` callback
+(`create_runtime(model, nick, ..., on_event=callback)`), and the runtime calls it with
+every event the core produces. The contract of that callback:
+
+- It is called on one of the runtime's own threads (the thread model's receiving or
+  sending thread, the process model's thread that reads its children's pipes, the
+  asyncio model's loop thread), never from inside a method the caller called.
+- Calls never overlap, and events come in the order the core produced them (in the
+  process model, in the order each half produced its own: the receive half's messages,
+  peers and rejections, the send half's deliveries).
+- It must return quickly and must not block: it runs where datagrams are received and
+  acknowledged. Nor may it call the runtime back: hand the event on instead (a loop's
+  `call_soon_threadsafe`, a queue, a print).
+- It is called only once the datagrams made in the same flush are on the wire, so a
+  message the caller has seen is already acknowledged (the caller may close at once).
+- It is never called after `close()` has returned.
 """
 
 from __future__ import annotations
 
-import queue
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
 from ..protocol import Address, Event, PeerStatus, Stats
+
+EventCallback = Callable[[Event], None]
+"""What a runtime calls with each event; see the contract above."""
 
 
 @runtime_checkable
@@ -63,13 +83,6 @@ class ChatRuntime(Protocol):
         """Change the nickname and announce it; ValueError if it is not 1-32 bytes."""
         ...
 
-    def get_event(self, timeout: float | None = None) -> Event | None:
-        """The next event, waiting up to `timeout` seconds (None: forever).
-
-        None on timeout, and at once when the runtime is closed and no event is left.
-        """
-        ...
-
     def wait_delivered(self, timeout: float) -> bool:
         """Wait until every message sent so far is delivered or has failed."""
         ...
@@ -83,33 +96,32 @@ class ChatRuntime(Protocol):
     def peers(self) -> list[PeerStatus]: ...
 
 
-class EventQueue:
-    """Events on their way from a runtime's workers to its caller, from any thread.
+class EventOutlet:
+    """A runtime's way to its caller's `on_event`: one call at a time, none after `shut`.
 
-    `get` waits without polling, and once `close` has been called it returns None at
-    once, for every waiter, as soon as the events already queued are taken.
+    Without a callback (None) events are dropped: the caller did not ask for them.
     """
 
-    _CLOSED = object()
+    def __init__(self, on_event: EventCallback | None) -> None:
+        self._on_event = on_event
+        self._lock = threading.Lock()
+        self._open = on_event is not None
 
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+    def __call__(self, event: Event) -> None:
+        self.publish((event,))
 
-    def put(self, event: Event) -> None:
-        self._queue.put(event)
+    def publish(self, events: Iterable[Event]) -> None:
+        with self._lock:
+            if self._open:
+                on_event = self._on_event
+                assert on_event is not None
+                for event in events:
+                    on_event(event)
 
-    def close(self) -> None:
-        self._queue.put(self._CLOSED)
-
-    def get(self, timeout: float | None = None) -> Event | None:
-        try:
-            item = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if item is self._CLOSED:
-            self._queue.put(item)  # for the next waiter
-            return None
-        return item  # type: ignore[return-value]
+    def shut(self) -> None:
+        """No call after this returns (one under way is waited for)."""
+        with self._lock:
+            self._open = False
 
 
 class RuntimeContext:

@@ -5,7 +5,7 @@ The core is split along its seam. The receiving process runs the receive half
 (`Receiver`: decoding, duplicates, ordering, ACKs and PONGs, which it sends itself) and
 passes its notes (ACK news, peers) to the sending process. The sending process runs the
 send half (`Sender`: outbox, retransmission, probes). Both send their events to the
-parent, where the UI and the CLI stay.
+parent, where one thread reads the children's pipes and calls the caller's `on_event`.
 
 Why Pipes: a one-way Pipe hop costs 3.0 µs here against 4.5 µs for an mp.Queue
 (`docs/models.md`), and a Pipe needs no feeder thread and no semaphore, so nothing can
@@ -51,7 +51,7 @@ from ..protocol import (
     encode_text,
     merge_peers,
 )
-from .base import EventQueue, RuntimeContext, wall_clock_ms, wall_offset
+from .base import EventCallback, EventOutlet, RuntimeContext, wall_clock_ms, wall_offset
 from .sockets import bind_socket, normalize, read_queued
 
 _JOIN_TIMEOUT = 0.5
@@ -74,6 +74,7 @@ class ProcessRuntime(RuntimeContext):
         port: int = 0,
         peers: Sequence[Address] = (),
         config: Config | None = None,
+        on_event: EventCallback | None = None,
         start_method: str | None = None,
     ) -> None:
         Sender(b"\0" * 8, nick, Config())  # validates the nickname here, in the caller
@@ -82,7 +83,7 @@ class ProcessRuntime(RuntimeContext):
         self._config = config or Config()
         self._start_method = start_method or os.environ.get("UDPCHAT_START_METHOD") or None
         self._sock: socket.socket | None = None
-        self._events = EventQueue()
+        self._outlet = EventOutlet(on_event)
         self._replies: dict[int, queue.SimpleQueue[Any]] = {}
         self._request_ids = itertools.count(1)
         self._send_lock = threading.Lock()
@@ -144,8 +145,10 @@ class ProcessRuntime(RuntimeContext):
             end.close()
         receiver_events.close()
         sender_events.close()
-        self._pump = threading.Thread(target=self._pump_events, name="udpchat-pump", daemon=True)
-        self._pump.start()
+        self._reader = threading.Thread(
+            target=self._read_children, name="udpchat-events", daemon=True
+        )
+        self._reader.start()
         for waiter in ready.values():
             try:
                 waiter.get(timeout=_START_TIMEOUT)
@@ -170,13 +173,13 @@ class ProcessRuntime(RuntimeContext):
             if process.is_alive():
                 process.kill()
                 process.join(_JOIN_TIMEOUT)
-        self._pump.join(_JOIN_TIMEOUT)
+        self._reader.join(_JOIN_TIMEOUT)
         for conn in (self._commands, self._control, self._lifeline):
             conn.close()
         self._sock.close()
         for waiter in list(self._replies.values()):
             waiter.put(None)  # wakes every call still waiting, wait_delivered included
-        self._events.close()
+        self._outlet.shut()
 
     def send(self, text: str, to: Sequence[Address] | None = None) -> int:
         if self._sock is None or self._closing:
@@ -209,9 +212,6 @@ class ProcessRuntime(RuntimeContext):
     def set_nick(self, nick: str) -> None:
         self._call(self._commands, "set_nick", nick)
         self._nick = nick
-
-    def get_event(self, timeout: float | None = None) -> Event | None:
-        return self._events.get(timeout)
 
     def wait_delivered(self, timeout: float) -> bool:
         """True once nothing is pending; False on timeout, or at once after `close`."""
@@ -259,8 +259,8 @@ class ProcessRuntime(RuntimeContext):
             raise result
         return result
 
-    def _pump_events(self) -> None:
-        """Move what the children send into the event queue and the waiting calls."""
+    def _read_children(self) -> None:
+        """Hand what the children send to `on_event` and to the calls waiting for it."""
         live = [self._from_receiver, self._from_sender]
         while live:
             for conn in multiprocessing.connection.wait(live):
@@ -272,8 +272,7 @@ class ProcessRuntime(RuntimeContext):
                     continue
                 kind = message[0]
                 if kind == "events":
-                    for event in message[1]:
-                        self._events.put(event)
+                    self._outlet.publish(message[1])
                 elif kind == "reply":
                     waiter = self._replies.get(message[1])
                     if waiter is not None:

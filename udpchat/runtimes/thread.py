@@ -4,7 +4,10 @@ The receiving thread blocks in `recvfrom`, drains whatever else is already queue
 socket, feeds it all to the core and sends the acks this produced. The sending thread
 sleeps on a queue until the core's next timer or until the caller hands it work, then
 runs the timers and sends what is due. One lock guards the core, so the two threads (and
-the caller's) never touch it at once; nothing is sent while the lock is held.
+the caller's) never touch it at once; nothing is sent while the lock is held. Each thread
+sends what its flush produced and then hands the flush's events to the caller's
+`on_event`, taking its turn to do so before it lets go of the core, so events reach the
+caller in the order the core produced them.
 
 No busy polling: an idle client wakes only for the core's own timers (keepalive PINGs
 every 15 s, HELLOs to a configured peer that has not answered).
@@ -19,7 +22,7 @@ import time
 from collections.abc import Sequence
 
 from ..protocol import Address, ChatSession, Config, Event, PeerStatus, Stats
-from .base import EventQueue, RuntimeContext, wall_clock_ms, wall_offset
+from .base import EventCallback, EventOutlet, RuntimeContext, wall_clock_ms, wall_offset
 from .sockets import RECEIVE_BUFFER, bind_socket, normalize, read_queued
 
 _STOP = object()
@@ -38,12 +41,15 @@ class ThreadRuntime(RuntimeContext):
         port: int = 0,
         peers: Sequence[Address] = (),
         config: Config | None = None,
+        on_event: EventCallback | None = None,
     ) -> None:
         self._core = ChatSession(nick, config=config, wall_offset=wall_offset())
         self._bind, self._port, self._initial_peers = bind, port, list(peers)
         self._lock = threading.Condition()
         self._work: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._events = EventQueue()
+        self._outlet = EventOutlet(on_event)
+        self._turn = threading.Lock()
+        """Held from the end of a flush (under the core's lock) until its events are out."""
         self._armed: float | None = None
         """When the sending thread will wake by itself (guarded by the lock)."""
         self._sock: socket.socket | None = None
@@ -85,11 +91,9 @@ class ThreadRuntime(RuntimeContext):
         _wake_receiver(self._sock)
         receiver.join(timeout=0.5)
         self._sock.close()
+        self._outlet.shut()
         with self._lock:
-            for event in self._take_events():
-                self._events.put(event)
             self._lock.notify_all()  # wakes wait_delivered: nothing more will be delivered
-        self._events.close()
 
     def send(self, text: str, to: Sequence[Address] | None = None) -> int:
         if self._sock is None or self._closing:
@@ -110,17 +114,12 @@ class ThreadRuntime(RuntimeContext):
     def remove_peer(self, addr: Address) -> None:
         with self._lock:
             self._core.remove_peer(addr, time.monotonic())
-            for event in self._take_events():
-                self._events.put(event)
         self._work.put(None)
 
     def set_nick(self, nick: str) -> None:
         with self._lock:
             self._core.set_nick(nick)
         self._work.put(None)
-
-    def get_event(self, timeout: float | None = None) -> Event | None:
-        return self._events.get(timeout)
 
     def wait_delivered(self, timeout: float) -> bool:
         """True once nothing is pending; False on timeout, or at once after `close`."""
@@ -200,11 +199,14 @@ class ThreadRuntime(RuntimeContext):
     # -- helpers --------------------------------------------------------------
 
     def _flush(self, now: float) -> tuple[list[tuple[bytes, Address]], list[Event]]:
-        """Under the lock: collect datagrams and events, wake anyone waiting on delivery."""
+        """Under the lock: collect datagrams and events, wake anyone waiting on delivery,
+        and take the turn to publish (given back by `_transmit`): the other thread's
+        next flush then publishes after this one, as the core ordered them."""
         out = self._core.datagrams_to_send(now)
         events = self._take_events()
         if self._core.pending() == 0:
             self._lock.notify_all()
+        self._turn.acquire()
         return out, events
 
     def _take_events(self) -> list[Event]:
@@ -218,15 +220,17 @@ class ThreadRuntime(RuntimeContext):
         message it may close at once, and the ACK for that message must be out by then."""
         sock = self._sock
         assert sock is not None
-        for data, addr in out:
-            try:
-                sock.sendto(data, addr)
-            except OSError:
-                # Unreachable network or a full buffer: the datagram is lost, as UDP may
-                # lose any; retransmission covers DATA, and the rest is best effort.
-                continue
-        for event in events:
-            self._events.put(event)
+        try:
+            for data, addr in out:
+                try:
+                    sock.sendto(data, addr)
+                except OSError:
+                    # Unreachable network or a full buffer: the datagram is lost, as UDP
+                    # may lose any; retransmission covers DATA, and the rest is best effort.
+                    continue
+            self._outlet.publish(events)
+        finally:
+            self._turn.release()
 
 
 def _wake_receiver(sock: socket.socket) -> None:

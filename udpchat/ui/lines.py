@@ -4,6 +4,9 @@ Each input line is one message to every peer. Each event is one output line,
 `HH:MM:SS bob: text` or `HH:MM:SS * system text` (or, with `--jsonl`, one JSON object).
 At the end of input it waits until every message is delivered or has failed, says BYE
 and returns. The first Ctrl-C does the same; a second one quits at once.
+
+Events are printed by `on_event`, the runtime's callback, on the runtime's own thread as
+they come; those that come before `run` has printed the first line wait for it.
 """
 
 from __future__ import annotations
@@ -24,11 +27,10 @@ _TEXTS_REMEMBERED = 10_000
 
 
 class LineMode:
-    """Runs one chat in line mode over an open runtime."""
+    """Runs one chat in line mode: make the runtime with `on_event`, open it, `run` it."""
 
     def __init__(
         self,
-        runtime: ChatRuntime,
         *,
         jsonl: bool = False,
         drain_timeout: float = 35.0,
@@ -36,7 +38,6 @@ class LineMode:
         stdout: TextIO | None = None,
         stderr: TextIO | None = None,
     ) -> None:
-        self.runtime = runtime
         self.jsonl = jsonl
         self.drain_timeout = drain_timeout
         self.stdin = stdin or sys.stdin
@@ -45,19 +46,34 @@ class LineMode:
         self.failures = 0
         self._texts: OrderedDict[int, str] = OrderedDict()
         self._write_lock = threading.Lock()
+        self._early: list[Event] | None = []
+        """Events that came before the first line was printed (None once it is)."""
+        self._early_lock = threading.Lock()
 
-    def run(self) -> int:
-        """Chat until end of input; return the exit status."""
-        address = format_address(self.runtime.local_address)
-        if self.jsonl:
-            self._emit(json_line("ready", address=address, model=self.runtime.model))
-        else:
-            self._emit(
-                f"{clock()} * listening on {address} as {self.runtime.nick}"
-                f" ({self.runtime.model} model); end of input quits"
-            )
-        printer = threading.Thread(target=self._print_events, name="udpchat-print", daemon=True)
-        printer.start()
+    def on_event(self, event: Event) -> None:
+        """The runtime's callback: print the event (on the runtime's thread)."""
+        with self._early_lock:
+            if self._early is not None:
+                self._early.append(event)
+                return
+        self._show(event)
+
+    def run(self, runtime: ChatRuntime) -> int:
+        """Chat over the open `runtime` until end of input; close it; return the exit
+        status."""
+        self.runtime = runtime
+        address = format_address(runtime.local_address)
+        with self._early_lock:
+            if self.jsonl:
+                self._emit(json_line("ready", address=address, model=runtime.model))
+            else:
+                self._emit(
+                    f"{clock()} * listening on {address} as {runtime.nick}"
+                    f" ({runtime.model} model); end of input quits"
+                )
+            for event in self._early or ():
+                self._show(event)
+            self._early = None
         status = EXIT_OK
         try:
             self._read_input()
@@ -70,8 +86,7 @@ class LineMode:
             except KeyboardInterrupt:
                 pass
         finally:
-            self.runtime.close()
-            printer.join(timeout=2.0)
+            runtime.close()
         if status == EXIT_OK and self.failures:
             status = EXIT_UNDELIVERED
         return status
@@ -102,13 +117,6 @@ class LineMode:
                 self._emit(f"{clock()} * waiting for {pending} deliveries...")
             if not self.runtime.wait_delivered(self.drain_timeout):
                 self._note(f"gave up waiting for {self.runtime.pending()} deliveries")
-
-    def _print_events(self) -> None:
-        while True:
-            event = self.runtime.get_event()
-            if event is None:
-                return
-            self._show(event)
 
     def _show(self, event: Event) -> None:
         if isinstance(event, DeliveryFailed):

@@ -8,14 +8,14 @@ imported: asyncio alone costs a chat 26 ms and 9 MiB it has no use for in anothe
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..protocol import Address, Config
-from .base import ChatRuntime, EventCallback
+from .base import ChatRuntime, EventCallback, RuntimeOptions
 from .sockets import DEFAULT_PORT, AddressError, bind_socket, resolve_peer
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from .aio import AsyncioChat, AsyncioRuntime
     from .process import ProcessRuntime
     from .thread import ThreadRuntime
@@ -39,24 +39,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def create_runtime(
-    model: str,
-    nick: str,
-    *,
-    bind: str = "0.0.0.0",
-    port: int = 0,
-    peers: Sequence[Address] = (),
-    config: Config | None = None,
-    on_event: EventCallback | None = None,
-) -> ChatRuntime:
-    """A runtime of the named model, not yet open, that calls `on_event` with every event
-    (see `base` for that callback's contract). ValueError for an unknown model."""
+def create_runtime(model: str, nick: str, **options: Unpack[RuntimeOptions]) -> ChatRuntime:
+    """A runtime of the named model, not yet open. The options (`bind`, `port`, `peers`,
+    `config`, `on_event`) are those of `base.Endpoint`; `on_event` is called with every
+    event, under the contract stated in `base`. ValueError for an unknown model."""
     if model not in _BY_MODEL:
         raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
     runtime_class = __getattr__(_BY_MODEL[model])
-    runtime: ChatRuntime = runtime_class(
-        nick, bind=bind, port=port, peers=peers, config=config, on_event=on_event
-    )
+    runtime: ChatRuntime = runtime_class(nick, **options)
     return runtime
 
 
@@ -69,6 +59,7 @@ __all__ = [
     "ChatRuntime",
     "EventCallback",
     "ProcessRuntime",
+    "RuntimeOptions",
     "ThreadRuntime",
     "bind_socket",
     "create_runtime",

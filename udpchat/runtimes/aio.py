@@ -30,23 +30,27 @@ import concurrent.futures
 import socket
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from ..protocol import Address, ChatSession, Config, Event, PeerStatus, Stats
-from .base import EventCallback, EventOutlet, RuntimeContext, wall_clock_ms, wall_offset
-from .sockets import RECEIVE_BUFFER, bind_socket, normalize, read_queued
+from ..protocol import Address, ChatSession, Event, PeerStatus, Stats
+from . import base
+from .base import CLOSED, Endpoint, RuntimeBase, Transmitter
+from .sockets import RECEIVE_BUFFER, normalize, read_queued
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .base import RuntimeOptions
 
 _CLOSE_TIMEOUT = 0.5
 """How long closing waits for the transport to let go of the socket before aborting it."""
 _START_TIMEOUT = 5.0
 """How long `AsyncioRuntime.open` waits for its loop to bind and start; it takes ~1 ms."""
-_CLOSED = object()
-"""Put after the last event, so that a waiting consumer wakes up and sees the end."""
 
 _T = TypeVar("_T")
 
 
-class AsyncioChat(asyncio.DatagramProtocol):
+class AsyncioChat(asyncio.DatagramProtocol, Endpoint):
     """A chat endpoint on the running event loop: one UDP socket, one `ChatSession`.
 
     Use it as an async context manager, or call `open` and `aclose`. Call its methods from
@@ -54,29 +58,19 @@ class AsyncioChat(asyncio.DatagramProtocol):
     thread, once per event, in order), else to an internal queue read by `next_event`.
     """
 
-    def __init__(
-        self,
-        nick: str,
-        *,
-        bind: str = "0.0.0.0",
-        port: int = 0,
-        peers: Sequence[Address] = (),
-        config: Config | None = None,
-        on_event: EventCallback | None = None,
-    ) -> None:
-        self._core = ChatSession(nick, config=config, wall_offset=wall_offset())
+    def __init__(self, nick: str, **options: Unpack[RuntimeOptions]) -> None:
+        Endpoint.__init__(self, nick, **options)
+        self._core = ChatSession(nick, config=self._config, wall_offset=base.wall_offset())
         self._guard = threading.Lock()
         """Held for every use of the core. Uncontended (~0.15 µs) unless an AsyncioRuntime's
         caller queues a message from its own thread; nothing is sent while it is held."""
-        self._bind, self._port, self._initial_peers = bind, port, list(peers)
-        self._on_event = on_event
+        self._transmitter = Transmitter(self._sendto, self._publish)
         self._events: asyncio.Queue[object] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._sock: socket.socket | None = None
         self._drain_from: socket.socket | None = None
         """Our socket when it is safe to read it directly (selector loops only)."""
-        self._address: Address | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._flush_requested = False
@@ -86,13 +80,6 @@ class AsyncioChat(asyncio.DatagramProtocol):
         self._closed = False
 
     # -- public API -----------------------------------------------------------
-
-    @property
-    def local_address(self) -> Address:
-        """The address the socket is bound to (the real port when 0 was asked)."""
-        if self._address is None:
-            raise RuntimeError("not open")
-        return self._address
 
     @property
     def nick(self) -> str:
@@ -108,8 +95,7 @@ class AsyncioChat(asyncio.DatagramProtocol):
         loop = self._loop = asyncio.get_running_loop()
         self._lost = loop.create_future()
         # Binding ourselves gives the same AddressError as every other model, at once.
-        sock = bind_socket(self._bind, self._port)
-        self._address = normalize(sock.getsockname())
+        sock = self._bind_socket()
         try:
             await loop.create_datagram_endpoint(lambda: self, sock=sock)
         except BaseException:
@@ -163,9 +149,10 @@ class AsyncioChat(asyncio.DatagramProtocol):
         Raises MessageTooLong, NoPeers or OutboxFull (all LocalProtocolError).
         """
         now = self._now()
-        targets = None if to is None else list(to)
         with self._guard:
-            message_id = self._core.send_message(text, now, sent_at_ms=wall_clock_ms(), to=targets)
+            message_id = self._core.send_message(
+                text, now, sent_at_ms=base.wall_clock_ms(), to=base.as_targets(to)
+            )
         self._transmit(now)
         return message_id
 
@@ -203,8 +190,8 @@ class AsyncioChat(asyncio.DatagramProtocol):
                 item = await asyncio.wait_for(self._events.get(), timeout)
             except asyncio.TimeoutError:
                 return None
-        if item is _CLOSED:
-            self._events.put_nowait(_CLOSED)  # for any other waiter
+        if item is CLOSED:
+            self._events.put_nowait(CLOSED)  # for any other waiter
             return None
         return cast(Event, item)
 
@@ -294,21 +281,13 @@ class AsyncioChat(asyncio.DatagramProtocol):
 
     def _transmit(self, now: float | None = None) -> None:
         """Send what the core has for the wire, pass its events on, re-arm its timer."""
-        core = self._core
         if now is None:
             now = self._now()
         with self._guard:
             self._flush_requested = False
-            out = core.datagrams_to_send(now)
-            events = []
-            while (event := core.next_event()) is not None:
-                events.append(event)
-            all_done = core.pending() == 0
-            when = None if self._closed else core.get_timer()
-        transport = self._transport
-        if transport is not None and not transport.is_closing():
-            for data, addr in out:
-                transport.sendto(data, addr)
+            flushed = base.flush(self._core, now)
+            all_done = self._core.pending() == 0
+        when = None if self._closed else flushed.timer
         if when != self._timer_at:
             if self._timer is not None:
                 self._timer.cancel()
@@ -316,13 +295,22 @@ class AsyncioChat(asyncio.DatagramProtocol):
             self._timer = None if when is None else loop.call_at(when, self._on_timer)
             self._timer_at = when
         # Last, so that an on_event that raises cannot leave the timer unarmed.
-        for event in events:
-            if self._on_event is not None:
-                self._on_event(event)
-            else:
-                self._events.put_nowait(event)
+        self._transmitter.transmit(flushed)
         if all_done and self._delivery_waiters:
             self._wake_delivery_waiters()
+
+    def _sendto(self, data: bytes, addr: Address) -> None:
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.sendto(data, addr)
+
+    def _publish(self, events: list[Event]) -> None:
+        if self._on_event is not None:
+            for event in events:
+                self._on_event(event)
+        else:
+            for event in events:
+                self._events.put_nowait(event)
 
     # -- for AsyncioRuntime ---------------------------------------------------
 
@@ -351,7 +339,7 @@ class AsyncioChat(asyncio.DatagramProtocol):
         self._drain_from = None
         self._wake_delivery_waiters()
         if self._on_event is None:
-            self._events.put_nowait(_CLOSED)
+            self._events.put_nowait(CLOSED)
 
     def _wake_delivery_waiters(self) -> None:
         waiters, self._delivery_waiters = self._delivery_waiters, []
@@ -368,28 +356,23 @@ class AsyncioChat(asyncio.DatagramProtocol):
         return self._loop_or_fail().time()
 
 
-class AsyncioRuntime(RuntimeContext):
+class AsyncioRuntime(RuntimeBase):
     """`ChatRuntime` over an `AsyncioChat` whose event loop runs in a background thread."""
 
     model = "asyncio"
 
-    def __init__(
-        self,
-        nick: str,
-        *,
-        bind: str = "0.0.0.0",
-        port: int = 0,
-        peers: Sequence[Address] = (),
-        config: Config | None = None,
-        on_event: EventCallback | None = None,
-    ) -> None:
-        self._outlet = EventOutlet(on_event)
+    def __init__(self, nick: str, **options: Unpack[RuntimeOptions]) -> None:
+        super().__init__(nick, **options)
         self._chat = AsyncioChat(
-            nick, bind=bind, port=port, peers=peers, config=config, on_event=self._outlet
+            nick,
+            bind=self._bind,
+            port=self._port,
+            peers=self._initial_peers,
+            config=self._config,
+            on_event=self._outlet,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._closing = False
 
     # -- ChatRuntime ----------------------------------------------------------
 
@@ -455,9 +438,11 @@ class AsyncioRuntime(RuntimeContext):
         """
         if self._closing:
             raise RuntimeError("closed")
-        targets = None if to is None else list(to)
+        targets = base.as_targets(to)
         return self._chat._queue_from_thread(
-            lambda core, now: core.send_message(text, now, sent_at_ms=wall_clock_ms(), to=targets)
+            lambda core, now: core.send_message(
+                text, now, sent_at_ms=base.wall_clock_ms(), to=targets
+            )
         )
 
     def add_peer(self, addr: Address) -> None:

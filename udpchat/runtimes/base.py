@@ -24,15 +24,24 @@ every event the core produces. The contract of that callback:
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Protocol, TypedDict, runtime_checkable
 
-from ..protocol import Address, Event, PeerStatus, Stats
+from ..protocol import Address, Config, Event, PeerStatus, Stats
+from .sockets import bind_socket, normalize
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 EventCallback = Callable[[Event], None]
 """What a runtime calls with each event; see the contract above."""
+
+CLOSED = object()
+"""Put in a queue after the last item: whoever takes it knows that nothing more comes."""
 
 
 @runtime_checkable
@@ -96,6 +105,77 @@ class ChatRuntime(Protocol):
     def peers(self) -> list[PeerStatus]: ...
 
 
+class RuntimeOptions(TypedDict, total=False):
+    """The keyword arguments of every runtime class and of `create_runtime` (defaults and
+    meaning: `Endpoint`)."""
+
+    bind: str
+    port: int
+    peers: Sequence[Address]
+    config: Config | None
+    on_event: EventCallback | None
+
+
+class Endpoint:
+    """What every chat endpoint is given before it opens, and the address it then has."""
+
+    def __init__(
+        self,
+        nick: str,
+        *,
+        bind: str = "0.0.0.0",
+        port: int = 0,
+        peers: Sequence[Address] = (),
+        config: Config | None = None,
+        on_event: EventCallback | None = None,
+    ) -> None:
+        """Chat as `nick` (1-32 bytes) on a UDP socket bound to `bind`:`port` (0: any free
+        port), greeting `peers` at `open`; `on_event` is called with every event (see the
+        contract above; None: events are dropped)."""
+        self._config = config or Config()
+        self._bind, self._port, self._initial_peers = bind, port, list(peers)
+        self._on_event = on_event
+        self._address: Address | None = None
+
+    @property
+    def local_address(self) -> Address:
+        """The address the socket is bound to (the real port when 0 was asked)."""
+        if self._address is None:
+            raise RuntimeError("not open")
+        return self._address
+
+    def _bind_socket(self) -> socket.socket:
+        """The socket, bound (AddressError with a one-line reason if it cannot be)."""
+        sock = bind_socket(self._bind, self._port)
+        self._address = normalize(sock.getsockname())
+        return sock
+
+
+class RuntimeBase(Endpoint):
+    """What the three runtime classes share: their arguments, their events' way out, and
+    `with runtime:` to open and close them."""
+
+    model: ClassVar[str]
+
+    def __init__(self, nick: str, **options: Unpack[RuntimeOptions]) -> None:
+        super().__init__(nick, **options)
+        self._outlet = EventOutlet(self._on_event)
+        self._closing = False
+
+    def open(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> ChatRuntime:
+        self.open()
+        return self  # type: ignore[return-value]
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 class EventOutlet:
     """A runtime's way to its caller's `on_event`: one call at a time, none after `shut`.
 
@@ -124,21 +204,74 @@ class EventOutlet:
             self._open = False
 
 
-class RuntimeContext:
-    """`with runtime:` opens it and closes it, for every model."""
+# -- the flush ------------------------------------------------------------------
 
-    def open(self) -> None:
-        raise NotImplementedError
 
-    def close(self) -> None:
-        raise NotImplementedError
+class Core(Protocol):
+    """What a runtime drains after every input: a `ChatSession`, or one of its halves."""
 
-    def __enter__(self) -> ChatRuntime:
-        self.open()
-        return self  # type: ignore[return-value]
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]: ...
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def next_event(self) -> Event | None: ...
+
+    def get_timer(self) -> float | None: ...
+
+
+@dataclass(slots=True)
+class Flushed:
+    """Everything one flush took from the core."""
+
+    datagrams: list[tuple[bytes, Address]]
+    """To put on the wire."""
+    events: list[Event]
+    """To hand on once the datagrams are out."""
+    timer: float | None
+    """When the core wants `handle_timer` next (None: never, until another input)."""
+
+
+def flush(core: Core, now: float) -> Flushed:
+    """Take what the core has for the wire and for the caller after an input. Call it
+    under whatever guards the core; pass the result to a `Transmitter` outside of it."""
+    datagrams = core.datagrams_to_send(now)
+    events = []
+    while (event := core.next_event()) is not None:
+        events.append(event)
+    return Flushed(datagrams, events, core.get_timer())
+
+
+class Transmitter:
+    """Where every flush goes, in the one order all models keep: the datagrams onto the
+    wire, then the events onward. Events go last because a caller that has seen a message
+    may close at once, and the ACK for that message must be out by then.
+
+    A step that has to come before anything leaves (storing received messages before
+    their ACKs go, outgoing ones before their first DATA) belongs at the top of
+    `transmit`.
+    """
+
+    def __init__(
+        self, send: Callable[[bytes, Address], object], publish: Callable[[list[Event]], None]
+    ) -> None:
+        """`send` puts one datagram on the wire (a socket's `sendto`); `publish` hands a
+        flush's events on (to `on_event`, or to the process that calls it)."""
+        self._send = send
+        self._publish = publish
+
+    def transmit(self, flushed: Flushed) -> None:
+        for data, addr in flushed.datagrams:
+            try:
+                self._send(data, addr)
+            except OSError:
+                # Unreachable network or a full buffer: the datagram is lost, as UDP may
+                # lose any; retransmission covers DATA, and the rest is best effort.
+                continue
+        if flushed.events:
+            self._publish(flushed.events)
+
+
+def as_targets(to: Sequence[Address] | None) -> list[Address] | None:
+    """`send`'s `to` as the core takes it."""
+    return None if to is None else list(to)
 
 
 def wall_clock_ms() -> int:

@@ -32,9 +32,9 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..protocol import (
     Address,
@@ -51,8 +51,14 @@ from ..protocol import (
     encode_text,
     merge_peers,
 )
-from .base import EventCallback, EventOutlet, RuntimeContext, wall_clock_ms, wall_offset
-from .sockets import bind_socket, normalize, read_queued
+from . import base
+from .base import RuntimeBase, Transmitter
+from .sockets import read_queued
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .base import RuntimeOptions
 
 _JOIN_TIMEOUT = 0.5
 _START_TIMEOUT = 30.0
@@ -61,49 +67,35 @@ _RPC_TIMEOUT = 5.0
 _ACTIVE, _PENDING, _DONE = 0, 1, 2
 
 
-class ProcessRuntime(RuntimeContext):
+class ProcessRuntime(RuntimeBase):
     """`ChatRuntime` with a receiving process and a sending process over one socket."""
 
     model = "process"
 
     def __init__(
-        self,
-        nick: str,
-        *,
-        bind: str = "0.0.0.0",
-        port: int = 0,
-        peers: Sequence[Address] = (),
-        config: Config | None = None,
-        on_event: EventCallback | None = None,
-        start_method: str | None = None,
+        self, nick: str, *, start_method: str | None = None, **options: Unpack[RuntimeOptions]
     ) -> None:
+        """`start_method`: how to start the children ("fork", "spawn", "forkserver");
+        default: UDPCHAT_START_METHOD, else see `_context`."""
+        super().__init__(nick, **options)
         Sender(b"\0" * 8, nick, Config())  # validates the nickname here, in the caller
         self._nick = nick
-        self._bind, self._port, self._initial_peers = bind, port, list(peers)
-        self._config = config or Config()
         self._start_method = start_method or os.environ.get("UDPCHAT_START_METHOD") or None
         self._sock: socket.socket | None = None
-        self._outlet = EventOutlet(on_event)
         self._replies: dict[int, queue.SimpleQueue[Any]] = {}
         self._request_ids = itertools.count(1)
         self._send_lock = threading.Lock()
         self._sends_issued = 0
         self._next_message_id = 1
-        self._closing = False
 
     # -- ChatRuntime ----------------------------------------------------------
-
-    @property
-    def local_address(self) -> Address:
-        assert self._sock is not None, "not open"
-        return normalize(self._sock.getsockname())
 
     @property
     def nick(self) -> str:
         return self._nick
 
     def open(self) -> None:
-        self._sock = sock = bind_socket(self._bind, self._port)
+        self._sock = sock = self._bind_socket()
         ctx, session = _context(self._start_method), os.urandom(8)
         self._status = ctx.RawArray("q", 3)
         lifeline_r, self._lifeline = ctx.Pipe(duplex=False)
@@ -199,8 +191,9 @@ class ProcessRuntime(RuntimeContext):
             message_id = self._next_message_id
             self._next_message_id += 1
             self._sends_issued += 1
-            targets = None if to is None else list(to)
-            self._commands.send(("send", message_id, text, wall_clock_ms(), targets))
+            self._commands.send(
+                ("send", message_id, text, base.wall_clock_ms(), base.as_targets(to))
+            )
         return message_id
 
     def add_peer(self, addr: Address) -> None:
@@ -308,12 +301,9 @@ def _child_setup(parent_end: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _transmit(sock: socket.socket, out: list[tuple[bytes, Address]]) -> None:
-    for data, addr in out:
-        try:
-            sock.sendto(data, addr)
-        except OSError:
-            continue  # lost, as UDP may lose anything; DATA is retransmitted
+def _to_parent(events: Connection) -> Callable[[list[Event]], None]:
+    """A child's way to publish events: one message to the parent per flush."""
+    return lambda batch: events.send(("events", batch))
 
 
 def _receiver_main(
@@ -330,7 +320,7 @@ def _receiver_main(
     """Receiving process: socket in, receive half, ACKs out, notes and events onward."""
     _child_setup(parent_end)
     try:
-        receiver = Receiver(session, config, wall_offset=wall_offset())
+        receiver = Receiver(session, config, wall_offset=base.wall_offset())
         _receive_loop(sock, receiver, control, notes, events, lifeline)
     finally:
         for resource in (sock, control, notes, events, lifeline):
@@ -348,9 +338,10 @@ def _receive_loop(
     poller = select.poll()
     for fd in (sock.fileno(), control.fileno(), lifeline.fileno()):
         poller.register(fd, select.POLLIN)
+    transmitter = Transmitter(sock.sendto, _to_parent(events))
     events.send(("ready",))
+    timer = receiver.get_timer()
     while True:
-        timer = receiver.get_timer()
         wait_ms = None if timer is None else max(0, int((timer - time.monotonic()) * 1000) + 1)
         ready = {fd for fd, _ in poller.poll(wait_ms)}
         now = time.monotonic()
@@ -372,21 +363,20 @@ def _receive_loop(
                 receiver.receive_datagram(data, source, now)
         if timer is not None and timer <= now:
             receiver.handle_timer(now)
-        _transmit(sock, receiver.datagrams_to_send(now))
-        batch = []
-        while (note := receiver.next_note()) is not None:
-            batch.append(note)
-        if batch:
-            notes.send(batch)
-        _forward_events(receiver.next_event, events)
+        flushed = base.flush(receiver, now)
+        timer = flushed.timer
+        # The notes go before the events: a command the parent sends after seeing an
+        # event then finds the sending process told of what the event reports.
+        _pass_notes(receiver, notes)
+        transmitter.transmit(flushed)
 
 
-def _forward_events(next_event: Any, events: Connection) -> None:
+def _pass_notes(receiver: Receiver, notes: Connection) -> None:
     batch = []
-    while (event := next_event()) is not None:
-        batch.append(event)
+    while (note := receiver.next_note()) is not None:
+        batch.append(note)
     if batch:
-        events.send(("events", batch))
+        notes.send(batch)
 
 
 def _sender_main(
@@ -406,7 +396,7 @@ def _sender_main(
     """Sending process: commands and notes in, send half, DATA and probes out."""
     _child_setup(parent_end)
     try:
-        sender = Sender(session, nick, config, wall_offset=wall_offset())
+        sender = Sender(session, nick, config, wall_offset=base.wall_offset())
         _send_loop(sock, sender, peers, commands, notes, events, status, lifeline)
     finally:
         for resource in (sock, commands, notes, events, lifeline):
@@ -432,14 +422,17 @@ def _send_loop(
     sends_done = 0
     stopping = False
     sources = [commands, notes, lifeline]
+    transmitter = Transmitter(sock.sendto, _to_parent(events))
     while True:
         # A fresh clock: handling a backlog of queued sends can take longer than an RTO,
         # and stamping the window with the time we woke would make it all look overdue.
         now = time.monotonic()
-        _transmit(sock, sender.datagrams_to_send(now))
+        flushed = base.flush(sender, now)
+        # The status first: a parent that has seen a delivery reads a pending count that
+        # already counts it.
         status[_ACTIVE], status[_PENDING] = sender.active_peers(), sender.pending()
         status[_DONE] = sends_done
-        _forward_events(sender.next_event, events)
+        transmitter.transmit(flushed)
         if sender.pending() == 0:
             outbox.extend(("reply", request, True) for request in drain_waiters)
             drain_waiters.clear()
@@ -448,7 +441,7 @@ def _send_loop(
         outbox.clear()
         if stopping:
             return
-        timer = sender.get_timer()
+        timer = flushed.timer
         timeout = None if timer is None else max(0.0, timer - time.monotonic())
         ready = multiprocessing.connection.wait(sources, timeout)
         now = time.monotonic()

@@ -367,6 +367,43 @@ def test_runtime_send_errors_reach_the_caller() -> None:
         assert [status.peer for status in runtime.peers()] == [("127.0.0.1", 9)]
 
 
+class ThreadsSeen:
+    """Stands in for a chat's core and notes the thread of every call made to it."""
+
+    def __init__(self, core: object) -> None:
+        self._core = core
+        self.threads: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._core, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.threads.add(threading.current_thread().name)
+            return attribute(*args, **kwargs)
+
+        return call
+
+
+def test_runtime_touches_the_chat_only_on_the_loop_thread() -> None:
+    with (
+        AsyncioRuntime("alice", bind="127.0.0.1") as alice,
+        recorded(AsyncioRuntime, "bob", bind="127.0.0.1", peers=(alice.local_address,)) as bob,
+    ):
+        seen = ThreadsSeen(bob._chat._core)
+        bob._chat._core = seen  # type: ignore[assignment]
+        bob.add_peer(alice.local_address)
+        bob.set_nick("robert")
+        bob.send("hello")
+        with pytest.raises(NoPeers):
+            bob.send("to nobody", to=[("127.0.0.1", 9)])
+        assert bob.wait_delivered(TIMEOUT)
+        assert bob.pending() == 0 and bob.stats().messages_delivered == 1
+        assert [row.peer for row in bob.peers()] == [alice.local_address]
+    assert seen.threads == {"udpchat-asyncio"}
+
+
 def test_runtime_takes_sends_from_several_threads_at_once() -> None:
     senders, each = 4, 250
     with (

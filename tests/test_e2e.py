@@ -112,6 +112,24 @@ def test_sending_with_no_peer_is_refused(model: str, open_runtime: OpenRuntime) 
         a.send("hello?")
 
 
+def test_send_to_no_known_peer_is_refused_at_once_in_every_model(
+    model: str, open_runtime: OpenRuntime
+) -> None:
+    bob = open_runtime(model, "bob")
+    alice = open_runtime(model, "alice", peers=(bob.local_address,))
+    stranger = ("127.0.0.1", 9)  # never sent to: the message is refused first
+    with pytest.raises(NoPeers):
+        alice.send("for a stranger", to=[stranger])
+    with pytest.raises(NoPeers):
+        alice.send("for nobody", to=[])
+    message_id = alice.send("for bob", to=[stranger, bob.local_address])
+    # The refused messages report nothing: the first delivery event is this one's.
+    outcome = wait_for(alice, lambda e: isinstance(e, (MessageDelivered, DeliveryFailed)))
+    assert isinstance(outcome, MessageDelivered) and outcome.message_id == message_id
+    assert collect_messages(bob, 1) == ["for bob"]
+    assert alice.pending() == 0
+
+
 @pytest.mark.parametrize(
     ("payload", "preview"),
     [(b"hello from netcat\n", "hello from netcat\n"), ("你好".encode("gbk"), "你好")],

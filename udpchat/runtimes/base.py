@@ -77,10 +77,17 @@ class ChatRuntime(Protocol):
 
     def send(self, text: str, to: Sequence[Address] | None = None) -> int:
         """Send a message to every active peer, or only to those in `to`; return its id
-        for the delivery events.
+        for the delivery events (one `MessageDelivered` or `DeliveryFailed` per peer).
 
-        Raises MessageTooLong, NoPeers or OutboxFull (all LocalProtocolError), and
-        RuntimeError before `open` or after `close`.
+        Every model refuses at once, by raising a LocalProtocolError, and then sends
+        nothing and reports nothing more: MessageTooLong for a text over the protocol's
+        limit; NoPeers when there is no peer to send to (no active peer; with `to`, none
+        of its addresses is a peer, configured or learned); OutboxFull when too many
+        deliveries are pending. RuntimeError before `open` or after `close`.
+
+        One race is left, in the process model: if the last peer leaves (or the outbox
+        fills) while a message for every peer crosses to the sending process, the message
+        fails at once with a `DeliveryFailed` whose peer is None.
         """
         ...
 

@@ -10,11 +10,12 @@ What crosses a pipe is a small frozen dataclass (below), matched on its type.
 
 Why Pipes: a one-way Pipe hop costs less than an mp.Queue hop (docs/models.md, "Figures
 behind the runtimes"), and a Pipe needs no feeder thread and no semaphore, so nothing can
-leak. `send()` is fire-and-forget (a request/response round trip per message would
-cost many times a one-way hop): the parent checks what it can before sending (the
-text's length, and the peers and outbox sizes that the sending process publishes in
-shared memory), and the rare message the sending process still cannot queue comes back
-as DeliveryFailed.
+leak. `send()` to every peer is fire-and-forget (a request/response round trip per
+message would cost many times a one-way hop): the parent checks what it can before
+sending (the text's length, and the peers and outbox sizes that the sending process
+publishes in shared memory), and the rare message the sending process still cannot queue
+comes back as DeliveryFailed. `send(to=...)` waits for the sending process's answer: only
+it knows which peers it has.
 
 Lifetime: each child watches a lifeline pipe whose only writer is the parent, so when
 the parent dies, even by SIGKILL, both children see end-of-file and exit (the sending
@@ -263,13 +264,19 @@ class ProcessRuntime(RuntimeBase):
         if self._sock is None or self._closing:
             raise RuntimeError("not open")
         encode_text(text)  # MessageTooLong, before anything crosses a pipe
-        self._check_room()
+        if to is None:
+            self._check_room()
         with self._send_lock:
             message_id = self._next_message_id
             self._next_message_id += 1
             self._sends_issued += 1
             message = SendText(message_id, text, base.wall_clock_ms(), base.as_targets(to))
-            self._commands.send(message)
+            if to is None:
+                self._commands.send(message)
+                return message_id
+        # Only the sending process knows which of these are its peers: its answer is
+        # NoPeers if none is, as in the other models (OutboxFull if it is full).
+        self._call(self._commands, message)
         return message_id
 
     def add_peer(self, addr: Address) -> None:

@@ -159,6 +159,17 @@ def test_undeliverable_message_is_reported_and_sets_exit_status_1(chats: list[Ch
     assert code == 1 and stderr == ""
 
 
+@pytest.mark.parametrize("model", MODELS)
+def test_a_send_the_kernel_refuses_is_shown_at_once(chats: list[Chat], model: str) -> None:
+    # The broadcast address of 127/8: refused by the kernel (EACCES) before it leaves.
+    alice = start(chats, "--plain", "--port", "0", "--model", model, "--peer", "127.255.255.255")
+    alice.expect(
+        r"^\d\d:\d\d:\d\d \* could not send to 127\.255\.255\.255:9000: Permission denied$"
+    )
+    alice.end_input()
+    assert alice.wait() == (0, "")
+
+
 def test_peer_text_cannot_reach_the_terminal_raw(chats: list[Chat]) -> None:
     alice = start(chats, "--plain", "--port", "0", "--name", "alice")
     port = alice.expect(LISTENING.pattern).group(1)

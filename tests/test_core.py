@@ -35,6 +35,7 @@ from udpchat.protocol import (
     PeerNote,
     PeerRenamed,
     PongNote,
+    SendFailed,
     WireError,
 )
 from udpchat.protocol.wire import (
@@ -1051,6 +1052,7 @@ EVENTS = [
     MessageDelivered(message_id=3, peer=BOB, elapsed=0.25),
     DeliveryFailed(message_id=4, peer=BOB, elapsed=30.0, reason="no acknowledgement within 30 s"),
     DatagramRejected(peer=("::1", 9), reason="not udpchat", count=7, preview="你好"),
+    SendFailed(peer=BOB, reason="Permission denied", count=2),
     AckNote(BOB, 5, 0b101),
     PongNote(BOB, 7),
     PeerNote(BOB, present=True, send_hello=True),

@@ -19,6 +19,7 @@ from udpchat.protocol import (
     NoPeers,
     PeerJoined,
     PeerLeft,
+    SendFailed,
 )
 from udpchat.runtimes import create_runtime
 
@@ -144,6 +145,18 @@ def test_foreign_datagram_is_dropped_and_reported_with_a_preview(
     assert isinstance(rejected, DatagramRejected)
     assert rejected.reason == "not udpchat" and rejected.preview == preview
     assert a.stats().foreign_dropped == 1
+
+
+def test_a_send_the_kernel_refuses_is_reported_at_once(
+    model: str, open_runtime: OpenRuntime
+) -> None:
+    # The broadcast address of 127/8: the kernel refuses it (EACCES, no SO_BROADCAST)
+    # before anything leaves the machine.
+    broadcast = ("127.255.255.255", 9)
+    alice = open_runtime(model, "alice", peers=(broadcast,), config=Config(give_up_after=60))
+    refused = wait_for(alice, lambda e: isinstance(e, SendFailed))  # the first HELLO
+    assert refused == SendFailed(peer=broadcast, reason="Permission denied", count=1)
+    assert alice.stats().messages_failed == 0  # reported long before any give-up
 
 
 def test_nick_change_reaches_the_peer(model: str, open_runtime: OpenRuntime) -> None:

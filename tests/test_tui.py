@@ -41,6 +41,7 @@ from udpchat.protocol import (
     PeerLeft,
     PeerRenamed,
     PeerStatus,
+    SendFailed,
     Stats,
 )
 from udpchat.runtimes import ChatRuntime, EventCallback
@@ -388,6 +389,20 @@ async def test_incoming_messages_and_peer_events_become_lines() -> None:
         runtime.push(PeerLeft(peer=BOB, nick="robert", reason="bye"))
         await chat.shows(r"\* robert \(127\.0\.0\.1:9001\) left$")
         await chat.until(lambda: "no peers" in chat.ui.status_text(), "the status bar to update")
+
+
+@pytest.mark.asyncio
+async def test_a_send_the_kernel_refused_is_one_warning_line() -> None:
+    runtime = FakeRuntime()
+    async with running(runtime) as chat:
+        runtime.push(SendFailed(peer=("192.168.1.255", 9000), reason="Permission denied", count=1))
+        await chat.shows(
+            r"^\d\d:\d\d \* could not send to 192\.168\.1\.255:9000: Permission denied$"
+        )
+        runtime.push(SendFailed(peer=BOB, reason="Network is unreachable", count=4))
+        await chat.shows(
+            r"\* could not send to 127\.0\.0\.1:9001 \(4 datagrams\): Network is unreachable$"
+        )
 
 
 @pytest.mark.asyncio

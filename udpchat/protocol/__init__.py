@@ -23,6 +23,7 @@ from .events import (
     PeerJoined,
     PeerLeft,
     PeerRenamed,
+    SendFailed,
 )
 from .notes import AckNote, Note, PeerNote, PongNote
 from .receiver import PeerInfo, Receiver
@@ -58,6 +59,7 @@ __all__ = [
     "PongNote",
     "ProtocolError",
     "Receiver",
+    "SendFailed",
     "Sender",
     "Stats",
     "TargetInfo",

@@ -75,6 +75,8 @@ class AsyncioChat(asyncio.DatagramProtocol, Endpoint):
         self._delivery_waiters: list[asyncio.Future[None]] = []
         self._lost: asyncio.Future[None] | None = None
         self._closed = False
+        self._sending = False
+        """True while `_sendto` is inside the transport's sendto."""
 
     # -- public API -----------------------------------------------------------
 
@@ -243,9 +245,14 @@ class AsyncioChat(asyncio.DatagramProtocol, Endpoint):
         self._transmit(now)
 
     def error_received(self, exc: Exception) -> None:
-        # An ICMP error (port unreachable, ...) or a failed sendto: UDP may lose any
-        # datagram, and retransmission or the peer timeout deals with the consequences.
-        pass
+        if self._sending:
+            # The selector transport calls this from inside its sendto when the kernel
+            # refuses a datagram: raise it there, and the Transmitter reports it as in
+            # the other models.
+            raise exc
+        # Otherwise an ICMP error (port unreachable, ...) or a send the transport had to
+        # put off: UDP may lose any datagram, and retransmission or the peer timeout
+        # deals with the consequences.
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._lost is not None and not self._lost.done():
@@ -282,7 +289,11 @@ class AsyncioChat(asyncio.DatagramProtocol, Endpoint):
     def _sendto(self, data: bytes, addr: Address) -> None:
         transport = self._transport
         if transport is not None and not transport.is_closing():
-            transport.sendto(data, addr)
+            self._sending = True
+            try:
+                transport.sendto(data, addr)
+            finally:
+                self._sending = False
 
     def _publish(self, events: list[Event]) -> None:
         if self._on_event is not None:

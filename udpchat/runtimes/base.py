@@ -24,6 +24,7 @@ every event the core produces. The contract of that callback:
 
 from __future__ import annotations
 
+import errno
 import socket
 import threading
 import time
@@ -31,7 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol, TypedDict, runtime_checkable
 
-from ..protocol import Address, Config, Event, PeerStatus, Stats
+from ..protocol import Address, Config, Event, PeerStatus, SendFailed, Stats
 from .sockets import bind_socket, normalize
 
 if TYPE_CHECKING:
@@ -257,23 +258,69 @@ class Transmitter:
     """
 
     def __init__(
-        self, send: Callable[[bytes, Address], object], publish: Callable[[list[Event]], None]
+        self,
+        send: Callable[[bytes, Address], object],
+        publish: Callable[[list[Event]], None],
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`send` puts one datagram on the wire (a socket's `sendto`); `publish` hands a
         flush's events on (to `on_event`, or to the process that calls it)."""
         self._send = send
         self._publish = publish
+        self._send_errors = SendErrors(clock)
 
     def transmit(self, flushed: Flushed) -> None:
+        events = flushed.events
         for data, addr in flushed.datagrams:
             try:
                 self._send(data, addr)
-            except OSError:
-                # Unreachable network or a full buffer: the datagram is lost, as UDP may
-                # lose any; retransmission covers DATA, and the rest is best effort.
-                continue
-        if flushed.events:
-            self._publish(flushed.events)
+            except OSError as error:
+                failure = self._send_errors.failed(addr, error)
+                if failure is not None:
+                    events.append(failure)
+        if events:
+            self._publish(events)
+
+
+class SendErrors:
+    """The errors `sendto` raises, turned into `SendFailed` events a person can act on
+    (a broadcast address, no route, a firewall), at most one per peer and error every
+    `REPORT_INTERVAL` seconds, so that a dead route does not flood the screen.
+
+    A full buffer (ENOBUFS, EAGAIN) stays silent: the datagram is lost as UDP may lose
+    any, and retransmission covers DATA.
+    """
+
+    TRANSIENT = frozenset({errno.ENOBUFS, errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR})
+    REPORT_INTERVAL = 10.0
+    _REMEMBERED = 256
+    """Past this many (peer, error) pairs, those not reported for an interval are forgotten."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._seen: dict[tuple[Address, int | None], tuple[float, int]] = {}
+        """(peer, errno) -> (when last reported, failures since, that report's included)."""
+
+    def failed(self, addr: Address, error: OSError) -> SendFailed | None:
+        """Count one datagram to `addr` that the OS refused; the event to report, if any."""
+        if error.errno in self.TRANSIENT:
+            return None
+        now, key = self._clock(), (addr, error.errno)
+        reported, count = self._seen.get(key, (now - self.REPORT_INTERVAL, 0))
+        count += 1
+        if now - reported < self.REPORT_INTERVAL:
+            self._seen[key] = (reported, count)
+            return None
+        if len(self._seen) >= self._REMEMBERED:
+            self._forget(now)
+        self._seen[key] = (now, 0)
+        return SendFailed(peer=addr, reason=error.strerror or str(error), count=count)
+
+    def _forget(self, now: float) -> None:
+        for key, (reported, _) in list(self._seen.items()):
+            if now - reported >= self.REPORT_INTERVAL:
+                del self._seen[key]
 
 
 def as_targets(to: Sequence[Address] | None) -> list[Address] | None:

@@ -23,6 +23,7 @@ from ..protocol import (
     PeerJoined,
     PeerLeft,
     PeerRenamed,
+    SendFailed,
 )
 
 _BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
@@ -109,6 +110,9 @@ def describe(event: Event, texts: dict[int, str] | None = None) -> str | None:
         return (
             f"* dropped a datagram from {format_address(event.peer)}{more}: {event.reason}{preview}"
         )
+    if isinstance(event, SendFailed):
+        many = f" ({event.count} datagrams)" if event.count > 1 else ""
+        return f"* could not send to {format_address(event.peer)}{many}: {event.reason}"
     return None  # MessageDelivered: silent in line mode
 
 
@@ -134,6 +138,7 @@ _NAMES = {
     PeerLeft: "peer_left",
     PeerRenamed: "peer_renamed",
     DatagramRejected: "datagram_rejected",
+    SendFailed: "send_failed",
 }
 
 

@@ -65,6 +65,7 @@ from ..protocol import (
     PeerJoined,
     PeerLeft,
     PeerRenamed,
+    SendFailed,
 )
 from ..runtimes import AddressError, ChatRuntime, resolve_peer
 from .commands import (
@@ -272,7 +273,7 @@ class TerminalUI:
             self._present[event.peer] = event.new_nick
         text = describe(event)
         if text is not None:
-            warning = isinstance(event, DatagramRejected)
+            warning = isinstance(event, DatagramRejected | SendFailed)
             self._line(text, "class:warning" if warning else "class:system")
 
     def _refresh(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import io
 import os
 import re
@@ -147,6 +148,25 @@ class FakeRuntime:
             self.pending_count -= 1
         assert self.on_event is not None
         self.on_event(event)
+
+
+def test_the_fake_runtime_has_everything_a_chat_runtime_has() -> None:
+    """The tests below stand for a real runtime only as long as this holds."""
+    runtime: ChatRuntime = FakeRuntime()  # what mypy checks, once it checks the tests
+    members = set(ChatRuntime.__annotations__) | {
+        name for name in vars(ChatRuntime) if not name.startswith("_")
+    }
+    members |= {"__enter__", "__exit__"}
+    assert {"model", "nick", "local_address", "send", "wait_delivered", "peers"} <= members
+    for name in sorted(members):
+        assert hasattr(runtime, name), f"FakeRuntime has no {name}"
+        expected = inspect.getattr_static(ChatRuntime, name, None)
+        actual = inspect.getattr_static(FakeRuntime, name)
+        if isinstance(expected, property):
+            assert isinstance(actual, property), f"{name} is not a property"
+        elif callable(expected):
+            wanted = list(inspect.signature(expected).parameters)
+            assert list(inspect.signature(actual).parameters) == wanted, name
 
 
 class Driver:

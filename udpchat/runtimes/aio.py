@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 _CLOSE_TIMEOUT = 0.5
 """How long closing waits for the transport to let go of the socket before aborting it."""
 _START_TIMEOUT = 5.0
-"""How long `AsyncioRuntime.open` waits for its loop to bind and start; it takes ~1 ms."""
+"""How long `AsyncioRuntime.open` waits for its loop to bind and start."""
 
 _T = TypeVar("_T")
 

@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Protocol, TypedDict, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Protocol, TypedDict
 
 from ..protocol import Address, Config, Event, PeerStatus, SendFailed, Stats
 from .sockets import bind_socket, normalize
@@ -45,7 +45,6 @@ CLOSED = object()
 """Put in a queue after the last item: whoever takes it knows that nothing more comes."""
 
 
-@runtime_checkable
 class ChatRuntime(Protocol):
     """A chat endpoint: one UDP socket, the protocol core, and some concurrency around it.
 

@@ -9,8 +9,8 @@ sends what its flush produced and then hands the flush's events to the caller's
 `on_event`, taking its turn to do so before it lets go of the core, so events reach the
 caller in the order the core produced them.
 
-No busy polling: an idle client wakes only for the core's own timers (keepalive PINGs
-every 15 s, HELLOs to a configured peer that has not answered).
+No busy polling: an idle client wakes only for the core's own timers (keepalive PINGs,
+HELLOs to a configured peer that has not answered).
 """
 
 from __future__ import annotations

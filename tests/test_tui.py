@@ -359,6 +359,19 @@ async def test_bracketed_paste_of_several_lines_is_one_message() -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_pasted_block_loses_its_trailing_newlines() -> None:
+    runtime = FakeRuntime()
+    async with running(runtime) as chat:
+        chat.type("\x1b[200~copied line\r\n\x1b[201~")
+        await chat.until(lambda: chat.ui.input.text == "copied line")
+        chat.type(ENTER)
+        await chat.until(lambda: runtime.sent == ["copied line"])
+        await chat.shows(r"^\d\d:\d\d alice: copied line  …$")  # the mark on the same line
+        chat.type("\x1b[200~two\nlines\n\n\x1b[201~" + ENTER)
+        await chat.until(lambda: runtime.sent[1:] == ["two\nlines"])
+
+
+@pytest.mark.asyncio
 async def test_alt_enter_inserts_a_newline_into_the_message() -> None:
     runtime = FakeRuntime()
     async with running(runtime) as chat:

@@ -525,5 +525,12 @@ class TerminalUI:
         def _newline(event: KeyPressEvent) -> None:
             self.input.insert_text("\n")
 
+        @bindings.add(Keys.BracketedPaste)
+        def _paste(event: KeyPressEvent) -> None:
+            # A block copied by whole lines ends in a newline, which would become an empty
+            # last line of the message (and push its delivery mark onto a line of its own).
+            text = event.data.replace("\r\n", "\n").replace("\r", "\n").rstrip("\n")
+            self.input.insert_text(text)
+
         bindings.add("tab")(generate_completions)
         return bindings

@@ -645,7 +645,7 @@ async def test_ctrl_c_waits_for_pending_deliveries_and_a_second_one_quits_at_onc
         await chat.until(lambda: "waiting for 1 deliveries" in chat.ui.status_text())
         assert not chat.task.done()
         chat.type(CTRL_C)
-        await chat.exit_status()
+        assert await chat.exit_status() == 1  # quit with the message unconfirmed
     assert runtime.calls == ["wait_delivered", "close"]
 
 

@@ -16,8 +16,10 @@ Rules:
 - Quitting (/quit, Ctrl-D on an empty line, Ctrl-C, SIGINT, SIGTERM) is line mode's end
   of input: `wait_delivered` (bounded) in a helper thread while the screen stays live,
   then `close`, which says BYE. Asking again quits at once.
-- Exit status: 0, or 1 when a message failed and was not resent. A message the runtime
-  refuses (too long, no peers, full outbox) stays in the input line; nothing is lost.
+- Exit status: 0, or 1 when a message failed and was not resent, or was not confirmed
+  delivered when the chat ended (quitting a second time does not wait). A message the
+  runtime refuses (too long, no peers, full outbox) stays in the input line; nothing is
+  lost.
 """
 
 from __future__ import annotations
@@ -132,7 +134,7 @@ class TerminalUI:
 
     def run(self, runtime: ChatRuntime) -> int:
         """Chat over the open `runtime` until the user quits; close it; return the exit
-        status (0, or 1 if a message failed)."""
+        status (0, or 1 if a message failed or was left unconfirmed)."""
         return asyncio.run(self.run_async(runtime))
 
     async def run_async(self, runtime: ChatRuntime, *, handle_signals: bool = True) -> int:
@@ -164,11 +166,15 @@ class TerminalUI:
                 restore_sigterm()
             with self._inbox_lock:
                 self._loop = None
+            # Asked before close, which ends every delivery without a word.
+            unconfirmed = runtime.pending()
             runtime.close()
             self._take_events(refresh=False)  # a failure reported while closing counts too
         if self._gave_up:
             print(f"udpchat: gave up waiting for {self._gave_up} deliveries", file=sys.stderr)
-        return EXIT_UNDELIVERED if self._deliveries.unresolved else EXIT_OK
+        elif unconfirmed:
+            print(f"udpchat: quit with {unconfirmed} deliveries unconfirmed", file=sys.stderr)
+        return EXIT_UNDELIVERED if self._deliveries.unresolved or unconfirmed else EXIT_OK
 
     def transcript(self) -> str:
         """The conversation pane as plain text."""

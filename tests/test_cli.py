@@ -203,6 +203,19 @@ def test_invalid_utf8_input_is_sent_with_replacement_and_a_warning(chats: list[C
     assert code == 0 and "not valid UTF-8" in stderr
 
 
+def test_jsonl_warns_of_invalid_utf8_and_reports_a_refused_message(chats: list[Chat]) -> None:
+    alice = start(chats, "--jsonl", "--port", "0", "--name", "alice")
+    alice.expect(r'"event": "ready"')
+    assert alice.process.stdin is not None
+    alice.process.stdin.write("你好".encode("gbk") + b" gbk\n")
+    alice.end_input()
+    refused = json.loads(alice.expect(r'"event": "message_refused"').string)
+    assert refused["text"].endswith(" gbk") and refused["reason"] == "no peer to send to"
+    code, stderr = alice.wait()
+    assert code == 1
+    assert "not valid UTF-8" in stderr and "not sent: no peer to send to" in stderr
+
+
 def run_error(*args: str) -> tuple[int, str]:
     result = subprocess.run(
         [sys.executable, "-m", "udpchat", *args],

@@ -6,7 +6,9 @@ At the end of input it waits until every message is delivered or has failed, say
 and returns. The first Ctrl-C does the same; a second one quits at once.
 
 Events are printed by `on_event`, the runtime's callback, on the runtime's own thread as
-they come; those that come before `run` has printed the first line wait for it.
+they come; those that come before `run` has printed the first line wait for it. Notes
+about our own state (a refused message, input that was not UTF-8) go to stderr, and in
+`--jsonl` a refused message is also an event on stdout.
 """
 
 from __future__ import annotations
@@ -96,13 +98,15 @@ class LineMode:
             text = line.rstrip("\r\n")
             if not text:
                 continue
-            if "\ufffd" in text and not self.jsonl:
+            if "\ufffd" in text:
                 self._note("input was not valid UTF-8; the bad bytes were replaced")
             try:
                 message_id = self.runtime.send(text)
             except LocalProtocolError as error:
                 self.failures += 1
                 self._note(f"not sent: {error}")
+                if self.jsonl:
+                    self._emit(json_line("message_refused", text=text, reason=str(error)))
                 continue
             self._texts[message_id] = text
             if len(self._texts) > _TEXTS_REMEMBERED:

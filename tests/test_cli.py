@@ -188,7 +188,43 @@ def test_ctrl_c_says_bye_and_exits_without_a_traceback(chats: list[Chat]) -> Non
     bob.process.send_signal(signal.SIGINT)
     code, stderr = bob.wait()
     assert code == 130 and "Traceback" not in stderr
+    assert "waiting" not in stderr  # nothing was pending: nothing to wait for
     alice.expect(r"bob \(127\.0\.0\.1:\d+\) left$")
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_sigterm_quits_as_the_end_of_input_does(chats: list[Chat], model: str) -> None:
+    alice = start(chats, "--plain", "--port", "0", "--name", "alice", "--model", model)
+    port = alice.expect(LISTENING.pattern).group(1)
+    bob = start(
+        chats, "--plain", "--port", "0", "--name", "bob", "--model", model,
+        "--peer", f"127.0.0.1:{port}",
+    )  # fmt: skip
+    bob.expect("alice .* joined")
+    bob.say("before the signal")
+    alice.expect("bob: before the signal$")
+    bob.process.send_signal(signal.SIGTERM)
+    assert bob.wait() == (0, "")
+    alice.expect(r"bob \(127\.0\.0\.1:\d+\) left$")  # it said BYE
+
+
+def test_sigterm_waits_for_delivery_and_exits_1_when_a_message_fails(
+    chats: list[Chat],
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        alice = start(
+            chats, "--jsonl", "--port", "0", "--give-up", "1", "--peer", f"127.0.0.1:{port}"
+        )
+        alice.expect(r'"event": "ready"')
+        alice.say("anyone?")
+        alice.expect(r'"event": "message_sent"')
+        alice.process.send_signal(signal.SIGTERM)
+        failed = json.loads(alice.expect(r'"event": "delivery_failed"').string)
+        assert failed["message_id"] == 1 and failed["elapsed"] >= 1.0
+        code, stderr = alice.wait()
+    assert code == 1 and stderr == ""
 
 
 def test_invalid_utf8_input_is_sent_with_replacement_and_a_warning(chats: list[Chat]) -> None:

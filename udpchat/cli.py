@@ -200,7 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return bench_main(arguments[1:])
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="backslashreplace")
-    # SIGTERM ends a chat the way Ctrl-C does: BYE, no traceback.
+    # SIGTERM ends a chat the way Ctrl-C does (BYE, no traceback), until the terminal UI
+    # or line mode takes it over to quit as at the end of input.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return run(argv)

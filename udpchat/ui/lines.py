@@ -2,8 +2,9 @@
 
 Each input line is one message to every peer. Each event is one output line,
 `HH:MM:SS bob: text` or `HH:MM:SS * system text` (or, with `--jsonl`, one JSON object).
-At the end of input it waits until every message is delivered or has failed, says BYE
-and returns. The first Ctrl-C does the same; a second one quits at once.
+At the end of input it waits (bounded) until every message is delivered or has failed,
+says BYE and returns. SIGTERM ends the input the same way. The first Ctrl-C waits too
+(and says so, if anything is pending); a second one quits at once.
 
 Events are printed by `on_event`, the runtime's callback, on the runtime's own thread as
 they come; those that come before `run` has printed the first line wait for it. Notes
@@ -13,9 +14,12 @@ about our own state (a refused message, input that was not UTF-8) go to stderr, 
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import TextIO
 
 from ..protocol import DeliveryFailed, Event, LocalProtocolError
@@ -26,6 +30,11 @@ EXIT_OK = 0
 EXIT_UNDELIVERED = 1
 EXIT_INTERRUPTED = 130
 _TEXTS_REMEMBERED = 10_000
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived. A BaseException, like KeyboardInterrupt, so that no handler of
+    ordinary errors on the way takes it."""
 
 
 class LineMode:
@@ -62,8 +71,36 @@ class LineMode:
 
     def run(self, runtime: ChatRuntime) -> int:
         """Chat over the open `runtime` until end of input; close it; return the exit
-        status."""
+        status: 0, 1 when a message failed, was refused or was left unconfirmed, 130
+        after Ctrl-C."""
         self.runtime = runtime
+        interrupted = False
+        with _sigterm_ends_input():
+            try:
+                self._start()
+                try:
+                    self._read_input()
+                except _Terminated:
+                    pass  # SIGTERM: quit as at the end of input
+                self._finish()
+            except KeyboardInterrupt:
+                interrupted = True
+                with contextlib.suppress(KeyboardInterrupt, _Terminated):
+                    if runtime.pending():
+                        self._note("interrupted: waiting for delivery (Ctrl-C again to quit now)")
+                        self._finish()
+            except _Terminated:
+                pass  # asked again while waiting: quit now
+        # Asked before close, which ends every delivery without a word.
+        unconfirmed = runtime.pending()
+        runtime.close()
+        if interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_UNDELIVERED if self.failures or unconfirmed else EXIT_OK
+
+    def _start(self) -> None:
+        """The first line, then the events that came before it."""
+        runtime = self.runtime
         address = format_address(runtime.local_address)
         with self._early_lock:
             if self.jsonl:
@@ -76,22 +113,6 @@ class LineMode:
             for event in self._early or ():
                 self._show(event)
             self._early = None
-        status = EXIT_OK
-        try:
-            self._read_input()
-            self._finish()
-        except KeyboardInterrupt:
-            status = EXIT_INTERRUPTED
-            self._note("interrupted: waiting for delivery (Ctrl-C again to quit now)")
-            try:
-                self._finish()
-            except KeyboardInterrupt:
-                pass
-        finally:
-            runtime.close()
-        if status == EXIT_OK and self.failures:
-            status = EXIT_UNDELIVERED
-        return status
 
     def _read_input(self) -> None:
         for line in self.stdin:
@@ -143,3 +164,25 @@ class LineMode:
                 print(line, file=self.stdout, flush=True)
             except BrokenPipeError:
                 pass  # nobody reads our output any more; the chat itself goes on
+
+
+@contextlib.contextmanager
+def _sigterm_ends_input() -> Iterator[None]:
+    """While in effect, SIGTERM raises _Terminated in the main thread, even from a
+    blocking read of stdin; one that comes as it ends is ignored. (Only the main thread
+    can set a signal handler.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    in_effect = True
+
+    def terminated(signum: int, frame: object) -> None:
+        if in_effect:
+            raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        in_effect = False
+        signal.signal(signal.SIGTERM, previous)

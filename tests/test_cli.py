@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import queue
@@ -11,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import termios
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from udpchat.runtimes import MODELS
+from udpchat.runtimes import MODELS, create_runtime
 
 LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
 
@@ -190,6 +192,38 @@ def test_ctrl_c_says_bye_and_exits_without_a_traceback(chats: list[Chat]) -> Non
     assert code == 130 and "Traceback" not in stderr
     assert "waiting" not in stderr  # nothing was pending: nothing to wait for
     alice.expect(r"bob \(127\.0\.0\.1:\d+\) left$")
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_chat_whose_output_nobody_reads_still_quits_on_ctrl_c(model: str) -> None:
+    """Line mode prints on the runtime's thread: a full stdout pipe stalls the chat, but
+    must not keep it from quitting."""
+    chat = subprocess.Popen(
+        [sys.executable, "-m", "udpchat", "--plain", "--bind", "127.0.0.1", "--port", "0",
+         "--model", model],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert chat.stdout is not None
+        port = int(LISTENING.search(chat.stdout.readline().decode()).group(1))  # type: ignore[union-attr]
+        with create_runtime("thread", "bob", bind="127.0.0.1", peers=[("127.0.0.1", port)]) as bob:
+            for i in range(1000):  # about 230 KB of output: far more than a pipe holds
+                bob.send(f"{i} " + "x" * 200)
+            deadline = time.monotonic() + 15
+            while _queued_bytes(chat.stdout) < 60_000:  # the pipe is full: the chat waits
+                assert time.monotonic() < deadline, "the chat's output never filled the pipe"
+                time.sleep(0.05)  # polling a pipe's fill: there is nothing to wait on
+            chat.send_signal(signal.SIGINT)
+            assert chat.wait(timeout=10) == 130
+    finally:
+        chat.kill()
+        chat.communicate(timeout=10)
+
+
+def _queued_bytes(stream: object) -> int:
+    """Bytes written into a pipe and not read yet."""
+    queued = fcntl.ioctl(stream.fileno(), termios.FIONREAD, b"\0\0\0\0")  # type: ignore[attr-defined]
+    return int.from_bytes(queued, sys.byteorder)
 
 
 @pytest.mark.parametrize("model", MODELS)

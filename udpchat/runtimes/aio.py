@@ -334,8 +334,10 @@ class AsyncioRuntime(RuntimeBase):
     """`ChatRuntime` over an `AsyncioChat` whose event loop runs in a background thread.
 
     The chat belongs to the loop's thread: every call is handed to it and waits for the
-    answer. Before `open` and once the loop's thread has ended, nothing else touches the
-    chat, and the questions (`pending`, `stats`, `peers`) read it directly.
+    answer. `pending` reads a count the loop publishes instead, so that it never waits
+    (the UI asks it after every batch of events). Before `open` and once the loop's
+    thread has ended, nothing else touches the chat, and `stats` and `peers` read it
+    directly.
     """
 
     model = "asyncio"
@@ -348,7 +350,7 @@ class AsyncioRuntime(RuntimeBase):
             port=self._port,
             peers=self._initial_peers,
             config=self._config,
-            on_event=self._outlet,
+            on_event=self._on_chat_event,
         )
         self._nick = nick
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -359,6 +361,9 @@ class AsyncioRuntime(RuntimeBase):
         """Orders handing a call to the loop against closing: a call handed over before
         `close` runs before the loop stops; none is handed over after."""
         self._taking_calls = False
+        self._pending = 0
+        """The chat's pending count, published by the loop after every call it runs and
+        with every event, so that reading it waits for nothing."""
 
     # -- ChatRuntime ----------------------------------------------------------
 
@@ -433,8 +438,9 @@ class AsyncioRuntime(RuntimeBase):
         return answer.result()
 
     def pending(self) -> int:
-        """Deliveries (message, peer) not yet acknowledged or failed."""
-        return self._ask(self._chat.pending)
+        """Deliveries (message, peer) not yet acknowledged or failed: as of the last call
+        the loop answered and the last event it reported, which is all that changes it."""
+        return self._pending
 
     def stats(self) -> Stats:
         return self._ask(self._chat.stats)
@@ -452,7 +458,7 @@ class AsyncioRuntime(RuntimeBase):
                 return None
             assert self._loop is not None
             answer: concurrent.futures.Future[_T] = concurrent.futures.Future()
-            self._loop.call_soon_threadsafe(_answer, answer, function)
+            self._loop.call_soon_threadsafe(self._answer, answer, function)
             return answer
 
     def _call(self, function: Callable[[], _T]) -> _T:
@@ -474,6 +480,22 @@ class AsyncioRuntime(RuntimeBase):
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=2 * _CLOSE_TIMEOUT)
         return question()
+
+    def _answer(self, answer: concurrent.futures.Future[_T], function: Callable[[], _T]) -> None:
+        """On the loop: run a call handed over from another thread, hand back its outcome."""
+        try:
+            result = function()
+        except BaseException as error:
+            self._pending = self._chat.pending()
+            answer.set_exception(error)
+        else:
+            self._pending = self._chat.pending()
+            answer.set_result(result)
+
+    def _on_chat_event(self, event: Event) -> None:
+        """On the loop: the chat's on_event."""
+        self._pending = self._chat.pending()
+        self._outlet(event)
 
     def _stop_loop(self) -> None:
         loop = self._loop
@@ -508,11 +530,3 @@ class AsyncioRuntime(RuntimeBase):
         # answers back before the loop stops.
         others = asyncio.all_tasks() - {asyncio.current_task()}
         await asyncio.gather(*others, return_exceptions=True)
-
-
-def _answer(answer: concurrent.futures.Future[_T], function: Callable[[], _T]) -> None:
-    """On the loop: run a call handed over from another thread and hand back its outcome."""
-    try:
-        answer.set_result(function())
-    except BaseException as error:
-        answer.set_exception(error)

@@ -15,8 +15,10 @@ every event the core produces. The contract of that callback:
   process model, in the order each half produced its own: the receive half's messages,
   peers and rejections, the send half's deliveries).
 - It must return quickly and must not block: it runs where datagrams are received and
-  acknowledged. Nor may it call the runtime back: hand the event on instead (a loop's
-  `call_soon_threadsafe`, a queue, a print).
+  acknowledged, so while it waits nothing is (and in the asyncio model the caller's calls
+  wait too). Nor may it call the runtime back: hand the event on instead (a loop's
+  `call_soon_threadsafe`, a queue, a print). Line mode's printer blocks only when
+  nobody reads its output; `close` waits at most a second for a call under way.
 - It is called only once the datagrams made in the same flush are on the wire, so a
   message the caller has seen is already acknowledged (the caller may close at once).
 - It is never called after `close()` has returned.
@@ -100,11 +102,13 @@ class ChatRuntime(Protocol):
         ...
 
     def wait_delivered(self, timeout: float) -> bool:
-        """Wait until every message sent so far is delivered or has failed."""
+        """Wait until every message sent so far is delivered or has failed: True then,
+        False at the timeout. After `close`, at once: whether nothing is pending."""
         ...
 
     def pending(self) -> int:
-        """Deliveries (message, peer) not yet acknowledged or failed."""
+        """Deliveries (message, peer) not yet acknowledged or failed. Close settles none:
+        after it, those that never were."""
         ...
 
     def stats(self) -> Stats: ...
@@ -199,16 +203,21 @@ class EventOutlet:
 
     def publish(self, events: Iterable[Event]) -> None:
         with self._lock:
-            if self._open:
-                on_event = self._on_event
+            on_event = self._on_event
+            for event in events:
+                if not self._open:
+                    return
                 assert on_event is not None
-                for event in events:
-                    on_event(event)
+                on_event(event)
 
-    def shut(self) -> None:
-        """No call after this returns (one under way is waited for)."""
-        with self._lock:
-            self._open = False
+    def shut(self, timeout: float = 1.0) -> None:
+        """No call starts after this returns. One under way is waited for, but only for
+        `timeout` seconds: line mode's printer, stuck on a pipe nobody reads, must not
+        keep the chat from closing."""
+        locked = self._lock.acquire(timeout=timeout)
+        self._open = False
+        if locked:
+            self._lock.release()
 
 
 # -- the flush ------------------------------------------------------------------

@@ -290,9 +290,8 @@ class ProcessRuntime(RuntimeBase):
         self._nick = nick
 
     def wait_delivered(self, timeout: float) -> bool:
-        """True once nothing is pending; False on timeout, or at once after `close`."""
         if self._closing:
-            return False
+            return self.pending() == 0
         return bool(self._call(self._commands, Question.DELIVERED, timeout=timeout, default=False))
 
     def pending(self) -> int:

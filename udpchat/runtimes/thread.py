@@ -6,7 +6,7 @@ sleeps on a queue until the core's next timer or until the caller hands it work,
 runs the timers and sends what is due. One lock guards the core, so the two threads (and
 the caller's) never touch it at once; nothing is sent while the lock is held. Each thread
 sends what its flush produced and then hands the flush's events to the caller's
-`on_event`, taking its turn to do so before it lets go of the core, so events reach the
+`on_event`; flushes take turns for that, numbered under the lock, so events reach the
 caller in the order the core produced them.
 
 No busy polling: an idle client wakes only for the core's own timers (keepalive PINGs,
@@ -44,8 +44,11 @@ class ThreadRuntime(RuntimeBase):
         self._lock = threading.Condition()
         self._work: queue.SimpleQueue[object] = queue.SimpleQueue()
         """Wake-ups for the sending thread: None (new work), or CLOSED (stop)."""
-        self._turn = threading.Lock()
-        """Held from the end of a flush (under the core's lock) until its events are out."""
+        self._turns = threading.Condition(threading.Lock())
+        self._next_turn = 0
+        """The turn the next flush takes (guarded by the core's lock)."""
+        self._serving = 0
+        """The turn whose flush may transmit now (guarded by `_turns`)."""
         self._armed: float | None = None
         """When the sending thread will wake by itself (guarded by the lock)."""
         self._sock: socket.socket | None = None
@@ -113,7 +116,6 @@ class ThreadRuntime(RuntimeBase):
         self._work.put(None)
 
     def wait_delivered(self, timeout: float) -> bool:
-        """True once nothing is pending; False on timeout, or at once after `close`."""
         with self._lock:
             done = self._lock.wait_for(lambda: self._core.pending() == 0 or self._closing, timeout)
             return done and self._core.pending() == 0
@@ -150,10 +152,10 @@ class ThreadRuntime(RuntimeBase):
                 now = time.monotonic()
                 for data, source in batch:
                     self._core.receive_datagram(data, source, now)
-                flushed = self._flush(now)
+                flushed, turn = self._flush(now)
                 timer = flushed.timer
                 wake = timer is not None and (self._armed is None or timer < self._armed)
-            self._transmit(flushed)
+            self._transmit(flushed, turn)
             if wake:
                 self._work.put(None)
 
@@ -181,30 +183,38 @@ class ThreadRuntime(RuntimeBase):
                 due = self._core.get_timer()
                 if due is not None and due <= now:
                     self._core.handle_timer(now)
-                flushed = self._flush(now)
+                flushed, turn = self._flush(now)
                 timer = self._armed = flushed.timer
-            self._transmit(flushed)
+            self._transmit(flushed, turn)
             if stop:
                 return
 
     # -- helpers --------------------------------------------------------------
 
-    def _flush(self, now: float) -> Flushed:
-        """Under the lock: take the core's output, wake anyone waiting on delivery, and
-        take the turn to publish (given back by `_transmit`), so that the other thread's
-        next flush publishes after this one, as the core ordered them."""
+    def _flush(self, now: float) -> tuple[Flushed, int]:
+        """Under the lock: take the core's output and a turn to transmit it, and wake
+        anyone waiting on delivery."""
         flushed = base.flush(self._core, now)
+        turn = self._next_turn
+        self._next_turn += 1
         if self._core.pending() == 0:
             self._lock.notify_all()
-        self._turn.acquire()
-        return flushed
+        return flushed, turn
 
-    def _transmit(self, flushed: Flushed) -> None:
+    def _transmit(self, flushed: Flushed, turn: int) -> None:
+        """Send and publish a flush once the flushes taken before it are out, so that the
+        events of the two threads reach `on_event` in the order the core produced them.
+        The wait holds no lock the caller needs: a slow `on_event` in one thread stalls
+        the other thread's output, never the caller's calls."""
         assert self._transmitter is not None
+        with self._turns:
+            self._turns.wait_for(lambda: self._serving == turn)
         try:
             self._transmitter.transmit(flushed)
         finally:
-            self._turn.release()
+            with self._turns:
+                self._serving += 1
+                self._turns.notify_all()
 
 
 def _wake_receiver(sock: socket.socket) -> None:

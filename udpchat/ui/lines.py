@@ -91,9 +91,10 @@ class LineMode:
                         self._finish()
             except _Terminated:
                 pass  # asked again while waiting: quit now
-        # Asked before close, which ends every delivery without a word.
-        unconfirmed = runtime.pending()
         runtime.close()
+        # Close settles nothing: what is still pending now was never confirmed. (Asked
+        # after it, so that a runtime stalled by our own output cannot hold us here.)
+        unconfirmed = runtime.pending()
         if interrupted:
             return EXIT_INTERRUPTED
         return EXIT_UNDELIVERED if self.failures or unconfirmed else EXIT_OK

@@ -166,9 +166,9 @@ class TerminalUI:
                 restore_sigterm()
             with self._inbox_lock:
                 self._loop = None
-            # Asked before close, which ends every delivery without a word.
-            unconfirmed = runtime.pending()
             runtime.close()
+            # Close settles nothing: what is still pending now was never confirmed.
+            unconfirmed = runtime.pending()
             self._take_events(refresh=False)  # a failure reported while closing counts too
         if self._gave_up:
             print(f"udpchat: gave up waiting for {self._gave_up} deliveries", file=sys.stderr)

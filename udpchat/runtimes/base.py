@@ -6,7 +6,8 @@ protocol logic of its own.
 
 Events are pushed, not pulled: whoever makes a runtime passes an `on_event` callback
 (`create_runtime(model, nick, ..., on_event=callback)`), and the runtime calls it with
-every event the core produces. The contract of that callback:
+every event: the core's, and `SendFailed` when the system refuses a datagram. The
+contract of that callback:
 
 - It is called on one of the runtime's own threads (the thread model's receiving or
   sending thread, the process model's thread that reads its children's pipes, the
@@ -279,6 +280,7 @@ class Transmitter:
         self._send_errors = SendErrors(clock)
 
     def transmit(self, flushed: Flushed) -> None:
+        """Send the flush's datagrams, then publish its events (and any SendFailed)."""
         events = flushed.events
         for data, addr in flushed.datagrams:
             try:
@@ -308,7 +310,7 @@ class SendErrors:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._seen: dict[tuple[Address, int | None], tuple[float, int]] = {}
-        """(peer, errno) -> (when last reported, failures since, that report's included)."""
+        """(peer, errno) -> (when last reported, failures since then)."""
 
     def failed(self, addr: Address, error: OSError) -> SendFailed | None:
         """Count one datagram to `addr` that the OS refused; the event to report, if any."""

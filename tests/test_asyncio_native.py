@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import pytest
 import pytest_asyncio
+from conftest import collect_messages, recorded
 
 from udpchat.protocol import (
     Address,
@@ -35,7 +36,7 @@ from udpchat.protocol import (
     PeerLeft,
     wire,
 )
-from udpchat.runtimes import AddressError, ChatRuntime
+from udpchat.runtimes import AddressError
 from udpchat.runtimes.aio import AsyncioChat, AsyncioRuntime
 from udpchat.runtimes.thread import ThreadRuntime
 
@@ -289,7 +290,7 @@ async def test_events_go_to_the_sink_when_one_is_given(open_chat: OpenChat) -> N
         seen.append(event)
         joined.set()
 
-    chat = AsyncioChat("bob", bind="127.0.0.1", peers=(alice.local_address,), event_sink=sink)
+    chat = AsyncioChat("bob", bind="127.0.0.1", peers=(alice.local_address,), on_event=sink)
     async with chat:
         await asyncio.wait_for(joined.wait(), TIMEOUT)
         assert isinstance(seen[0], PeerJoined) and seen[0].nick == "alice"
@@ -315,7 +316,7 @@ async def test_port_in_use_is_the_one_line_address_error() -> None:
 async def test_asyncio_and_thread_models_chat_both_ways(
     open_chat: OpenChat, who_greets: str
 ) -> None:
-    threaded = ThreadRuntime("tom", bind="127.0.0.1")
+    threaded = recorded(ThreadRuntime, "tom", bind="127.0.0.1")
     threaded.open()
     try:
         if who_greets == "asyncio":
@@ -329,7 +330,7 @@ async def test_asyncio_and_thread_models_chat_both_ways(
             chat.send(f"ada {i} 你好")
             threaded.send(f"tom {i} 🙂")
         assert await received_texts(chat, count) == [f"tom {i} 🙂" for i in range(count)]
-        texts = await asyncio.to_thread(_thread_texts, threaded, count)
+        texts = await asyncio.to_thread(collect_messages, threaded, count, 30.0)
         assert texts == [f"ada {i} 你好" for i in range(count)]
         assert await chat.wait_delivered(30)
         assert await asyncio.to_thread(threaded.wait_delivered, 30)
@@ -337,16 +338,6 @@ async def test_asyncio_and_thread_models_chat_both_ways(
         await asyncio.to_thread(threaded.close)
     left = await wait_event(chat, PeerLeft)
     assert left.reason is LeaveReason.BYE and left.nick == "tom"
-
-
-def _thread_texts(runtime: ChatRuntime, count: int, timeout: float = 30.0) -> list[str]:
-    texts: list[str] = []
-    deadline = time.monotonic() + timeout
-    while len(texts) < count and (left := deadline - time.monotonic()) > 0:
-        event = runtime.get_event(timeout=left)
-        if isinstance(event, MessageReceived):
-            texts.append(event.text)
-    return texts
 
 
 # -- AsyncioRuntime: the same endpoint behind the synchronous interface ------------
@@ -377,10 +368,47 @@ def test_runtime_send_errors_reach_the_caller() -> None:
         assert [status.peer for status in runtime.peers()] == [("127.0.0.1", 9)]
 
 
+class ThreadsSeen:
+    """Stands in for a chat's core and notes the thread of every call made to it."""
+
+    def __init__(self, core: object) -> None:
+        self._core = core
+        self.threads: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._core, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.threads.add(threading.current_thread().name)
+            return attribute(*args, **kwargs)
+
+        return call
+
+
+def test_runtime_touches_the_chat_only_on_the_loop_thread() -> None:
+    with (
+        AsyncioRuntime("alice", bind="127.0.0.1") as alice,
+        recorded(AsyncioRuntime, "bob", bind="127.0.0.1", peers=(alice.local_address,)) as bob,
+    ):
+        seen = ThreadsSeen(bob._chat._core)
+        bob._chat._core = seen  # type: ignore[assignment]
+        bob.add_peer(alice.local_address)
+        bob.set_nick("robert")
+        bob.send("hello")
+        with pytest.raises(NoPeers):
+            bob.send("to nobody", to=[("127.0.0.1", 9)])
+        assert bob.wait_delivered(TIMEOUT)
+        assert bob.pending() == 0 and bob.stats().messages_delivered == 1
+        assert [row.peer for row in bob.peers()] == [alice.local_address]
+    assert seen.threads == {"udpchat-asyncio"}
+
+
 def test_runtime_takes_sends_from_several_threads_at_once() -> None:
     senders, each = 4, 250
     with (
-        AsyncioRuntime("alice", bind="127.0.0.1") as alice,
+        recorded(AsyncioRuntime, "alice", bind="127.0.0.1") as alice,
         AsyncioRuntime("bob", bind="127.0.0.1", peers=(alice.local_address,)) as bob,
     ):
         threads = [
@@ -391,28 +419,28 @@ def test_runtime_takes_sends_from_several_threads_at_once() -> None:
             thread.start()
         for thread in threads:
             thread.join(timeout=TIMEOUT)
-        texts = _thread_texts(alice, senders * each)
+        texts = collect_messages(alice, senders * each, 30.0)
         assert bob.wait_delivered(TIMEOUT) and bob.stats().messages_delivered == senders * each
     assert sorted(texts) == sorted(f"{n}:{i}" for n in range(senders) for i in range(each))
     for n in range(senders):  # each thread's messages arrive in the order it sent them
         assert [t for t in texts if t.startswith(f"{n}:")] == [f"{n}:{i}" for i in range(each)]
 
 
-def test_runtime_close_is_quick_idempotent_and_wakes_a_waiting_get_event() -> None:
-    runtime = AsyncioRuntime("alice", bind="127.0.0.1")
+def test_runtime_close_is_quick_idempotent_and_ends_the_loop_thread() -> None:
+    seen: list[Event] = []
+    runtime = AsyncioRuntime("alice", bind="127.0.0.1", on_event=seen.append)
     runtime.open()
     assert _udpchat_threads() == ["udpchat-asyncio"]
-    results: list[Event | None] = []
-    waiter = threading.Thread(target=lambda: results.append(runtime.get_event(None)))
-    waiter.start()
-    started = time.monotonic()
-    runtime.close()
-    runtime.close()
-    assert time.monotonic() - started < 1.0
-    waiter.join(timeout=TIMEOUT)
-    assert results == [None] and runtime.get_event(timeout=TIMEOUT) is None
-    assert time.monotonic() - started < 1.0
-    assert not _udpchat_threads()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tool:
+        tool.sendto(b"not udpchat", runtime.local_address)
+        started = time.monotonic()
+        runtime.close()
+        runtime.close()
+        assert time.monotonic() - started < 1.0
+        after_close = len(seen)
+        tool.sendto(b"not udpchat either", runtime.local_address)
+    assert not _udpchat_threads()  # so nothing is left that could call on_event
+    assert len(seen) == after_close
 
 
 def test_runtime_open_and_close_leave_no_resource_warnings() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
@@ -12,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import termios
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from udpchat.runtimes import MODELS
+from udpchat.runtimes import MODELS, create_runtime
 
 LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
 
@@ -187,6 +189,17 @@ def test_undeliverable_message_is_reported_and_sets_exit_status_1(chats: list[Ch
     assert code == 1 and stderr == ""
 
 
+@pytest.mark.parametrize("model", MODELS)
+def test_a_send_the_kernel_refuses_is_shown_at_once(chats: list[Chat], model: str) -> None:
+    # The broadcast address of 127/8: refused by the kernel (EACCES) before it leaves.
+    alice = start(chats, "--plain", "--port", "0", "--model", model, "--peer", "127.255.255.255")
+    alice.expect(
+        r"^\d\d:\d\d:\d\d \* could not send to 127\.255\.255\.255:9000: Permission denied$"
+    )
+    alice.end_input()
+    assert alice.wait() == (0, "")
+
+
 def test_peer_text_cannot_reach_the_terminal_raw(chats: list[Chat]) -> None:
     alice = start(chats, "--plain", "--port", "0", "--name", "alice")
     port = alice.expect(LISTENING.pattern).group(1)
@@ -205,7 +218,75 @@ def test_ctrl_c_says_bye_and_exits_without_a_traceback(chats: list[Chat]) -> Non
     bob.process.send_signal(signal.SIGINT)
     code, stderr = bob.wait()
     assert code == 130 and "Traceback" not in stderr
+    assert "waiting" not in stderr  # nothing was pending: nothing to wait for
     alice.expect(r"bob \(127\.0\.0\.1:\d+\) left$")
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_chat_whose_output_nobody_reads_still_quits_on_ctrl_c(model: str) -> None:
+    """Line mode prints on the runtime's thread: a full stdout pipe stalls the chat, but
+    must not keep it from quitting."""
+    chat = subprocess.Popen(
+        [sys.executable, "-m", "udpchat", "--plain", "--bind", "127.0.0.1", "--port", "0",
+         "--model", model],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert chat.stdout is not None
+        port = int(LISTENING.search(chat.stdout.readline().decode()).group(1))  # type: ignore[union-attr]
+        with create_runtime("thread", "bob", bind="127.0.0.1", peers=[("127.0.0.1", port)]) as bob:
+            for i in range(1000):  # about 230 KB of output: far more than a pipe holds
+                bob.send(f"{i} " + "x" * 200)
+            deadline = time.monotonic() + 15
+            while _queued_bytes(chat.stdout) < 60_000:  # the pipe is full: the chat waits
+                assert time.monotonic() < deadline, "the chat's output never filled the pipe"
+                time.sleep(0.05)  # polling a pipe's fill: there is nothing to wait on
+            chat.send_signal(signal.SIGINT)
+            assert chat.wait(timeout=10) == 130
+    finally:
+        chat.kill()
+        chat.communicate(timeout=10)
+
+
+def _queued_bytes(stream: object) -> int:
+    """Bytes written into a pipe and not read yet."""
+    queued = fcntl.ioctl(stream.fileno(), termios.FIONREAD, b"\0\0\0\0")  # type: ignore[attr-defined]
+    return int.from_bytes(queued, sys.byteorder)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_sigterm_quits_as_the_end_of_input_does(chats: list[Chat], model: str) -> None:
+    alice = start(chats, "--plain", "--port", "0", "--name", "alice", "--model", model)
+    port = alice.expect(LISTENING.pattern).group(1)
+    bob = start(
+        chats, "--plain", "--port", "0", "--name", "bob", "--model", model,
+        "--peer", f"127.0.0.1:{port}",
+    )  # fmt: skip
+    bob.expect("alice .* joined")
+    bob.say("before the signal")
+    alice.expect("bob: before the signal$")
+    bob.process.send_signal(signal.SIGTERM)
+    assert bob.wait() == (0, "")
+    alice.expect(r"bob \(127\.0\.0\.1:\d+\) left$")  # it said BYE
+
+
+def test_sigterm_waits_for_delivery_and_exits_1_when_a_message_fails(
+    chats: list[Chat],
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        alice = start(
+            chats, "--jsonl", "--port", "0", "--give-up", "1", "--peer", f"127.0.0.1:{port}"
+        )
+        alice.expect(r'"event": "ready"')
+        alice.say("anyone?")
+        alice.expect(r'"event": "message_sent"')
+        alice.process.send_signal(signal.SIGTERM)
+        failed = json.loads(alice.expect(r'"event": "delivery_failed"').string)
+        assert failed["message_id"] == 1 and failed["elapsed"] >= 1.0
+        code, stderr = alice.wait()
+    assert code == 1 and stderr == ""
 
 
 def test_invalid_utf8_input_is_sent_with_replacement_and_a_warning(chats: list[Chat]) -> None:
@@ -218,6 +299,19 @@ def test_invalid_utf8_input_is_sent_with_replacement_and_a_warning(chats: list[C
     alice.expect("bob: \ufffd+ gbk$")
     code, stderr = bob.wait()
     assert code == 0 and "not valid UTF-8" in stderr
+
+
+def test_jsonl_warns_of_invalid_utf8_and_reports_a_refused_message(chats: list[Chat]) -> None:
+    alice = start(chats, "--jsonl", "--port", "0", "--name", "alice")
+    alice.expect(r'"event": "ready"')
+    assert alice.process.stdin is not None
+    alice.process.stdin.write("你好".encode("gbk") + b" gbk\n")
+    alice.end_input()
+    refused = json.loads(alice.expect(r'"event": "message_refused"').string)
+    assert refused["text"].endswith(" gbk") and refused["reason"] == "no peer to send to"
+    code, stderr = alice.wait()
+    assert code == 1
+    assert "not valid UTF-8" in stderr and "not sent: no peer to send to" in stderr
 
 
 def run_error(*args: str) -> tuple[int, str]:

@@ -39,6 +39,7 @@ from udpchat.protocol import (
     PongNote,
     RefusedNote,
     RejectReason,
+    SendFailed,
     WireError,
 )
 from udpchat.protocol.wire import (
@@ -1085,6 +1086,7 @@ EVENTS = [
         peer=("::1", 9), reason=RejectReason.NOT_UDPCHAT, count=7, sources=3, preview="你好"
     ),
     DatagramsRefused(peer=BOB, reason=RejectReason.CLOCK_SKEW),
+    SendFailed(peer=BOB, reason="Permission denied", count=2),
     AckNote(BOB, 5, 0b101, 3),
     RefusedNote(BOB, RejectReason.NOT_SEALED),
     PongNote(BOB, 7),

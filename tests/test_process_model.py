@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from conftest import collect_messages, wait_for
+from conftest import collect_messages, recorded, wait_for
 
 from udpchat.protocol import LeaveReason, PeerJoined, PeerLeft
 from udpchat.runtimes import ProcessRuntime, ThreadRuntime
@@ -42,7 +42,7 @@ def wait_gone(pids: list[int], timeout: float = 10.0) -> bool:
 
 @pytest.mark.parametrize("method", START_METHODS)
 def test_each_start_method_chats_and_reaps_its_children(method: str) -> None:
-    with ThreadRuntime("bob", bind="127.0.0.1") as bob:
+    with recorded(ThreadRuntime, "bob", bind="127.0.0.1") as bob:
         runtime = ProcessRuntime(
             "alice", bind="127.0.0.1", peers=[bob.local_address], start_method=method
         )
@@ -77,7 +77,7 @@ PARENT = textwrap.dedent(
 def test_children_exit_and_say_bye_when_the_parent_is_killed(
     method: str, how: signal.Signals
 ) -> None:
-    with ThreadRuntime("bob", bind="127.0.0.1") as bob:
+    with recorded(ThreadRuntime, "bob", bind="127.0.0.1") as bob:
         code = PARENT.format(port=bob.local_address[1], method=method)
         parent = subprocess.Popen(
             [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE

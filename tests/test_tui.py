@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import io
 import os
-import queue
 import re
 import signal
 import threading
@@ -46,9 +46,10 @@ from udpchat.protocol import (
     PeerRenamed,
     PeerStatus,
     RejectReason,
+    SendFailed,
     Stats,
 )
-from udpchat.runtimes import ChatRuntime
+from udpchat.runtimes import ChatRuntime, EventCallback
 from udpchat.ui.commands import peers_lines
 from udpchat.ui.pane import WRAP_INDENT, wrap
 from udpchat.ui.tui import TerminalUI
@@ -63,11 +64,13 @@ TIMEOUT = 5.0
 
 
 class FakeRuntime:
-    """A `ChatRuntime` that records what the UI asks and plays the events a test pushes."""
+    """A `ChatRuntime` that records what the UI asks and plays the events a test pushes
+    to its `on_event`, as a runtime calls the callback it was made with."""
 
     model = "thread"
 
-    def __init__(self, nick: str = "alice") -> None:
+    def __init__(self, nick: str = "alice", on_event: EventCallback | None = None) -> None:
+        self.on_event = on_event
         self._nick = nick
         self.calls: list[str] = []
         self.sent: list[str] = []
@@ -80,7 +83,6 @@ class FakeRuntime:
         self.hold_delivery = False
         """When set, wait_delivered blocks until `release` is set (or its timeout)."""
         self.release = threading.Event()
-        self._events: queue.Queue[Event | None] = queue.Queue()
 
     @property
     def local_address(self) -> Address:
@@ -96,7 +98,6 @@ class FakeRuntime:
     def close(self) -> None:
         self.calls.append("close")
         self.release.set()
-        self._events.put(None)
 
     def __enter__(self) -> ChatRuntime:
         return self
@@ -122,15 +123,6 @@ class FakeRuntime:
         if nick == "refused":
             raise ValueError("the runtime says no")
         self._nick = nick
-
-    def get_event(self, timeout: float | None = None) -> Event | None:
-        try:
-            event = self._events.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if event is None:
-            self._events.put(None)  # closed: every later call returns None at once
-        return event
 
     def wait_delivered(self, timeout: float) -> bool:
         self.calls.append("wait_delivered")
@@ -159,7 +151,27 @@ class FakeRuntime:
     def push(self, event: Event) -> None:
         if isinstance(event, MessageDelivered | DeliveryFailed):
             self.pending_count -= 1
-        self._events.put(event)
+        assert self.on_event is not None
+        self.on_event(event)
+
+
+def test_the_fake_runtime_has_everything_a_chat_runtime_has() -> None:
+    """The tests below stand for a real runtime only as long as this holds."""
+    runtime: ChatRuntime = FakeRuntime()  # what mypy checks, once it checks the tests
+    members = set(ChatRuntime.__annotations__) | {
+        name for name in vars(ChatRuntime) if not name.startswith("_")
+    }
+    members |= {"__enter__", "__exit__"}
+    assert {"model", "nick", "local_address", "send", "wait_delivered", "peers"} <= members
+    for name in sorted(members):
+        assert hasattr(runtime, name), f"FakeRuntime has no {name}"
+        expected = inspect.getattr_static(ChatRuntime, name, None)
+        actual = inspect.getattr_static(FakeRuntime, name)
+        if isinstance(expected, property):
+            assert isinstance(actual, property), f"{name} is not a property"
+        elif callable(expected):
+            wanted = list(inspect.signature(expected).parameters)
+            assert list(inspect.signature(actual).parameters) == wanted, name
 
 
 class Driver:
@@ -208,8 +220,9 @@ async def running(
         create_pipe_input() as pipe,
         create_app_session(input=pipe, output=output or DummyOutput()),
     ):
-        ui = TerminalUI(runtime, drain_timeout=TIMEOUT, shared_key=shared_key)
-        task = asyncio.create_task(ui.run_async(handle_signals=handle_signals))
+        ui = TerminalUI(drain_timeout=TIMEOUT, shared_key=shared_key)
+        runtime.on_event = ui.on_event
+        task = asyncio.create_task(ui.run_async(runtime, handle_signals=handle_signals))
         driver = Driver(ui, pipe, task)
         try:
             await driver.until(lambda: ui.app.is_running, "the application to start")
@@ -374,6 +387,19 @@ async def test_bracketed_paste_of_several_lines_is_one_message() -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_pasted_block_loses_its_trailing_newlines() -> None:
+    runtime = FakeRuntime()
+    async with running(runtime) as chat:
+        chat.type("\x1b[200~copied line\r\n\x1b[201~")
+        await chat.until(lambda: chat.ui.input.text == "copied line")
+        chat.type(ENTER)
+        await chat.until(lambda: runtime.sent == ["copied line"])
+        await chat.shows(r"^\d\d:\d\d alice: copied line  …$")  # the mark on the same line
+        chat.type("\x1b[200~two\nlines\n\n\x1b[201~" + ENTER)
+        await chat.until(lambda: runtime.sent[1:] == ["two\nlines"])
+
+
+@pytest.mark.asyncio
 async def test_alt_enter_inserts_a_newline_into_the_message() -> None:
     runtime = FakeRuntime()
     async with running(runtime) as chat:
@@ -426,6 +452,20 @@ async def test_incoming_messages_and_peer_events_become_lines() -> None:
         runtime.push(PeerLeft(peer=BOB, nick="robert", reason=LeaveReason.BYE))
         await chat.shows(r"\* robert \(127\.0\.0\.1:9001\) left$")
         await chat.until(lambda: "no peers" in chat.ui.status_text(), "the status bar to update")
+
+
+@pytest.mark.asyncio
+async def test_a_send_the_kernel_refused_is_one_warning_line() -> None:
+    runtime = FakeRuntime()
+    async with running(runtime) as chat:
+        runtime.push(SendFailed(peer=("192.168.1.255", 9000), reason="Permission denied", count=1))
+        await chat.shows(
+            r"^\d\d:\d\d \* could not send to 192\.168\.1\.255:9000: Permission denied$"
+        )
+        runtime.push(SendFailed(peer=BOB, reason="Network is unreachable", count=4))
+        await chat.shows(
+            r"\* could not send to 127\.0\.0\.1:9001 \(4 datagrams\): Network is unreachable$"
+        )
 
 
 @pytest.mark.asyncio
@@ -667,7 +707,7 @@ async def test_ctrl_c_waits_for_pending_deliveries_and_a_second_one_quits_at_onc
         await chat.until(lambda: "waiting for 1 delivery… Ctrl-C again" in chat.ui.status_text())
         assert not chat.task.done()
         chat.type(CTRL_C)
-        await chat.exit_status()
+        assert await chat.exit_status() == 1  # quit with the message unconfirmed
     assert runtime.calls == ["wait_delivered", "close"]
 
 

@@ -198,6 +198,15 @@ def run(argv: Sequence[str] | None = None) -> int:
     in_terminal = _is_terminal(sys.stdin) and _is_terminal(sys.stdout)
     ui_class = _terminal_ui_class() if in_terminal and not (args.plain or args.jsonl) else None
     shared_key = _shared_key(args)
+    key_source = shared_key[1] if shared_key else None
+    ui: TerminalUI | LineMode
+    if ui_class is not None:
+        ui = ui_class(drain_timeout=give_up + 5, shared_key=key_source)
+    else:
+        stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+        ui = LineMode(
+            jsonl=args.jsonl, drain_timeout=give_up + 5, stdin=stdin, shared_key=key_source
+        )
     runtime = create_runtime(
         args.model,
         nick,
@@ -205,24 +214,11 @@ def run(argv: Sequence[str] | None = None) -> int:
         port=port,
         peers=peers,
         config=Config(give_up_after=give_up, key=shared_key[0] if shared_key else None),
+        on_event=ui.on_event,
     )
-    key_source = shared_key[1] if shared_key else None
-    if ui_class is not None:
-        runtime.open()
-        try:
-            return ui_class(runtime, drain_timeout=give_up + 5, shared_key=key_source).run()
-        finally:
-            runtime.close()
-    stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
     runtime.open()
     try:
-        return LineMode(
-            runtime,
-            jsonl=args.jsonl,
-            drain_timeout=give_up + 5,
-            stdin=stdin,
-            shared_key=key_source,
-        ).run()
+        return ui.run(runtime)
     finally:
         runtime.close()
 
@@ -260,7 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return bench_main(arguments[1:])
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="backslashreplace")
-    # SIGTERM ends a chat the way Ctrl-C does: BYE, no traceback.
+    # SIGTERM ends a chat the way Ctrl-C does (BYE, no traceback), until the terminal UI
+    # or line mode takes it over to quit as at the end of input.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return run(argv)

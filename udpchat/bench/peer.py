@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import sys
 import threading
 import time
@@ -63,8 +64,16 @@ class ChatEndpoint:
         # The work goes into the core (Config.transform), so each model runs it in its
         # own workers: the threads, the two processes, or the loop and the caller.
         self._works = work is not None
+        # The runtime pushes its events from its own thread; the commands below take them
+        # from this queue in the order they came.
+        self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self._runtime: ChatRuntime = create_runtime(
-            model, f"bench-{model}", bind="127.0.0.1", port=0, config=Config(transform=work)
+            model,
+            f"bench-{model}",
+            bind="127.0.0.1",
+            port=0,
+            config=Config(transform=work),
+            on_event=self._events.put,
         )
 
     @property
@@ -210,7 +219,10 @@ class ChatEndpoint:
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError("the peer's deadline passed")
-        return self._runtime.get_event(timeout=left)
+        try:
+            return self._events.get(timeout=left)
+        except queue.Empty:
+            return None
 
     def _next(self, predicate: Callable[[Event], bool], timeout: float) -> Event:
         deadline = time.monotonic() + timeout

@@ -28,6 +28,7 @@ from .events import (
     PeerJoined,
     PeerLeft,
     PeerRenamed,
+    SendFailed,
 )
 from .nick import validate_nick
 from .notes import AckNote, Note, PeerNote, PongNote, RefusedNote
@@ -70,6 +71,7 @@ __all__ = [
     "Receiver",
     "RefusedNote",
     "RejectReason",
+    "SendFailed",
     "Sender",
     "Stats",
     "TargetInfo",

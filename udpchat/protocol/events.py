@@ -1,4 +1,5 @@
-"""Events the core hands to its caller through `next_event()`.
+"""Events the core hands to its caller through `next_event()`, and the one a runtime
+adds (`SendFailed`: the core never touches a socket).
 
 Each is a frozen, slotted dataclass named for something that has happened. They hold
 only plain values so they pickle: the process model sends them through pipes.
@@ -115,6 +116,18 @@ class DatagramsRefused:
     side only, clocks too far apart)."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendFailed:
+    peer: Address
+    """Where the datagrams were going."""
+    reason: str
+    """What the operating system said, e.g. "Permission denied" or "Network is
+    unreachable"."""
+    count: int
+    """Datagrams to this peer refused for this reason since the previous SendFailed about
+    them, this one included."""
+
+
 Event = (
     PeerJoined
     | PeerLeft
@@ -124,4 +137,5 @@ Event = (
     | DeliveryFailed
     | DatagramRejected
     | DatagramsRefused
+    | SendFailed
 )

@@ -2,34 +2,38 @@
 
 `create_runtime(model, ...)` is the one way the CLI, the UI and the benchmark make one;
 they use it only through the `ChatRuntime` interface. Only the chosen model's module is
-imported: asyncio alone costs a chat 26 ms and 9 MiB it has no use for in another model.
+imported: asyncio alone costs a chat start-up time and memory it has no use for in
+another model (docs/models.md, "Figures behind the runtimes").
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..protocol import Address, Config
-from .base import ChatRuntime
+from .base import ChatRuntime, EventCallback, RuntimeOptions
 from .sockets import DEFAULT_PORT, AddressError, bind_socket, resolve_peer
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from .aio import AsyncioChat, AsyncioRuntime
     from .process import ProcessRuntime
     from .thread import ThreadRuntime
 
-MODELS = ("thread", "process", "asyncio")
+_MODELS = {
+    "thread": (".thread", "ThreadRuntime"),
+    "process": (".process", "ProcessRuntime"),
+    "asyncio": (".aio", "AsyncioRuntime"),
+}
+"""Each model, by the name `--model` takes: its module and its `ChatRuntime` class. The one
+place a model is added; everything else (`--model`, the UI, the benchmark, the tests that
+run over every model) finds it here."""
+
+MODELS = tuple(_MODELS)
 """Names accepted by `--model`, in the order the docs present them."""
 
-_CLASSES = {
-    "ThreadRuntime": ".thread",
-    "ProcessRuntime": ".process",
-    "AsyncioRuntime": ".aio",
-    "AsyncioChat": ".aio",
-}
-_BY_MODEL = {"thread": "ThreadRuntime", "process": "ProcessRuntime", "asyncio": "AsyncioRuntime"}
+_CLASSES = {name: module for module, name in _MODELS.values()} | {"AsyncioChat": ".aio"}
 
 
 def __getattr__(name: str) -> Any:
@@ -39,20 +43,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def create_runtime(
-    model: str,
-    nick: str,
-    *,
-    bind: str = "0.0.0.0",
-    port: int = 0,
-    peers: Sequence[Address] = (),
-    config: Config | None = None,
-) -> ChatRuntime:
-    """A runtime of the named model, not yet open. ValueError for an unknown model."""
-    if model not in _BY_MODEL:
+def create_runtime(model: str, nick: str, **options: Unpack[RuntimeOptions]) -> ChatRuntime:
+    """A runtime of the named model, not yet open. The options (`bind`, `port`, `peers`,
+    `config`, `on_event`) are those of `base.Endpoint`; `on_event` is called with every
+    event, under the contract stated in `base`. ValueError for an unknown model."""
+    if model not in _MODELS:
         raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
-    runtime_class = __getattr__(_BY_MODEL[model])
-    runtime: ChatRuntime = runtime_class(nick, bind=bind, port=port, peers=peers, config=config)
+    module, name = _MODELS[model]
+    runtime: ChatRuntime = getattr(importlib.import_module(module, __name__), name)(nick, **options)
     return runtime
 
 
@@ -63,7 +61,9 @@ __all__ = [
     "AsyncioChat",
     "AsyncioRuntime",
     "ChatRuntime",
+    "EventCallback",
     "ProcessRuntime",
+    "RuntimeOptions",
     "ThreadRuntime",
     "bind_socket",
     "create_runtime",

@@ -4,23 +4,24 @@
 caller's calls, `datagram_received` and one `TimerHandle` armed at the core's
 `get_timer()` (with `loop.time()`, which is monotonic, as the core's `now`). Every entry
 point ends in one `_transmit()`: send what `datagrams_to_send` returns, hand the core's
-events to the consumer, re-arm the timer. Flushing once per entry point, never in the
-middle, keeps the core's batching (one ACK for a burst), and no input can be left
-unflushed with no timer to come back for it.
+events to `on_event` (or to the queue `next_event` reads), re-arm the timer. Flushing
+once per entry point, never in the middle, keeps the core's batching (one ACK for a
+burst), and no input can be left unflushed with no timer to come back for it. It runs
+on one thread, the loop's, and so needs no lock.
 
 Two details are for speed. The selector transport reads with `recvfrom(max_size)`, and
-its default of 256 KiB lies above glibc's mmap threshold, so every datagram costs an
-mmap and a munmap (15 µs per read here instead of 1.1 µs); 64 KiB still holds any
-datagram. And, like the thread model, a wake-up drains what else is already queued in the
-socket before flushing, so a burst of DATA is answered by one ACK per peer.
+its default of 256 KiB lies above glibc's mmap threshold, so every datagram would cost an
+mmap and a munmap (docs/models.md, "Figures behind the runtimes"); 64 KiB still holds
+any datagram. And, like the thread model, a wake-up drains what else is already queued
+in the socket before flushing, so a burst of DATA is answered by one ACK per peer.
 
 `AsyncioRuntime` is the same endpoint behind the synchronous `ChatRuntime` interface: one
 event loop in one background thread ("udpchat-asyncio") does every send, receive and
-timer; events reach the caller through a `queue.SimpleQueue`. The caller's thread queues
-messages into the core itself, under the lock that guards the core, and wakes the loop
-(at most once per flush) with `call_soon_threadsafe` to transmit them: a round trip to
-the loop per `send` cost 150 µs under load, against 4 µs this way. Nothing polls: an idle
-chat wakes only for the core's own timers.
+timer, and calls the caller's `on_event` with every event. Every call from the caller's
+thread is handed to the loop (`call_soon_threadsafe`) and waits for its answer, so that
+`send` raises NoPeers, MessageTooLong or OutboxFull in the caller. Closing stops the loop
+only after every call handed to it has been answered. Nothing polls: an idle chat wakes
+only for the core's own timers.
 """
 
 from __future__ import annotations
@@ -30,69 +31,54 @@ import concurrent.futures
 import socket
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from ..protocol import Address, ChatSession, Config, Event, PeerStatus, Stats
-from .base import EventQueue, RuntimeContext, wall_clock_ms, wall_offset
-from .sockets import RECEIVE_BUFFER, bind_socket, normalize, read_queued
+from ..protocol import Address, ChatSession, Event, PeerStatus, Stats
+from . import base
+from .base import CLOSED, Endpoint, RuntimeBase, Transmitter
+from .sockets import RECEIVE_BUFFER, normalize, read_queued
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .base import RuntimeOptions
 
 _CLOSE_TIMEOUT = 0.5
 """How long closing waits for the transport to let go of the socket before aborting it."""
 _START_TIMEOUT = 5.0
-"""How long `AsyncioRuntime.open` waits for its loop to bind and start; it takes ~1 ms."""
-_CLOSED = object()
-"""Put after the last event, so that a waiting consumer wakes up and sees the end."""
+"""How long `AsyncioRuntime.open` waits for its loop to bind and start."""
 
 _T = TypeVar("_T")
 
 
-class AsyncioChat(asyncio.DatagramProtocol):
+class AsyncioChat(asyncio.DatagramProtocol, Endpoint):
     """A chat endpoint on the running event loop: one UDP socket, one `ChatSession`.
 
     Use it as an async context manager, or call `open` and `aclose`. Call its methods from
-    the loop's thread. Events go to `event_sink` when one is given (called on the loop's
-    thread, once per event, in order), else to an internal queue read by `next_event`.
+    the loop's thread only. Events go to `on_event` when one is given (called on the
+    loop's thread, once per event, in order), else to an internal queue read by
+    `next_event`.
     """
 
-    def __init__(
-        self,
-        nick: str,
-        *,
-        bind: str = "0.0.0.0",
-        port: int = 0,
-        peers: Sequence[Address] = (),
-        config: Config | None = None,
-        event_sink: Callable[[Event], None] | None = None,
-    ) -> None:
-        self._core = ChatSession(nick, config=config, wall_offset=wall_offset())
-        self._guard = threading.Lock()
-        """Held for every use of the core. Uncontended (~0.15 µs) unless an AsyncioRuntime's
-        caller queues a message from its own thread; nothing is sent while it is held."""
-        self._bind, self._port, self._initial_peers = bind, port, list(peers)
-        self._event_sink = event_sink
+    def __init__(self, nick: str, **options: Unpack[RuntimeOptions]) -> None:
+        Endpoint.__init__(self, nick, **options)
+        self._core = ChatSession(nick, config=self._config, wall_offset=base.wall_offset())
+        self._transmitter = Transmitter(self._sendto, self._publish)
         self._events: asyncio.Queue[object] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._sock: socket.socket | None = None
         self._drain_from: socket.socket | None = None
         """Our socket when it is safe to read it directly (selector loops only)."""
-        self._address: Address | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._flush_requested = False
-        """A flush is scheduled for work queued from another thread (under the guard)."""
         self._delivery_waiters: list[asyncio.Future[None]] = []
         self._lost: asyncio.Future[None] | None = None
         self._closed = False
+        self._sending = False
+        """True while `_sendto` is inside the transport's sendto."""
 
     # -- public API -----------------------------------------------------------
-
-    @property
-    def local_address(self) -> Address:
-        """The address the socket is bound to (the real port when 0 was asked)."""
-        if self._address is None:
-            raise RuntimeError("not open")
-        return self._address
 
     @property
     def nick(self) -> str:
@@ -108,8 +94,7 @@ class AsyncioChat(asyncio.DatagramProtocol):
         loop = self._loop = asyncio.get_running_loop()
         self._lost = loop.create_future()
         # Binding ourselves gives the same AddressError as every other model, at once.
-        sock = bind_socket(self._bind, self._port)
-        self._address = normalize(sock.getsockname())
+        sock = self._bind_socket()
         try:
             await loop.create_datagram_endpoint(lambda: self, sock=sock)
         except BaseException:
@@ -122,9 +107,8 @@ class AsyncioChat(asyncio.DatagramProtocol):
         if isinstance(loop, asyncio.SelectorEventLoop):
             self._drain_from = sock
         now = loop.time()
-        with self._guard:
-            for addr in self._initial_peers:
-                self._core.add_peer(addr, now)
+        for addr in self._initial_peers:
+            self._core.add_peer(addr, now)
         self._transmit(now)
 
     async def aclose(self) -> None:
@@ -133,9 +117,8 @@ class AsyncioChat(asyncio.DatagramProtocol):
             if self._lost is not None:
                 await asyncio.shield(self._lost)
             return
-        with self._guard:
-            self._closed = True
-            self._core.close()
+        self._closed = True
+        self._core.close()
         transport, lost = self._transport, self._lost
         if transport is not None and lost is not None:
             self._transmit()
@@ -163,30 +146,27 @@ class AsyncioChat(asyncio.DatagramProtocol):
         Raises MessageTooLong, NoPeers or OutboxFull (all LocalProtocolError).
         """
         now = self._now()
-        targets = None if to is None else list(to)
-        with self._guard:
-            message_id = self._core.send_message(text, now, sent_at_ms=wall_clock_ms(), to=targets)
+        message_id = self._core.send_message(
+            text, now, sent_at_ms=base.wall_clock_ms(), to=base.as_targets(to)
+        )
         self._transmit(now)
         return message_id
 
     def add_peer(self, addr: Address) -> None:
         """Send to `addr` from now on, greeting it with HELLOs until it answers."""
         now = self._now()
-        with self._guard:
-            self._core.add_peer(addr, now)
+        self._core.add_peer(addr, now)
         self._transmit(now)
 
     def remove_peer(self, addr: Address) -> None:
         """Stop sending to `addr` (its pending deliveries fail) and say BYE to it."""
         now = self._now()
-        with self._guard:
-            self._core.remove_peer(addr, now)
+        self._core.remove_peer(addr, now)
         self._transmit(now)
 
     def set_nick(self, nick: str) -> None:
         """Change the nickname and announce it; ValueError if it is not 1-32 bytes."""
-        with self._guard:
-            self._core.set_nick(nick)
+        self._core.set_nick(nick)
         self._transmit()
 
     async def next_event(self, timeout: float | None = None) -> Event | None:
@@ -194,8 +174,8 @@ class AsyncioChat(asyncio.DatagramProtocol):
 
         None on timeout, and at once when the chat is closed and no event is left.
         """
-        if self._event_sink is not None:
-            raise RuntimeError("events go to the event_sink given to AsyncioChat")
+        if self._on_event is not None:
+            raise RuntimeError("events go to the on_event given to AsyncioChat")
         try:
             item = self._events.get_nowait()  # the common case under load: no wait, no task
         except asyncio.QueueEmpty:
@@ -203,8 +183,8 @@ class AsyncioChat(asyncio.DatagramProtocol):
                 item = await asyncio.wait_for(self._events.get(), timeout)
             except asyncio.TimeoutError:
                 return None
-        if item is _CLOSED:
-            self._events.put_nowait(_CLOSED)  # for any other waiter
+        if item is CLOSED:
+            self._events.put_nowait(CLOSED)  # for any other waiter
             return None
         return cast(Event, item)
 
@@ -215,8 +195,8 @@ class AsyncioChat(asyncio.DatagramProtocol):
         """
         loop = self._loop_or_fail()
         deadline = loop.time() + timeout
-        # A loop, because another thread (AsyncioRuntime's caller) may queue a message
-        # between the flush that found nothing pending and our waking up.
+        # A loop, because another task may send a message between the flush that found
+        # nothing pending and our waking up.
         while self.pending() != 0 and not self._closed:
             left = deadline - loop.time()
             if left <= 0:
@@ -234,19 +214,15 @@ class AsyncioChat(asyncio.DatagramProtocol):
 
     def pending(self) -> int:
         """Deliveries (message, peer) not yet acknowledged or failed."""
-        with self._guard:
-            return self._core.pending()
+        return self._core.pending()
 
     def stats(self) -> Stats:
         """The core's counters since the chat opened."""
-        with self._guard:
-            return self._core.stats()
+        return self._core.stats()
 
     def peers(self) -> list[PeerStatus]:
         """Every peer the core knows, as `/peers` shows them."""
-        now = self._now()
-        with self._guard:
-            return self._core.peers(now)
+        return self._core.peers(self._now())
 
     # -- asyncio.DatagramProtocol --------------------------------------------
 
@@ -264,15 +240,19 @@ class AsyncioChat(asyncio.DatagramProtocol):
         if sock is not None and not self._closed:
             read_queued(sock, batch)
         now = self._now()
-        with self._guard:
-            for data, source in batch:
-                self._core.receive_datagram(data, source, now)
+        for data, source in batch:
+            self._core.receive_datagram(data, source, now)
         self._transmit(now)
 
     def error_received(self, exc: Exception) -> None:
-        # An ICMP error (port unreachable, ...) or a failed sendto: UDP may lose any
-        # datagram, and retransmission or the peer timeout deals with the consequences.
-        pass
+        if self._sending:
+            # The selector transport calls this from inside its sendto when the kernel
+            # refuses a datagram: raise it there, and the Transmitter reports it as in
+            # the other models.
+            raise exc
+        # Otherwise an ICMP error (port unreachable, ...) or a send the transport had to
+        # put off: UDP may lose any datagram, and retransmission or the peer timeout
+        # deals with the consequences.
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._lost is not None and not self._lost.done():
@@ -288,58 +268,40 @@ class AsyncioChat(asyncio.DatagramProtocol):
         # the time it asked for, or it would find nothing due and ask again.
         now = max(self._now(), self._timer_at or 0.0)
         self._timer = self._timer_at = None
-        with self._guard:
-            self._core.handle_timer(now)
+        self._core.handle_timer(now)
         self._transmit(now)
 
     def _transmit(self, now: float | None = None) -> None:
         """Send what the core has for the wire, pass its events on, re-arm its timer."""
-        core = self._core
-        if now is None:
-            now = self._now()
-        with self._guard:
-            self._flush_requested = False
-            out = core.datagrams_to_send(now)
-            events = []
-            while (event := core.next_event()) is not None:
-                events.append(event)
-            all_done = core.pending() == 0
-            when = None if self._closed else core.get_timer()
-        transport = self._transport
-        if transport is not None and not transport.is_closing():
-            for data, addr in out:
-                transport.sendto(data, addr)
+        flushed = base.flush(self._core, self._now() if now is None else now)
+        when = None if self._closed else flushed.timer
         if when != self._timer_at:
             if self._timer is not None:
                 self._timer.cancel()
             loop = self._loop_or_fail()
             self._timer = None if when is None else loop.call_at(when, self._on_timer)
             self._timer_at = when
-        # Last, so that an event sink that raises cannot leave the timer unarmed.
-        for event in events:
-            if self._event_sink is not None:
-                self._event_sink(event)
-            else:
-                self._events.put_nowait(event)
-        if all_done and self._delivery_waiters:
+        # After the timer, so that an on_event that raises cannot leave it unarmed.
+        self._transmitter.transmit(flushed)
+        if self._delivery_waiters and self._core.pending() == 0:
             self._wake_delivery_waiters()
 
-    # -- for AsyncioRuntime ---------------------------------------------------
-
-    def _queue_from_thread(self, action: Callable[[ChatSession, float], _T]) -> _T:
-        """From a thread other than the loop's: run `action(core, now)` under the guard,
-        then have the loop flush, scheduling at most one flush for any number of calls."""
-        loop = self._loop_or_fail()
-        with self._guard:
-            result = action(self._core, loop.time())
-            wake = not self._flush_requested and not self._closed
-            self._flush_requested = True
-        if wake:
+    def _sendto(self, data: bytes, addr: Address) -> None:
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            self._sending = True
             try:
-                loop.call_soon_threadsafe(self._transmit)
-            except RuntimeError:
-                pass  # the loop has closed: the chat is closed and nothing is sent any more
-        return result
+                transport.sendto(data, addr)
+            finally:
+                self._sending = False
+
+    def _publish(self, events: list[Event]) -> None:
+        if self._on_event is not None:
+            for event in events:
+                self._on_event(event)
+        else:
+            for event in events:
+                self._events.put_nowait(event)
 
     # -- helpers --------------------------------------------------------------
 
@@ -350,8 +312,8 @@ class AsyncioChat(asyncio.DatagramProtocol):
         self._timer = self._timer_at = None
         self._drain_from = None
         self._wake_delivery_waiters()
-        if self._event_sink is None:
-            self._events.put_nowait(_CLOSED)
+        if self._on_event is None:
+            self._events.put_nowait(CLOSED)
 
     def _wake_delivery_waiters(self) -> None:
         waiters, self._delivery_waiters = self._delivery_waiters, []
@@ -368,141 +330,180 @@ class AsyncioChat(asyncio.DatagramProtocol):
         return self._loop_or_fail().time()
 
 
-class AsyncioRuntime(RuntimeContext):
-    """`ChatRuntime` over an `AsyncioChat` whose event loop runs in a background thread."""
+class AsyncioRuntime(RuntimeBase):
+    """`ChatRuntime` over an `AsyncioChat` whose event loop runs in a background thread.
+
+    The chat belongs to the loop's thread: every call is handed to it and waits for the
+    answer. `pending` reads a count the loop publishes instead, so that it never waits
+    (the UI asks it after every batch of events). Before `open` and once the loop's
+    thread has ended, nothing else touches the chat, and `stats` and `peers` read it
+    directly.
+    """
 
     model = "asyncio"
 
-    def __init__(
-        self,
-        nick: str,
-        *,
-        bind: str = "0.0.0.0",
-        port: int = 0,
-        peers: Sequence[Address] = (),
-        config: Config | None = None,
-    ) -> None:
-        self._events = EventQueue()
+    def __init__(self, nick: str, **options: Unpack[RuntimeOptions]) -> None:
+        super().__init__(nick, **options)
         self._chat = AsyncioChat(
-            nick, bind=bind, port=port, peers=peers, config=config, event_sink=self._events.put
+            nick,
+            bind=self._bind,
+            port=self._port,
+            peers=self._initial_peers,
+            config=self._config,
+            on_event=self._on_chat_event,
         )
+        self._nick = nick
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._closing = False
+        self._stop = asyncio.Event()
+        """Set (on the loop, by `close`) to end the loop's main coroutine."""
+        self._handing = threading.Lock()
+        """Orders handing a call to the loop against closing: a call handed over before
+        `close` runs before the loop stops; none is handed over after."""
+        self._taking_calls = False
+        self._pending = 0
+        """The chat's pending count, published by the loop after every call it runs and
+        with every event, so that reading it waits for nothing."""
 
     # -- ChatRuntime ----------------------------------------------------------
 
     @property
-    def local_address(self) -> Address:
-        return self._chat.local_address
-
-    @property
     def nick(self) -> str:
-        return self._chat.nick
+        return self._nick
 
     def open(self) -> None:
         """Start the loop's thread and open the chat on it; AddressError if binding fails."""
         if self._thread is not None:
             raise RuntimeError("an AsyncioRuntime can be opened once")
-        self._loop = asyncio.new_event_loop()
+        loop = self._loop = asyncio.new_event_loop()
         opened: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(
-            target=self._run, args=(self._loop, opened), name="udpchat-asyncio", daemon=True
+            target=self._run, args=(loop, opened), name="udpchat-asyncio", daemon=True
         )
         self._thread.start()
         try:
             opened.result(timeout=_START_TIMEOUT)
         except BaseException:
-            self._thread.join(timeout=1.0)  # it ends at once when opening failed
+            self._stop_loop()  # if it did open: the thread ends once it has closed again
+            self._thread.join(timeout=2 * _CLOSE_TIMEOUT)
             raise
+        self._address = self._chat.local_address
+        with self._handing:
+            self._taking_calls = True
 
     def close(self) -> None:
         """Send BYE, stop the loop, join its thread and close the socket (well under 1 s)."""
-        thread, loop = self._thread, self._loop
-        if thread is None or loop is None or self._closing:
-            return
-        self._closing = True
-        try:
-            if thread.is_alive():
-                closing = asyncio.run_coroutine_threadsafe(self._settle_after_close(), loop)
-                closing.result(timeout=2 * _CLOSE_TIMEOUT)
-        except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError, RuntimeError):
-            pass  # the loop is gone or stuck: stopping it below still ends the thread
-        finally:
-            try:
-                loop.call_soon_threadsafe(loop.stop)
-            except RuntimeError:
-                pass  # already closed
-            thread.join(timeout=2 * _CLOSE_TIMEOUT)
-            self._events.close()
-
-    async def _settle_after_close(self) -> None:
-        await self._chat.aclose()
-        # aclose() woke every coroutine in wait_delivered; a few more turns of the loop
-        # let them return and hand their results to the threads waiting on them, before
-        # the loop stops for good.
-        for _ in range(5):
-            await asyncio.sleep(0)
+        thread = self._thread
+        with self._handing:
+            if thread is None or self._closing:
+                return
+            self._closing = True
+            self._taking_calls = False
+            self._stop_loop()
+        thread.join(timeout=2 * _CLOSE_TIMEOUT)
+        self._outlet.shut()
 
     def send(self, text: str, to: Sequence[Address] | None = None) -> int:
         """Send a message to every active peer (or those in `to`); return its id for the
         delivery events.
 
         Raises MessageTooLong, NoPeers or OutboxFull (all LocalProtocolError) here, in the
-        caller's thread: the message is queued in the core right away, the loop sends it.
-        RuntimeError before `open` or after `close`.
+        caller's thread, once the loop has queued (or refused) the message. RuntimeError
+        before `open` or after `close`.
         """
-        if self._closing:
-            raise RuntimeError("closed")
-        targets = None if to is None else list(to)
-        return self._chat._queue_from_thread(
-            lambda core, now: core.send_message(text, now, sent_at_ms=wall_clock_ms(), to=targets)
-        )
+        return self._call(lambda: self._chat.send(text, to))
 
     def add_peer(self, addr: Address) -> None:
-        self._chat._queue_from_thread(lambda core, now: core.add_peer(addr, now))
+        self._call(lambda: self._chat.add_peer(addr))
 
     def remove_peer(self, addr: Address) -> None:
-        self._chat._queue_from_thread(lambda core, now: core.remove_peer(addr, now))
+        self._call(lambda: self._chat.remove_peer(addr))
 
     def set_nick(self, nick: str) -> None:
         """Change the nickname and announce it; ValueError if it is not 1-32 bytes."""
-        self._chat._queue_from_thread(lambda core, now: core.set_nick(nick))
-
-    def get_event(self, timeout: float | None = None) -> Event | None:
-        """The next event, waiting up to `timeout` seconds (None: forever).
-
-        None on timeout, and at once when the runtime is closed and no event is left.
-        """
-        return self._events.get(timeout)
+        self._call(lambda: self._chat.set_nick(nick))
+        self._nick = nick
 
     def wait_delivered(self, timeout: float) -> bool:
         """Wait until every message sent so far is delivered or has failed."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None or not thread.is_alive():
-            return self._chat.pending() == 0
-        waiting = self._chat.wait_delivered(timeout)
-        try:
-            future = asyncio.run_coroutine_threadsafe(waiting, loop)
-        except RuntimeError:  # the loop closed meanwhile
-            waiting.close()
-            return self._chat.pending() == 0
-        try:
-            return future.result(timeout=timeout + _START_TIMEOUT)
-        except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
-            return self._chat.pending() == 0
-
-    # The core is guarded by a lock, so these read it from the caller's thread.
+        with self._handing:
+            if self._taking_calls:
+                assert self._loop is not None
+                waiting = self._chat.wait_delivered(timeout)
+                answer = asyncio.run_coroutine_threadsafe(waiting, self._loop)
+            else:
+                answer = None
+        if answer is None:
+            return self._ask_stopped(self._chat.pending) == 0
+        return answer.result()
 
     def pending(self) -> int:
-        """Deliveries (message, peer) not yet acknowledged or failed."""
-        return self._chat.pending()
+        """Deliveries (message, peer) not yet acknowledged or failed: as of the last call
+        the loop answered and the last event it reported, which is all that changes it."""
+        return self._pending
 
     def stats(self) -> Stats:
-        return self._chat.stats()
+        return self._ask(self._chat.stats)
 
     def peers(self) -> list[PeerStatus]:
-        return self._chat.peers()
+        return self._ask(self._chat.peers)
+
+    # -- handing calls to the loop --------------------------------------------
+
+    def _hand_over(self, function: Callable[[], _T]) -> concurrent.futures.Future[_T] | None:
+        """Queue `function()` on the loop; its answer to come, or None when the loop takes
+        no calls (before `open`, and from `close` on)."""
+        with self._handing:
+            if not self._taking_calls:
+                return None
+            assert self._loop is not None
+            answer: concurrent.futures.Future[_T] = concurrent.futures.Future()
+            self._loop.call_soon_threadsafe(self._answer, answer, function)
+            return answer
+
+    def _call(self, function: Callable[[], _T]) -> _T:
+        """`function()` run on the loop; its result, or its exception raised, here."""
+        answer = self._hand_over(function)
+        if answer is None:
+            raise RuntimeError("not open")
+        return answer.result()
+
+    def _ask(self, question: Callable[[], _T]) -> _T:
+        """A question for the chat: on the loop while it runs, else directly."""
+        answer = self._hand_over(question)
+        return self._ask_stopped(question) if answer is None else answer.result()
+
+    def _ask_stopped(self, question: Callable[[], _T]) -> _T:
+        """A question for the chat when the loop takes no calls: before `open`, or during
+        and after `close` (whose thread is then let finish first)."""
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=2 * _CLOSE_TIMEOUT)
+        return question()
+
+    def _answer(self, answer: concurrent.futures.Future[_T], function: Callable[[], _T]) -> None:
+        """On the loop: run a call handed over from another thread, hand back its outcome."""
+        try:
+            result = function()
+        except BaseException as error:
+            self._pending = self._chat.pending()
+            answer.set_exception(error)
+        else:
+            self._pending = self._chat.pending()
+            answer.set_result(result)
+
+    def _on_chat_event(self, event: Event) -> None:
+        """On the loop: the chat's on_event."""
+        self._pending = self._chat.pending()
+        self._outlet(event)
+
+    def _stop_loop(self) -> None:
+        loop = self._loop
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._stop.set)
+            except RuntimeError:
+                pass  # the loop is closed already: its thread has ended
 
     # -- the loop's thread ----------------------------------------------------
 
@@ -510,19 +511,22 @@ class AsyncioRuntime(RuntimeContext):
         self, loop: asyncio.AbstractEventLoop, opened: concurrent.futures.Future[None]
     ) -> None:
         try:
-            try:
-                loop.run_until_complete(self._chat.open())
-            except BaseException as error:
-                opened.set_exception(error)
-                return
-            opened.set_result(None)
-            loop.run_forever()
-            # A wait_delivered left waiting when close() stopped the loop: end it, so
-            # that its caller returns and no task is destroyed while pending.
-            tasks = asyncio.all_tasks(loop)
-            for task in tasks:
-                task.cancel()
-            if tasks:
-                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(self._main(opened))
         finally:
             loop.close()
+
+    async def _main(self, opened: concurrent.futures.Future[None]) -> None:
+        """The loop's life: open the chat, serve calls until `close`, close the chat."""
+        try:
+            await self._chat.open()
+        except BaseException as error:
+            opened.set_exception(error)
+            return
+        opened.set_result(None)
+        await self._stop.wait()
+        await self._chat.aclose()
+        # Every call handed to the loop before `close` was queued before the stop, so it
+        # has run; the wait_delivered among them were woken by aclose. Let them hand their
+        # answers back before the loop stops.
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        await asyncio.gather(*others, return_exceptions=True)

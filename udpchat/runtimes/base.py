@@ -3,19 +3,51 @@
 The UI, the CLI, the benchmark and the tests see a runtime only through `ChatRuntime`.
 A runtime owns one UDP socket and drives the sans-I/O core around it; it adds no
 protocol logic of its own.
+
+Events are pushed, not pulled: whoever makes a runtime passes an `on_event` callback
+(`create_runtime(model, nick, ..., on_event=callback)`), and the runtime calls it with
+every event: the core's, and `SendFailed` when the system refuses a datagram. The
+contract of that callback:
+
+- It is called on one of the runtime's own threads (the thread model's receiving or
+  sending thread, the process model's thread that reads its children's pipes, the
+  asyncio model's loop thread), never from inside a method the caller called.
+- Calls never overlap, and events come in the order the core produced them (in the
+  process model, in the order each half produced its own: the receive half's messages,
+  peers and rejections, the send half's deliveries).
+- It must return quickly and must not block: it runs where datagrams are received and
+  acknowledged, so while it waits nothing is (and in the asyncio model the caller's calls
+  wait too). Nor may it call the runtime back: hand the event on instead (a loop's
+  `call_soon_threadsafe`, a queue, a print). Line mode's printer blocks only when
+  nobody reads its output; `close` waits at most a second for a call under way.
+- It is called only once the datagrams made in the same flush are on the wire, so a
+  message the caller has seen is already acknowledged (the caller may close at once).
+- It is never called after `close()` has returned.
 """
 
 from __future__ import annotations
 
-import queue
+import errno
+import socket
+import threading
 import time
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Protocol, TypedDict
 
-from ..protocol import Address, Event, PeerStatus, Stats
+from ..protocol import Address, Config, Event, PeerStatus, SendFailed, Stats
+from .sockets import bind_socket, normalize
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+EventCallback = Callable[[Event], None]
+"""What a runtime calls with each event; see the contract above."""
+
+CLOSED = object()
+"""Put in a queue after the last item: whoever takes it knows that nothing more comes."""
 
 
-@runtime_checkable
 class ChatRuntime(Protocol):
     """A chat endpoint: one UDP socket, the protocol core, and some concurrency around it.
 
@@ -48,10 +80,17 @@ class ChatRuntime(Protocol):
 
     def send(self, text: str, to: Sequence[Address] | None = None) -> int:
         """Send a message to every active peer, or only to those in `to`; return its id
-        for the delivery events.
+        for the delivery events (one `MessageDelivered` or `DeliveryFailed` per peer).
 
-        Raises MessageTooLong, NoPeers or OutboxFull (all LocalProtocolError), and
-        RuntimeError before `open` or after `close`.
+        Every model refuses at once, by raising a LocalProtocolError, and then sends
+        nothing and reports nothing more: MessageTooLong for a text over the protocol's
+        limit; NoPeers when there is no peer to send to (no active peer; with `to`, none
+        of its addresses is a peer, configured or learned); OutboxFull when too many
+        deliveries are pending. RuntimeError before `open` or after `close`.
+
+        One race is left, in the process model: if the last peer leaves (or the outbox
+        fills) while a message for every peer crosses to the sending process, the message
+        fails at once with a `DeliveryFailed` whose peer is None.
         """
         ...
 
@@ -63,19 +102,14 @@ class ChatRuntime(Protocol):
         """Change the nickname and announce it; ValueError if it is not 1-32 bytes."""
         ...
 
-    def get_event(self, timeout: float | None = None) -> Event | None:
-        """The next event, waiting up to `timeout` seconds (None: forever).
-
-        None on timeout, and at once when the runtime is closed and no event is left.
-        """
-        ...
-
     def wait_delivered(self, timeout: float) -> bool:
-        """Wait until every message sent so far is delivered or has failed."""
+        """Wait until every message sent so far is delivered or has failed: True then,
+        False at the timeout. After `close`, at once: whether nothing is pending."""
         ...
 
     def pending(self) -> int:
-        """Deliveries (message, peer) not yet acknowledged or failed."""
+        """Deliveries (message, peer) not yet acknowledged or failed. Close settles none:
+        after it, those that never were."""
         ...
 
     def stats(self) -> Stats: ...
@@ -83,37 +117,62 @@ class ChatRuntime(Protocol):
     def peers(self) -> list[PeerStatus]: ...
 
 
-class EventQueue:
-    """Events on their way from a runtime's workers to its caller, from any thread.
+class RuntimeOptions(TypedDict, total=False):
+    """The keyword arguments of every runtime class and of `create_runtime` (defaults and
+    meaning: `Endpoint`)."""
 
-    `get` waits without polling, and once `close` has been called it returns None at
-    once, for every waiter, as soon as the events already queued are taken.
-    """
-
-    _CLOSED = object()
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-
-    def put(self, event: Event) -> None:
-        self._queue.put(event)
-
-    def close(self) -> None:
-        self._queue.put(self._CLOSED)
-
-    def get(self, timeout: float | None = None) -> Event | None:
-        try:
-            item = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if item is self._CLOSED:
-            self._queue.put(item)  # for the next waiter
-            return None
-        return item  # type: ignore[return-value]
+    bind: str
+    port: int
+    peers: Sequence[Address]
+    config: Config | None
+    on_event: EventCallback | None
 
 
-class RuntimeContext:
-    """`with runtime:` opens it and closes it, for every model."""
+class Endpoint:
+    """What every chat endpoint is given before it opens, and the address it then has."""
+
+    def __init__(
+        self,
+        nick: str,
+        *,
+        bind: str = "0.0.0.0",
+        port: int = 0,
+        peers: Sequence[Address] = (),
+        config: Config | None = None,
+        on_event: EventCallback | None = None,
+    ) -> None:
+        """Chat as `nick` (1-32 bytes) on a UDP socket bound to `bind`:`port` (0: any free
+        port), greeting `peers` at `open`; `on_event` is called with every event (see the
+        contract above; None: events are dropped)."""
+        self._config = config or Config()
+        self._bind, self._port, self._initial_peers = bind, port, list(peers)
+        self._on_event = on_event
+        self._address: Address | None = None
+
+    @property
+    def local_address(self) -> Address:
+        """The address the socket is bound to (the real port when 0 was asked)."""
+        if self._address is None:
+            raise RuntimeError("not open")
+        return self._address
+
+    def _bind_socket(self) -> socket.socket:
+        """The socket, bound (AddressError with a one-line reason if it cannot be)."""
+        sock = bind_socket(self._bind, self._port)
+        self._address = normalize(sock.getsockname())
+        return sock
+
+
+class RuntimeBase(Endpoint):
+    """What the three runtime classes share: their arguments, their events' way out, and
+    `with runtime:` to open and close them."""
+
+    model: ClassVar[str]
+
+    def __init__(self, nick: str, **options: Unpack[RuntimeOptions]) -> None:
+        super().__init__(nick, **options)
+        self._outlet = EventOutlet(self._on_event)
+        self._closing = False
 
     def open(self) -> None:
         raise NotImplementedError
@@ -127,6 +186,156 @@ class RuntimeContext:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class EventOutlet:
+    """A runtime's way to its caller's `on_event`: one call at a time, none after `shut`.
+
+    Without a callback (None) events are dropped: the caller did not ask for them.
+    """
+
+    def __init__(self, on_event: EventCallback | None) -> None:
+        self._on_event = on_event
+        self._lock = threading.Lock()
+        self._open = on_event is not None
+
+    def __call__(self, event: Event) -> None:
+        self.publish((event,))
+
+    def publish(self, events: Iterable[Event]) -> None:
+        with self._lock:
+            on_event = self._on_event
+            for event in events:
+                if not self._open:
+                    return
+                assert on_event is not None
+                on_event(event)
+
+    def shut(self, timeout: float = 1.0) -> None:
+        """No call starts after this returns. One under way is waited for, but only for
+        `timeout` seconds: line mode's printer, stuck on a pipe nobody reads, must not
+        keep the chat from closing."""
+        locked = self._lock.acquire(timeout=timeout)
+        self._open = False
+        if locked:
+            self._lock.release()
+
+
+# -- the flush ------------------------------------------------------------------
+
+
+class Core(Protocol):
+    """What a runtime drains after every input: a `ChatSession`, or one of its halves."""
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]: ...
+
+    def next_event(self) -> Event | None: ...
+
+    def get_timer(self) -> float | None: ...
+
+
+@dataclass(slots=True)
+class Flushed:
+    """Everything one flush took from the core."""
+
+    datagrams: list[tuple[bytes, Address]]
+    """To put on the wire."""
+    events: list[Event]
+    """To hand on once the datagrams are out."""
+    timer: float | None
+    """When the core wants `handle_timer` next (None: never, until another input)."""
+
+
+def flush(core: Core, now: float) -> Flushed:
+    """Take what the core has for the wire and for the caller after an input. Call it
+    under whatever guards the core; pass the result to a `Transmitter` outside of it."""
+    datagrams = core.datagrams_to_send(now)
+    events = []
+    while (event := core.next_event()) is not None:
+        events.append(event)
+    return Flushed(datagrams, events, core.get_timer())
+
+
+class Transmitter:
+    """Where every flush goes, in the one order all models keep: the datagrams onto the
+    wire, then the events onward. Events go last because a caller that has seen a message
+    may close at once, and the ACK for that message must be out by then.
+
+    A step that has to come before anything leaves (storing received messages before
+    their ACKs go, outgoing ones before their first DATA) belongs at the top of
+    `transmit`.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[bytes, Address], object],
+        publish: Callable[[list[Event]], None],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`send` puts one datagram on the wire (a socket's `sendto`); `publish` hands a
+        flush's events on (to `on_event`, or to the process that calls it)."""
+        self._send = send
+        self._publish = publish
+        self._send_errors = SendErrors(clock)
+
+    def transmit(self, flushed: Flushed) -> None:
+        """Send the flush's datagrams, then publish its events (and any SendFailed)."""
+        events = flushed.events
+        for data, addr in flushed.datagrams:
+            try:
+                self._send(data, addr)
+            except OSError as error:
+                failure = self._send_errors.failed(addr, error)
+                if failure is not None:
+                    events.append(failure)
+        if events:
+            self._publish(events)
+
+
+class SendErrors:
+    """The errors `sendto` raises, turned into `SendFailed` events a person can act on
+    (a broadcast address, no route, a firewall), at most one per peer and error every
+    `REPORT_INTERVAL` seconds, so that a dead route does not flood the screen.
+
+    A full buffer (ENOBUFS, EAGAIN) stays silent: the datagram is lost as UDP may lose
+    any, and retransmission covers DATA.
+    """
+
+    TRANSIENT = frozenset({errno.ENOBUFS, errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR})
+    REPORT_INTERVAL = 10.0
+    _REMEMBERED = 256
+    """Past this many (peer, error) pairs, those not reported for an interval are forgotten."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._seen: dict[tuple[Address, int | None], tuple[float, int]] = {}
+        """(peer, errno) -> (when last reported, failures since then)."""
+
+    def failed(self, addr: Address, error: OSError) -> SendFailed | None:
+        """Count one datagram to `addr` that the OS refused; the event to report, if any."""
+        if error.errno in self.TRANSIENT:
+            return None
+        now, key = self._clock(), (addr, error.errno)
+        reported, count = self._seen.get(key, (now - self.REPORT_INTERVAL, 0))
+        count += 1
+        if now - reported < self.REPORT_INTERVAL:
+            self._seen[key] = (reported, count)
+            return None
+        if len(self._seen) >= self._REMEMBERED:
+            self._forget(now)
+        self._seen[key] = (now, 0)
+        return SendFailed(peer=addr, reason=error.strerror or str(error), count=count)
+
+    def _forget(self, now: float) -> None:
+        for key, (reported, _) in list(self._seen.items()):
+            if now - reported >= self.REPORT_INTERVAL:
+                del self._seen[key]
+
+
+def as_targets(to: Sequence[Address] | None) -> list[Address] | None:
+    """`send`'s `to` as the core takes it."""
+    return None if to is None else list(to)
 
 
 def wall_clock_ms() -> int:

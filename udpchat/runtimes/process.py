@@ -5,14 +5,17 @@ The core is split along its seam. The receiving process runs the receive half
 (`Receiver`: decoding, duplicates, ordering, ACKs and PONGs, which it sends itself) and
 passes its notes (ACK news, peers) to the sending process. The sending process runs the
 send half (`Sender`: outbox, retransmission, probes). Both send their events to the
-parent, where the UI and the CLI stay.
+parent, where one thread reads the children's pipes and calls the caller's `on_event`.
+What crosses a pipe is a small frozen dataclass (below), matched on its type.
 
-Why Pipes: a one-way Pipe hop costs 3.0 µs here against 4.5 µs for an mp.Queue
-(`docs/models.md`), and a Pipe needs no feeder thread and no semaphore, so nothing can
-leak. `send()` is fire-and-forget (a request/response round trip would cost 53 µs per
-message): the parent checks what it can before sending (the text's length, and the
-peers and outbox sizes that the sending process publishes in shared memory), and the
-rare message the sending process still cannot queue comes back as DeliveryFailed.
+Why Pipes: a one-way Pipe hop costs less than an mp.Queue hop (docs/models.md, "Figures
+behind the runtimes"), and a Pipe needs no feeder thread and no semaphore, so nothing can
+leak. `send()` to every peer is fire-and-forget (a request/response round trip per
+message would cost many times a one-way hop): the parent checks what it can before
+sending (the text's length, and the peers and outbox sizes that the sending process
+publishes in shared memory), and the rare message the sending process still cannot queue
+comes back as DeliveryFailed. `send(to=...)` waits for the sending process's answer: only
+it knows which peers it has.
 
 Lifetime: each child watches a lifeline pipe whose only writer is the parent, so when
 the parent dies, even by SIGKILL, both children see end-of-file and exit (the sending
@@ -32,9 +35,11 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..protocol import (
     Address,
@@ -51,8 +56,14 @@ from ..protocol import (
     encode_text,
     merge_peers,
 )
-from .base import EventQueue, RuntimeContext, wall_clock_ms, wall_offset
-from .sockets import bind_socket, normalize, read_queued
+from . import base
+from .base import RuntimeBase, Transmitter
+from .sockets import read_queued
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .base import RuntimeOptions
 
 _JOIN_TIMEOUT = 0.5
 _START_TIMEOUT = 30.0
@@ -61,48 +72,128 @@ _RPC_TIMEOUT = 5.0
 _ACTIVE, _PENDING, _DONE = 0, 1, 2
 
 
-class ProcessRuntime(RuntimeContext):
+# -- what crosses the pipes -------------------------------------------------------------
+# Parent to children: SendText (sending process only), Request, Stop.
+# Children to parent: Ready, Events, Reply. Receiving to sending process: lists of notes.
+
+
+@dataclass(frozen=True, slots=True)
+class SendText:
+    """Queue a message. Sent alone, the parent does not wait: a refusal comes back as
+    `DeliveryFailed`. Inside a `Request`, the refusal (or None) is the reply."""
+
+    message_id: int
+    text: str
+    sent_at_ms: int
+    to: list[Address] | None
+
+    def __reduce__(self) -> tuple[type[SendText], tuple[int, str, int, list[Address] | None]]:
+        # Class and fields, as a tuple would pickle: one crosses the pipe per message, and
+        # a slotted dataclass's default pickling costs about twice as much.
+        return SendText, (self.message_id, self.text, self.sent_at_ms, self.to)
+
+
+@dataclass(frozen=True, slots=True)
+class AddPeer:
+    peer: Address
+
+
+@dataclass(frozen=True, slots=True)
+class RemovePeer:
+    peer: Address
+
+
+@dataclass(frozen=True, slots=True)
+class SetNick:
+    nick: str
+
+
+class Question(Enum):
+    """A call that takes no argument."""
+
+    STATS = "stats"
+    """Either half's counters."""
+    TARGETS = "targets"
+    """The send half's peers (`Sender.targets`)."""
+    PEERS = "peers"
+    """The receive half's peers (`Receiver.peers`)."""
+    ACTIVE_PEERS = "active peers"
+    """How many peers a new message would go to."""
+    DELIVERED = "delivered"
+    """Answered (True) once nothing is pending: `wait_delivered`."""
+
+
+Call = SendText | AddPeer | RemovePeer | SetNick | Question
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A call the parent waits for; `Reply` with the same `request_id` answers it."""
+
+    request_id: int
+    call: Call
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """End: the sending process says BYE first."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """The child is serving."""
+
+
+@dataclass(frozen=True, slots=True)
+class Events:
+    """One flush's events, for the caller's `on_event`."""
+
+    events: list[Event]
+
+    def __reduce__(self) -> tuple[type[Events], tuple[list[Event]]]:
+        return Events, (self.events,)  # as SendText, for one flush in every busy round
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The answer to a `Request`: a value, or a LocalProtocolError or ValueError to raise."""
+
+    request_id: int
+    value: object
+
+
+# -- the parent ---------------------------------------------------------------------
+
+
+class ProcessRuntime(RuntimeBase):
     """`ChatRuntime` with a receiving process and a sending process over one socket."""
 
     model = "process"
 
     def __init__(
-        self,
-        nick: str,
-        *,
-        bind: str = "0.0.0.0",
-        port: int = 0,
-        peers: Sequence[Address] = (),
-        config: Config | None = None,
-        start_method: str | None = None,
+        self, nick: str, *, start_method: str | None = None, **options: Unpack[RuntimeOptions]
     ) -> None:
+        """`start_method`: how to start the children ("fork", "spawn", "forkserver");
+        default: UDPCHAT_START_METHOD, else see `_context`."""
+        super().__init__(nick, **options)
         Sender(b"\0" * 8, nick, Config())  # validates the nickname here, in the caller
         self._nick = nick
-        self._bind, self._port, self._initial_peers = bind, port, list(peers)
-        self._config = config or Config()
         self._start_method = start_method or os.environ.get("UDPCHAT_START_METHOD") or None
         self._sock: socket.socket | None = None
-        self._events = EventQueue()
-        self._replies: dict[int, queue.SimpleQueue[Any]] = {}
+        self._replies: dict[int, queue.SimpleQueue[object]] = {}
         self._request_ids = itertools.count(1)
         self._send_lock = threading.Lock()
         self._sends_issued = 0
         self._next_message_id = 1
-        self._closing = False
 
     # -- ChatRuntime ----------------------------------------------------------
-
-    @property
-    def local_address(self) -> Address:
-        assert self._sock is not None, "not open"
-        return normalize(self._sock.getsockname())
 
     @property
     def nick(self) -> str:
         return self._nick
 
     def open(self) -> None:
-        self._sock = sock = bind_socket(self._bind, self._port)
+        self._sock = sock = self._bind_socket()
         ctx, session = _context(self._start_method), os.urandom(8)
         self._status = ctx.RawArray("q", 3)
         lifeline_r, self._lifeline = ctx.Pipe(duplex=False)
@@ -113,21 +204,18 @@ class ProcessRuntime(RuntimeContext):
         self._from_sender, sender_events = ctx.Pipe(duplex=False)
         self._receiver = ctx.Process(
             target=_receiver_main,
-            args=(sock, session, self._config, control_r, notes_w, receiver_events),
-            kwargs={"lifeline": lifeline_r, "parent_end": self._lifeline},
+            args=(sock, session, self._config),
+            kwargs={
+                "pipes": _Pipes(control_r, notes_w, receiver_events, lifeline_r, self._lifeline)
+            },
             name="udpchat-receive",
             daemon=True,
         )
         self._sender = ctx.Process(
             target=_sender_main,
-            args=(sock, session, self._nick, self._config, self._initial_peers),
+            args=(sock, session, self._nick, self._config, self._initial_peers, self._status),
             kwargs={
-                "commands": commands_r,
-                "notes": notes_r,
-                "events": sender_events,
-                "status": self._status,
-                "lifeline": lifeline_r,
-                "parent_end": self._lifeline,
+                "pipes": _Pipes(commands_r, notes_r, sender_events, lifeline_r, self._lifeline)
             },
             name="udpchat-send",
             daemon=True,
@@ -144,8 +232,10 @@ class ProcessRuntime(RuntimeContext):
             end.close()
         receiver_events.close()
         sender_events.close()
-        self._pump = threading.Thread(target=self._pump_events, name="udpchat-pump", daemon=True)
-        self._pump.start()
+        self._reader = threading.Thread(
+            target=self._read_children, name="udpchat-events", daemon=True
+        )
+        self._reader.start()
         for waiter in ready.values():
             try:
                 waiter.get(timeout=_START_TIMEOUT)
@@ -159,7 +249,7 @@ class ProcessRuntime(RuntimeContext):
         self._closing = True
         for conn, process in ((self._commands, self._sender), (self._control, self._receiver)):
             try:
-                conn.send(("stop",))
+                conn.send(Stop())
             except OSError:
                 pass  # that child is gone already
             process.join(_JOIN_TIMEOUT)
@@ -170,22 +260,72 @@ class ProcessRuntime(RuntimeContext):
             if process.is_alive():
                 process.kill()
                 process.join(_JOIN_TIMEOUT)
-        self._pump.join(_JOIN_TIMEOUT)
+        self._reader.join(_JOIN_TIMEOUT)
         for conn in (self._commands, self._control, self._lifeline):
             conn.close()
         self._sock.close()
         for waiter in list(self._replies.values()):
             waiter.put(None)  # wakes every call still waiting, wait_delivered included
-        self._events.close()
+        self._outlet.shut()
 
     def send(self, text: str, to: Sequence[Address] | None = None) -> int:
         if self._sock is None or self._closing:
             raise RuntimeError("not open")
         encode_text(text)  # MessageTooLong, before anything crosses a pipe
+        if to is None:
+            self._check_room()
+        with self._send_lock:
+            message_id = self._next_message_id
+            self._next_message_id += 1
+            self._sends_issued += 1
+            message = SendText(message_id, text, base.wall_clock_ms(), base.as_targets(to))
+            if to is None:
+                self._commands.send(message)
+                return message_id
+        # Only the sending process knows which of these are its peers: its answer is
+        # NoPeers if none is, as in the other models (OutboxFull if it is full).
+        self._call(self._commands, message)
+        return message_id
+
+    def add_peer(self, addr: Address) -> None:
+        self._call(self._commands, AddPeer(addr))
+
+    def remove_peer(self, addr: Address) -> None:
+        self._call(self._commands, RemovePeer(addr))
+
+    def set_nick(self, nick: str) -> None:
+        self._call(self._commands, SetNick(nick))
+        self._nick = nick
+
+    def wait_delivered(self, timeout: float) -> bool:
+        if self._closing:
+            return self.pending() == 0
+        return bool(self._call(self._commands, Question.DELIVERED, timeout=timeout, default=False))
+
+    def pending(self) -> int:
+        status = self._status
+        return int(status[_PENDING]) + max(0, self._sends_issued - int(status[_DONE]))
+
+    def stats(self) -> Stats:
+        sent: Stats = self._call(self._commands, Question.STATS, default=Stats())
+        received: Stats = self._call(self._control, Question.STATS, default=Stats())
+        return sent + received
+
+    def peers(self) -> list[PeerStatus]:
+        targets = self._call(self._commands, Question.TARGETS, default=[])
+        heard = self._call(self._control, Question.PEERS, default=[])
+        return merge_peers(targets, heard, time.monotonic())
+
+    # -- parent side plumbing -------------------------------------------------
+
+    def _check_room(self) -> None:
+        """NoPeers or OutboxFull, as far as the sending process's last status tells."""
         status = self._status
         # The snapshot can lag: we may have seen a PeerJoined whose note the sending
         # process has not read yet. Only a "no" is worth a round trip to confirm.
-        if status[_ACTIVE] == 0 and not self._call(self._commands, "active_peers", default=0):
+        if status[_ACTIVE] == 0 and not self._call(
+            self._commands, Question.ACTIVE_PEERS, default=0
+        ):
             raise NoPeers("no peer to send to")
         with self._send_lock:
             unprocessed = self._sends_issued - status[_DONE]
@@ -193,74 +333,33 @@ class ProcessRuntime(RuntimeContext):
                 raise OutboxFull(
                     f"outbox full: {status[_PENDING]} messages are waiting for delivery"
                 )
-            message_id = self._next_message_id
-            self._next_message_id += 1
-            self._sends_issued += 1
-            targets = None if to is None else list(to)
-            self._commands.send(("send", message_id, text, wall_clock_ms(), targets))
-        return message_id
-
-    def add_peer(self, addr: Address) -> None:
-        self._call(self._commands, "add_peer", addr)
-
-    def remove_peer(self, addr: Address) -> None:
-        self._call(self._commands, "remove_peer", addr)
-
-    def set_nick(self, nick: str) -> None:
-        self._call(self._commands, "set_nick", nick)
-        self._nick = nick
-
-    def get_event(self, timeout: float | None = None) -> Event | None:
-        return self._events.get(timeout)
-
-    def wait_delivered(self, timeout: float) -> bool:
-        """True once nothing is pending; False on timeout, or at once after `close`."""
-        if self._closing:
-            return False
-        return bool(self._call(self._commands, "drain", timeout=timeout, default=False))
-
-    def pending(self) -> int:
-        status = self._status
-        return int(status[_PENDING]) + max(0, self._sends_issued - int(status[_DONE]))
-
-    def stats(self) -> Stats:
-        sent: Stats = self._call(self._commands, "stats", default=Stats())
-        received: Stats = self._call(self._control, "stats", default=Stats())
-        return sent + received
-
-    def peers(self) -> list[PeerStatus]:
-        targets = self._call(self._commands, "targets", default=[])
-        heard = self._call(self._control, "peers", default=[])
-        return merge_peers(targets, heard, time.monotonic())
-
-    # -- parent side plumbing -------------------------------------------------
 
     def _call(
         self,
         conn: Connection,
-        name: str,
-        *args: object,
+        call: Call,
+        *,
         timeout: float = _RPC_TIMEOUT,
         default: Any = None,
     ) -> Any:
         """Ask a child and wait for its answer; re-raise an error it reports."""
-        request = next(self._request_ids)
-        answer: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._replies[request] = answer
+        request_id = next(self._request_ids)
+        answer: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._replies[request_id] = answer
         try:
             with self._send_lock:
-                conn.send((name, request, *args))
+                conn.send(Request(request_id, call))
             result = answer.get(timeout=timeout)
         except (OSError, queue.Empty):
             return default  # closed, or no answer in time
         finally:
-            self._replies.pop(request, None)
+            self._replies.pop(request_id, None)
         if isinstance(result, Exception):
             raise result
         return result
 
-    def _pump_events(self) -> None:
-        """Move what the children send into the event queue and the waiting calls."""
+    def _read_children(self) -> None:
+        """Hand what the children send to `on_event` and to the calls waiting for it."""
         live = [self._from_receiver, self._from_sender]
         while live:
             for conn in multiprocessing.connection.wait(live):
@@ -270,16 +369,15 @@ class ProcessRuntime(RuntimeContext):
                 except (EOFError, OSError):
                     live.remove(conn)
                     continue
-                kind = message[0]
-                if kind == "events":
-                    for event in message[1]:
-                        self._events.put(event)
-                elif kind == "reply":
-                    waiter = self._replies.get(message[1])
-                    if waiter is not None:
-                        waiter.put(message[2])
-                elif kind == "ready":
-                    self._ready[id(conn)].put(True)
+                match message:
+                    case Events(events):
+                        self._outlet.publish(events)
+                    case Reply(request_id, value):
+                        waiter = self._replies.get(request_id)
+                        if waiter is not None:
+                            waiter.put(value)
+                    case Ready():
+                        self._ready[id(conn)].put(True)
         for conn in (self._from_receiver, self._from_sender):
             conn.close()
 
@@ -299,59 +397,61 @@ def _context(method: str | None) -> Any:
     return multiprocessing.get_context(method) if method else default
 
 
-# -- the children ---------------------------------------------------------------
+# -- the children -------------------------------------------------------------------
 
 
-def _child_setup(parent_end: Connection) -> None:
-    # Under fork we inherited the parent's end of the lifeline; under spawn we were
-    # handed a copy. Either way it must go, or the lifeline never reports the parent gone.
-    parent_end.close()
+@dataclass(slots=True)
+class _Pipes:
+    """A child's ends of its pipes."""
+
+    calls: Connection
+    """From the parent: `Request`s and `Stop` (and, to the sending process, `SendText`)."""
+    notes: Connection
+    """Receive half to send half: written by the receiving process, read by the other."""
+    events: Connection
+    """To the parent: `Ready`, `Events`, `Reply`."""
+    lifeline: Connection
+    """End-of-file here means the parent is gone."""
+    parent_end: Connection
+    """The parent's end of the lifeline, closed first thing: under fork the child
+    inherited it, under spawn it was handed a copy, and either would keep the lifeline
+    from ever reporting the parent gone."""
+
+    def close(self) -> None:
+        for conn in (self.calls, self.notes, self.events, self.lifeline):
+            conn.close()
+
+
+def _child_setup(pipes: _Pipes) -> None:
+    pipes.parent_end.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _transmit(sock: socket.socket, out: list[tuple[bytes, Address]]) -> None:
-    for data, addr in out:
-        try:
-            sock.sendto(data, addr)
-        except OSError:
-            continue  # lost, as UDP may lose anything; DATA is retransmitted
+def _to_parent(events: Connection) -> Callable[[list[Event]], None]:
+    """A child's way to publish a flush's events: one message to the parent."""
+    return lambda batch: events.send(Events(batch))
 
 
-def _receiver_main(
-    sock: socket.socket,
-    session: bytes,
-    config: Config,
-    control: Connection,
-    notes: Connection,
-    events: Connection,
-    *,
-    lifeline: Connection,
-    parent_end: Connection,
-) -> None:
+def _receiver_main(sock: socket.socket, session: bytes, config: Config, *, pipes: _Pipes) -> None:
     """Receiving process: socket in, receive half, ACKs out, notes and events onward."""
-    _child_setup(parent_end)
+    _child_setup(pipes)
     try:
-        receiver = Receiver(session, config, wall_offset=wall_offset())
-        _receive_loop(sock, receiver, control, notes, events, lifeline)
+        receiver = Receiver(session, config, wall_offset=base.wall_offset())
+        _receive_loop(sock, receiver, pipes)
     finally:
-        for resource in (sock, control, notes, events, lifeline):
-            resource.close()
+        sock.close()
+        pipes.close()
 
 
-def _receive_loop(
-    sock: socket.socket,
-    receiver: Receiver,
-    control: Connection,
-    notes: Connection,
-    events: Connection,
-    lifeline: Connection,
-) -> None:
+def _receive_loop(sock: socket.socket, receiver: Receiver, pipes: _Pipes) -> None:
+    control, lifeline = pipes.calls, pipes.lifeline
     poller = select.poll()
     for fd in (sock.fileno(), control.fileno(), lifeline.fileno()):
         poller.register(fd, select.POLLIN)
-    events.send(("ready",))
+    transmitter = Transmitter(sock.sendto, _to_parent(pipes.events))
+    pipes.events.send(Ready())
+    timer = receiver.get_timer()
     while True:
-        timer = receiver.get_timer()
         wait_ms = None if timer is None else max(0, int((timer - time.monotonic()) * 1000) + 1)
         ready = {fd for fd, _ in poller.poll(wait_ms)}
         now = time.monotonic()
@@ -359,13 +459,16 @@ def _receive_loop(
             return  # the parent is gone
         if control.fileno() in ready:
             try:
-                request = control.recv()
+                message = control.recv()
             except EOFError:
                 return
-            if request[0] == "stop":
-                return
-            answer = receiver.stats if request[0] == "stats" else receiver.peers()
-            events.send(("reply", request[1], answer))
+            match message:
+                case Stop():
+                    return
+                case Request(request_id, Question.STATS):
+                    pipes.events.send(Reply(request_id, receiver.stats))
+                case Request(request_id, Question.PEERS):
+                    pipes.events.send(Reply(request_id, receiver.peers()))
         if sock.fileno() in ready:
             datagrams: list[tuple[bytes, Address]] = []
             read_queued(sock, datagrams)
@@ -373,21 +476,20 @@ def _receive_loop(
                 receiver.receive_datagram(data, source, now)
         if timer is not None and timer <= now:
             receiver.handle_timer(now)
-        _transmit(sock, receiver.datagrams_to_send(now))
-        batch = []
-        while (note := receiver.next_note()) is not None:
-            batch.append(note)
-        if batch:
-            notes.send(batch)
-        _forward_events(receiver.next_event, events)
+        flushed = base.flush(receiver, now)
+        timer = flushed.timer
+        # The notes go before the events: a command the parent sends after seeing an
+        # event then finds the sending process told of what the event reports.
+        _pass_notes(receiver, pipes.notes)
+        transmitter.transmit(flushed)
 
 
-def _forward_events(next_event: Any, events: Connection) -> None:
+def _pass_notes(receiver: Receiver, notes: Connection) -> None:
     batch = []
-    while (event := next_event()) is not None:
-        batch.append(event)
+    while (note := receiver.next_note()) is not None:
+        batch.append(note)
     if batch:
-        events.send(("events", batch))
+        notes.send(batch)
 
 
 def _sender_main(
@@ -396,60 +498,51 @@ def _sender_main(
     nick: str,
     config: Config,
     peers: list[Address],
+    status: Any,
     *,
-    commands: Connection,
-    notes: Connection,
-    events: Connection,
-    status: Any,
-    lifeline: Connection,
-    parent_end: Connection,
+    pipes: _Pipes,
 ) -> None:
-    """Sending process: commands and notes in, send half, DATA and probes out."""
-    _child_setup(parent_end)
+    """Sending process: calls and notes in, send half, DATA and probes out."""
+    _child_setup(pipes)
     try:
-        sender = Sender(session, nick, config, wall_offset=wall_offset())
-        _send_loop(sock, sender, peers, commands, notes, events, status, lifeline)
+        sender = Sender(session, nick, config, wall_offset=base.wall_offset())
+        now = time.monotonic()
+        for addr in peers:
+            sender.add_peer(addr, now)
+        _send_loop(sock, sender, status, pipes)
     finally:
-        for resource in (sock, commands, notes, events, lifeline):
-            resource.close()
+        sock.close()
+        pipes.close()
 
 
-def _send_loop(
-    sock: socket.socket,
-    sender: Sender,
-    peers: list[Address],
-    commands: Connection,
-    notes: Connection,
-    events: Connection,
-    status: Any,
-    lifeline: Connection,
-) -> None:
-    now = time.monotonic()
-    for addr in peers:
-        sender.add_peer(addr, now)
-    outbox: list[tuple[Any, ...]] = [("ready",)]
+def _send_loop(sock: socket.socket, sender: Sender, status: Any, pipes: _Pipes) -> None:
+    commands, notes, lifeline = pipes.calls, pipes.notes, pipes.lifeline
+    outbox: list[object] = [Ready()]
     """What goes to the parent after this round's status is published."""
     drain_waiters: list[int] = []
     sends_done = 0
     stopping = False
     sources = [commands, notes, lifeline]
+    transmitter = Transmitter(sock.sendto, _to_parent(pipes.events))
     while True:
         # A fresh clock: handling a backlog of queued sends can take longer than an RTO,
         # and stamping the window with the time we woke would make it all look overdue.
         now = time.monotonic()
-        _transmit(sock, sender.datagrams_to_send(now))
+        flushed = base.flush(sender, now)
+        # The status first: a parent that has seen a delivery reads a pending count that
+        # already counts it.
         status[_ACTIVE], status[_PENDING] = sender.active_peers(), sender.pending()
         status[_DONE] = sends_done
-        _forward_events(sender.next_event, events)
+        transmitter.transmit(flushed)
         if sender.pending() == 0:
-            outbox.extend(("reply", request, True) for request in drain_waiters)
+            outbox.extend(Reply(request_id, True) for request_id in drain_waiters)
             drain_waiters.clear()
         for message in outbox:
-            events.send(message)
+            pipes.events.send(message)
         outbox.clear()
         if stopping:
             return
-        timer = sender.get_timer()
+        timer = flushed.timer
         timeout = None if timer is None else max(0.0, timer - time.monotonic())
         ready = multiprocessing.connection.wait(sources, timeout)
         now = time.monotonic()
@@ -459,25 +552,29 @@ def _send_loop(
             sources.remove(notes)  # the receiving process has ended
         try:
             while commands in ready and commands.poll():
-                request = commands.recv()
+                message = commands.recv()
                 # The receiving process writes a note before the event it goes with, so
                 # a command the parent sent after seeing that event finds the note here.
                 # Only a send with no peer yet, or a question, needs that: not every send
                 # of a backlog of thousands.
-                catch_up = request[0] != "send" or not sender.active_peers()
+                catch_up = not isinstance(message, SendText) or not sender.active_peers()
                 if catch_up and notes in sources and not _read_notes(notes, sender, now):
                     sources.remove(notes)
-                if request[0] == "send":
-                    sends_done += 1
-                    refusal = _queue_message(sender, request, now)
-                    if refusal is not None:
-                        outbox.append(("events", [refusal]))
-                elif request[0] == "stop":
-                    stopping = True
-                elif request[0] == "drain":
-                    drain_waiters.append(request[1])
-                else:
-                    outbox.append(("reply", request[1], _answer(sender, request, now)))
+                match message:
+                    case SendText():
+                        sends_done += 1
+                        refusal = _queue_message(sender, message, now)
+                        if refusal is not None:
+                            outbox.append(Events([_refused(message, refusal)]))
+                    case Request(request_id, SendText() as targeted):
+                        sends_done += 1
+                        outbox.append(Reply(request_id, _queue_message(sender, targeted, now)))
+                    case Request(request_id, Question.DELIVERED):
+                        drain_waiters.append(request_id)
+                    case Request(request_id, call):
+                        outbox.append(Reply(request_id, _answer(sender, call, now)))
+                    case Stop():
+                        stopping = True
         except EOFError:
             stopping = True
         timer = sender.get_timer()
@@ -498,32 +595,42 @@ def _read_notes(notes: Connection, sender: Sender, now: float) -> bool:
     return True
 
 
-def _queue_message(sender: Sender, request: tuple[Any, ...], now: float) -> Event | None:
-    """Hand one message to the send half; a DeliveryFailed if it cannot take it."""
-    _, message_id, text, sent_at_ms, to = request
+def _queue_message(sender: Sender, message: SendText, now: float) -> LocalProtocolError | None:
+    """Hand one message to the send half; the error if it cannot take it."""
     try:
-        sender.send_message(text, now, sent_at_ms=sent_at_ms, to=to, message_id=message_id)
+        sender.send_message(
+            message.text,
+            now,
+            sent_at_ms=message.sent_at_ms,
+            to=message.to,
+            message_id=message.message_id,
+        )
     except LocalProtocolError as error:
-        return DeliveryFailed(message_id=message_id, peer=None, elapsed=0.0, reason=str(error))
+        return error
     return None
 
 
-def _answer(sender: Sender, request: tuple[Any, ...], now: float) -> object:
-    """Run one request from the parent; an error is returned for the parent to raise."""
-    name, _, *args = request
+def _refused(message: SendText, error: LocalProtocolError) -> DeliveryFailed:
+    """A message the parent did not wait for, and the send half refused."""
+    return DeliveryFailed(message_id=message.message_id, peer=None, elapsed=0.0, reason=str(error))
+
+
+def _answer(sender: Sender, call: Call, now: float) -> object:
+    """Run one call from the parent; an error is returned for the parent to raise."""
     try:
-        if name == "add_peer":
-            sender.add_peer(args[0], now)
-        elif name == "remove_peer":
-            sender.remove_peer(args[0], now)
-        elif name == "set_nick":
-            sender.set_nick(args[0])
-        elif name == "stats":
-            return sender.stats
-        elif name == "targets":
-            return sender.targets()
-        elif name == "active_peers":
-            return sender.active_peers()
+        match call:
+            case AddPeer(peer):
+                sender.add_peer(peer, now)
+            case RemovePeer(peer):
+                sender.remove_peer(peer, now)
+            case SetNick(nick):
+                sender.set_nick(nick)
+            case Question.STATS:
+                return sender.stats
+            case Question.TARGETS:
+                return sender.targets()
+            case Question.ACTIVE_PEERS:
+                return sender.active_peers()
         return None
     except (LocalProtocolError, ValueError) as error:
         return error

@@ -4,10 +4,13 @@ The receiving thread blocks in `recvfrom`, drains whatever else is already queue
 socket, feeds it all to the core and sends the acks this produced. The sending thread
 sleeps on a queue until the core's next timer or until the caller hands it work, then
 runs the timers and sends what is due. One lock guards the core, so the two threads (and
-the caller's) never touch it at once; nothing is sent while the lock is held.
+the caller's) never touch it at once; nothing is sent while the lock is held. Each thread
+sends what its flush produced and then hands the flush's events to the caller's
+`on_event`; flushes take turns for that, numbered under the lock, so events reach the
+caller in the order the core produced them.
 
-No busy polling: an idle client wakes only for the core's own timers (keepalive PINGs
-every 15 s, HELLOs to a configured peer that has not answered).
+No busy polling: an idle client wakes only for the core's own timers (keepalive PINGs,
+HELLOs to a configured peer that has not answered).
 """
 
 from __future__ import annotations
@@ -17,52 +20,50 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from ..protocol import Address, ChatSession, Config, Event, PeerStatus, Stats
-from .base import EventQueue, RuntimeContext, wall_clock_ms, wall_offset
-from .sockets import RECEIVE_BUFFER, bind_socket, normalize, read_queued
+from ..protocol import Address, ChatSession, PeerStatus, Stats
+from . import base
+from .base import CLOSED, Flushed, RuntimeBase, Transmitter
+from .sockets import RECEIVE_BUFFER, normalize, read_queued
 
-_STOP = object()
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .base import RuntimeOptions
 
 
-class ThreadRuntime(RuntimeContext):
+class ThreadRuntime(RuntimeBase):
     """`ChatRuntime` with a receiving thread and a sending thread over one socket."""
 
     model = "thread"
 
-    def __init__(
-        self,
-        nick: str,
-        *,
-        bind: str = "0.0.0.0",
-        port: int = 0,
-        peers: Sequence[Address] = (),
-        config: Config | None = None,
-    ) -> None:
-        self._core = ChatSession(nick, config=config, wall_offset=wall_offset())
-        self._bind, self._port, self._initial_peers = bind, port, list(peers)
+    def __init__(self, nick: str, **options: Unpack[RuntimeOptions]) -> None:
+        super().__init__(nick, **options)
+        self._core = ChatSession(nick, config=self._config, wall_offset=base.wall_offset())
         self._lock = threading.Condition()
         self._work: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._events = EventQueue()
+        """Wake-ups for the sending thread: None (new work), or CLOSED (stop)."""
+        self._turns = threading.Condition(threading.Lock())
+        self._next_turn = 0
+        """The turn the next flush takes (guarded by the core's lock)."""
+        self._serving = 0
+        """The turn whose flush may transmit now (guarded by `_turns`)."""
         self._armed: float | None = None
         """When the sending thread will wake by itself (guarded by the lock)."""
         self._sock: socket.socket | None = None
+        self._transmitter: Transmitter | None = None
         self._threads: list[threading.Thread] = []
-        self._closing = False
 
     # -- ChatRuntime ----------------------------------------------------------
-
-    @property
-    def local_address(self) -> Address:
-        assert self._sock is not None, "not open"
-        return normalize(self._sock.getsockname())
 
     @property
     def nick(self) -> str:
         return self._core.nick
 
     def open(self) -> None:
-        self._sock = bind_socket(self._bind, self._port)
+        self._sock = self._bind_socket()
+        self._transmitter = Transmitter(self._sock.sendto, self._outlet.publish)
         with self._lock:
             now = time.monotonic()
             for addr in self._initial_peers:
@@ -79,25 +80,22 @@ class ThreadRuntime(RuntimeContext):
         if self._sock is None or self._closing:
             return
         self._closing = True
-        self._work.put(_STOP)
+        self._work.put(CLOSED)
         receiver, sender = self._threads
         sender.join(timeout=0.5)
         _wake_receiver(self._sock)
         receiver.join(timeout=0.5)
         self._sock.close()
+        self._outlet.shut()
         with self._lock:
-            for event in self._take_events():
-                self._events.put(event)
             self._lock.notify_all()  # wakes wait_delivered: nothing more will be delivered
-        self._events.close()
 
     def send(self, text: str, to: Sequence[Address] | None = None) -> int:
         if self._sock is None or self._closing:
             raise RuntimeError("not open")
-        targets = None if to is None else list(to)
         with self._lock:
             message_id = self._core.send_message(
-                text, time.monotonic(), sent_at_ms=wall_clock_ms(), to=targets
+                text, time.monotonic(), sent_at_ms=base.wall_clock_ms(), to=base.as_targets(to)
             )
         self._work.put(None)
         return message_id
@@ -110,8 +108,6 @@ class ThreadRuntime(RuntimeContext):
     def remove_peer(self, addr: Address) -> None:
         with self._lock:
             self._core.remove_peer(addr, time.monotonic())
-            for event in self._take_events():
-                self._events.put(event)
         self._work.put(None)
 
     def set_nick(self, nick: str) -> None:
@@ -119,11 +115,7 @@ class ThreadRuntime(RuntimeContext):
             self._core.set_nick(nick)
         self._work.put(None)
 
-    def get_event(self, timeout: float | None = None) -> Event | None:
-        return self._events.get(timeout)
-
     def wait_delivered(self, timeout: float) -> bool:
-        """True once nothing is pending; False on timeout, or at once after `close`."""
         with self._lock:
             done = self._lock.wait_for(lambda: self._core.pending() == 0 or self._closing, timeout)
             return done and self._core.pending() == 0
@@ -160,18 +152,17 @@ class ThreadRuntime(RuntimeContext):
                 now = time.monotonic()
                 for data, source in batch:
                     self._core.receive_datagram(data, source, now)
-                out, events = self._flush(now)
-                timer = self._core.get_timer()
+                flushed, turn = self._flush(now)
+                timer = flushed.timer
                 wake = timer is not None and (self._armed is None or timer < self._armed)
-            self._transmit(out, events)
+            self._transmit(flushed, turn)
             if wake:
                 self._work.put(None)
 
     def _send_loop(self) -> None:
+        with self._lock:
+            timer = self._armed = self._core.get_timer()
         while True:
-            with self._lock:
-                timer = self._core.get_timer()
-                self._armed = timer
             timeout = None if timer is None else max(0.0, timer - time.monotonic())
             try:
                 item = self._work.get(timeout=timeout)
@@ -179,54 +170,51 @@ class ThreadRuntime(RuntimeContext):
                 item = None
             # Take every wake-up already queued: a burst of send() calls is then one flush
             # (one lock, one window fill) instead of one flush per message.
-            stop = item is _STOP
+            stop = item is CLOSED
             while not stop:
                 try:
-                    stop = self._work.get_nowait() is _STOP
+                    stop = self._work.get_nowait() is CLOSED
                 except queue.Empty:
                     break
             with self._lock:
                 now = time.monotonic()
                 if stop:
                     self._core.close()
-                timer = self._core.get_timer()
-                if timer is not None and timer <= now:
+                due = self._core.get_timer()
+                if due is not None and due <= now:
                     self._core.handle_timer(now)
-                out, events = self._flush(now)
-            self._transmit(out, events)
+                flushed, turn = self._flush(now)
+                timer = self._armed = flushed.timer
+            self._transmit(flushed, turn)
             if stop:
                 return
 
     # -- helpers --------------------------------------------------------------
 
-    def _flush(self, now: float) -> tuple[list[tuple[bytes, Address]], list[Event]]:
-        """Under the lock: collect datagrams and events, wake anyone waiting on delivery."""
-        out = self._core.datagrams_to_send(now)
-        events = self._take_events()
+    def _flush(self, now: float) -> tuple[Flushed, int]:
+        """Under the lock: take the core's output and a turn to transmit it, and wake
+        anyone waiting on delivery."""
+        flushed = base.flush(self._core, now)
+        turn = self._next_turn
+        self._next_turn += 1
         if self._core.pending() == 0:
             self._lock.notify_all()
-        return out, events
+        return flushed, turn
 
-    def _take_events(self) -> list[Event]:
-        events = []
-        while (event := self._core.next_event()) is not None:
-            events.append(event)
-        return events
-
-    def _transmit(self, out: list[tuple[bytes, Address]], events: list[Event]) -> None:
-        """Send, then publish the events. In this order: once the caller has seen a
-        message it may close at once, and the ACK for that message must be out by then."""
-        sock = self._sock
-        assert sock is not None
-        for data, addr in out:
-            try:
-                sock.sendto(data, addr)
-            except OSError:
-                # Unreachable network or a full buffer: the datagram is lost, as UDP may
-                # lose any; retransmission covers DATA, and the rest is best effort.
-                continue
-        for event in events:
-            self._events.put(event)
+    def _transmit(self, flushed: Flushed, turn: int) -> None:
+        """Send and publish a flush once the flushes taken before it are out, so that the
+        events of the two threads reach `on_event` in the order the core produced them.
+        The wait holds no lock the caller needs: a slow `on_event` in one thread stalls
+        the other thread's output, never the caller's calls."""
+        assert self._transmitter is not None
+        with self._turns:
+            self._turns.wait_for(lambda: self._serving == turn)
+        try:
+            self._transmitter.transmit(flushed)
+        finally:
+            with self._turns:
+                self._serving += 1
+                self._turns.notify_all()
 
 
 def _wake_receiver(sock: socket.socket) -> None:

@@ -33,6 +33,7 @@ from ..protocol import (
     PeerLeft,
     PeerRenamed,
     RejectReason,
+    SendFailed,
 )
 from ..runtimes.sockets import lan_addresses
 
@@ -223,6 +224,9 @@ def describe(event: Event, texts: dict[int, str] | None = None) -> str | None:
             f"* {format_address(event.peer)} cannot authenticate what we send"
             f" ({event.reason.value}){': ' + hint if hint else ''}"
         )
+    if isinstance(event, SendFailed):
+        many = f" ({event.count} datagrams)" if event.count > 1 else ""
+        return f"* could not send to {format_address(event.peer)}{many}: {event.reason}"
     return None  # MessageDelivered: silent in line mode
 
 
@@ -273,6 +277,7 @@ _NAMES = {
     PeerRenamed: "peer_renamed",
     DatagramRejected: "datagram_rejected",
     DatagramsRefused: "datagrams_refused",
+    SendFailed: "send_failed",
 }
 
 

@@ -2,15 +2,24 @@
 
 Each input line is one message to every peer. Each event is one output line,
 `HH:MM:SS bob: text` or `HH:MM:SS * system text` (or, with `--jsonl`, one JSON object).
-At the end of input it waits until every message is delivered or has failed, says BYE
-and returns. The first Ctrl-C does the same; a second one quits at once.
+At the end of input it waits (bounded) until every message is delivered or has failed,
+says BYE and returns. SIGTERM ends the input the same way. The first Ctrl-C waits too
+(and says so, if anything is pending); a second one quits at once.
+
+Events are printed by `on_event`, the runtime's callback, on the runtime's own thread as
+they come; those that come before `run` has printed the first line wait for it. Notes
+about our own state (a refused message, input that was not UTF-8) go to stderr, and in
+`--jsonl` a refused message is also an event on stdout.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import TextIO
 
 from ..protocol import DeliveryFailed, Event, LocalProtocolError
@@ -33,12 +42,16 @@ EXIT_INTERRUPTED = 130
 _TEXTS_REMEMBERED = 10_000
 
 
+class _Terminated(BaseException):
+    """SIGTERM arrived. A BaseException, like KeyboardInterrupt, so that no handler of
+    ordinary errors on the way takes it."""
+
+
 class LineMode:
-    """Runs one chat in line mode over an open runtime."""
+    """Runs one chat in line mode: make the runtime with `on_event`, open it, `run` it."""
 
     def __init__(
         self,
-        runtime: ChatRuntime,
         *,
         jsonl: bool = False,
         drain_timeout: float = 35.0,
@@ -47,7 +60,6 @@ class LineMode:
         stderr: TextIO | None = None,
         shared_key: str | None = None,
     ) -> None:
-        self.runtime = runtime
         self.shared_key = shared_key
         """Where the shared key came from ("--key-file"), for the ready line; None: no key."""
         self.jsonl = jsonl
@@ -58,58 +70,87 @@ class LineMode:
         self.failures = 0
         self._texts: OrderedDict[int, str] = OrderedDict()
         self._write_lock = threading.Lock()
+        self._early: list[Event] | None = []
+        """Events that came before the first line was printed (None once it is)."""
+        self._early_lock = threading.Lock()
 
-    def run(self) -> int:
-        """Chat until end of input; return the exit status."""
-        local, model = self.runtime.local_address, self.runtime.model
-        if self.jsonl:
-            self._emit(
-                json_line(
-                    "ready",
-                    address=format_address(local),
-                    model=model,
-                    shared_key=self.shared_key,
-                    reachable_at=reachable_at(local),
-                )
-            )
-        else:
-            ready = ready_text(local, self.runtime.nick, model, self.shared_key)
-            self._emit(f"{clock()} * {ready}; end of input quits")
-            reach = reach_text(local)
-            if reach is not None:
-                self._emit(f"{clock()} * {reach}")
-        printer = threading.Thread(target=self._print_events, name="udpchat-print", daemon=True)
-        printer.start()
-        status = EXIT_OK
-        try:
-            self._read_input()
-            self._finish()
-        except KeyboardInterrupt:
-            status = EXIT_INTERRUPTED
-            self._note("interrupted: waiting for delivery (Ctrl-C again to quit now)")
+    def on_event(self, event: Event) -> None:
+        """The runtime's callback: print the event (on the runtime's thread)."""
+        with self._early_lock:
+            if self._early is not None:
+                self._early.append(event)
+                return
+        self._show(event)
+
+    def run(self, runtime: ChatRuntime) -> int:
+        """Chat over the open `runtime` until end of input; close it; return the exit
+        status: 0, 1 when a message failed, was refused or was left unconfirmed, 130
+        after Ctrl-C."""
+        self.runtime = runtime
+        interrupted = False
+        with _sigterm_ends_input():
             try:
+                self._start()
+                try:
+                    self._read_input()
+                except _Terminated:
+                    pass  # SIGTERM: quit as at the end of input
                 self._finish()
             except KeyboardInterrupt:
-                pass
-        finally:
-            self.runtime.close()
-            printer.join(timeout=2.0)
-        if status == EXIT_OK and self.failures:
-            status = EXIT_UNDELIVERED
-        return status
+                interrupted = True
+                with contextlib.suppress(KeyboardInterrupt, _Terminated):
+                    if runtime.pending():
+                        self._note("interrupted: waiting for delivery (Ctrl-C again to quit now)")
+                        self._finish()
+            except _Terminated:
+                pass  # asked again while waiting: quit now
+        runtime.close()
+        # Close settles nothing: what is still pending now was never confirmed. (Asked
+        # after it, so that a runtime stalled by our own output cannot hold us here.)
+        unconfirmed = runtime.pending()
+        if interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_UNDELIVERED if self.failures or unconfirmed else EXIT_OK
+
+    def _start(self) -> None:
+        """The first line, then the events that came before it."""
+        runtime = self.runtime
+        local, model = runtime.local_address, runtime.model
+        with self._early_lock:
+            if self.jsonl:
+                self._emit(
+                    json_line(
+                        "ready",
+                        address=format_address(local),
+                        model=model,
+                        shared_key=self.shared_key,
+                        reachable_at=reachable_at(local),
+                    )
+                )
+            else:
+                ready = ready_text(local, runtime.nick, model, self.shared_key)
+                self._emit(f"{clock()} * {ready}; end of input quits")
+                reach = reach_text(local)
+                if reach is not None:
+                    self._emit(f"{clock()} * {reach}")
+            for event in self._early or ():
+                self._show(event)
+            self._early = None
 
     def _read_input(self) -> None:
         for line in self.stdin:
             text = line.rstrip("\r\n")
             if not text:
                 continue
-            if "\ufffd" in text and not self.jsonl:
+            if "\ufffd" in text:
                 self._note("input was not valid UTF-8; the bad bytes were replaced")
             try:
                 message_id = self.runtime.send(text)
             except LocalProtocolError as error:
                 self.failures += 1
                 self._note(f"not sent: {error}")
+                if self.jsonl:
+                    self._emit(json_line("message_refused", text=text, reason=str(error)))
                 continue
             self._texts[message_id] = text
             if len(self._texts) > _TEXTS_REMEMBERED:
@@ -124,13 +165,6 @@ class LineMode:
                 self._emit(f"{clock()} * waiting for {deliveries(pending)}...")
             if not self.runtime.wait_delivered(self.drain_timeout):
                 self._note(f"gave up waiting for {deliveries(self.runtime.pending())}")
-
-    def _print_events(self) -> None:
-        while True:
-            event = self.runtime.get_event()
-            if event is None:
-                return
-            self._show(event)
 
     def _show(self, event: Event) -> None:
         if isinstance(event, DeliveryFailed):
@@ -153,3 +187,25 @@ class LineMode:
                 print(line, file=self.stdout, flush=True)
             except BrokenPipeError:
                 pass  # nobody reads our output any more; the chat itself goes on
+
+
+@contextlib.contextmanager
+def _sigterm_ends_input() -> Iterator[None]:
+    """While in effect, SIGTERM raises _Terminated in the main thread, even from a
+    blocking read of stdin; one that comes as it ends is ignored. (Only the main thread
+    can set a signal handler.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    in_effect = True
+
+    def terminated(signum: int, frame: object) -> None:
+        if in_effect:
+            raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        in_effect = False
+        signal.signal(signal.SIGTERM, previous)

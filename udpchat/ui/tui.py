@@ -3,21 +3,23 @@
 Top to bottom: the conversation (`pane`: newest line at the bottom; PageUp and PageDown
 scroll back), a one-line status bar, and the input line, which nothing that arrives can
 touch. Own messages show their delivery state in place at the end of their line
-(`delivery`). This module is the application: layout, key bindings, commands, the event
-pump and quitting.
+(`delivery`). This module is the application: layout, key bindings, commands, events
+and quitting.
 
 Rules:
 - Text a peer controls (nicknames, messages, previews) passes through `escape` before it
   becomes a fragment, and only formatted text reaches prompt_toolkit, which owns the
   terminal: widths (CJK, emoji), colours (none under NO_COLOR), cursor movement.
-- Events come from `runtime.get_event()` in one pump thread that blocks there and hands
-  batches to the event loop with `call_soon_threadsafe`; nothing polls. `get_event`
-  returns None once the runtime is closed and drained, which ends the pump.
+- Events come through `on_event`, the runtime's callback, on the runtime's thread: it
+  adds them to an inbox and wakes the event loop with `call_soon_threadsafe`, once per
+  batch; nothing polls. Events from before the loop runs wait in the inbox.
 - Quitting (/quit, Ctrl-D on an empty line, Ctrl-C, SIGINT, SIGTERM) is line mode's end
   of input: `wait_delivered` (bounded) in a helper thread while the screen stays live,
   then `close`, which says BYE. Asking again quits at once.
-- Exit status: 0, or 1 when a message failed and was not resent. A message the runtime
-  refuses (too long, no peers, full outbox) stays in the input line; nothing is lost.
+- Exit status: 0, or 1 when a message failed and was not resent, or was not confirmed
+  delivered when the chat ended (quitting a second time does not wait). A message the
+  runtime refuses (too long, no peers, full outbox) stays in the input line; nothing is
+  lost.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ from ..protocol import (
     PeerJoined,
     PeerLeft,
     PeerRenamed,
+    SendFailed,
 )
 from ..runtimes import AddressError, ChatRuntime, resolve_peer
 from .commands import (
@@ -94,17 +97,15 @@ _STYLE = [*PANE_STYLE, ("status", "reverse"), ("prompt", "bold")]
 
 
 class TerminalUI:
-    """Runs one chat in the terminal over an open runtime; `run()` returns the exit status."""
+    """Runs one chat in the terminal: make the runtime with `on_event`, open it, then
+    `run(runtime)` returns the exit status."""
 
-    def __init__(
-        self, runtime: ChatRuntime, *, drain_timeout: float = 35.0, shared_key: str | None = None
-    ) -> None:
-        self.runtime = runtime
+    def __init__(self, *, drain_timeout: float = 35.0, shared_key: str | None = None) -> None:
         self._shared_key = shared_key
         """Where the shared key came from ("--key-file"); None: no key."""
         self.drain_timeout = drain_timeout
-        self._nick = runtime.nick
-        self._address = format_address(runtime.local_address)
+        self._nick = ""
+        self._address = ""
         self._present: dict[Address, str] = {}
         self._deliveries = Deliveries()
         self._pending = 0
@@ -115,7 +116,6 @@ class TerminalUI:
         self._inbox_lock = threading.Lock()
         self._wake_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pump: threading.Thread | None = None
         self.conversation = Conversation()
         self._history: list[str] = []
         self._history_index = 0
@@ -138,26 +138,31 @@ class TerminalUI:
             enable_page_navigation_bindings=False,
             color_depth=ColorDepth.MONOCHROME if os.environ.get("NO_COLOR") else None,
         )
-        ready = ready_text(runtime.local_address, self._nick, runtime.model, shared_key)
+
+    # -- running ----------------------------------------------------------------
+
+    def run(self, runtime: ChatRuntime) -> int:
+        """Chat over the open `runtime` until the user quits; close it; return the exit
+        status (0, or 1 if a message failed or was left unconfirmed)."""
+        return asyncio.run(self.run_async(runtime))
+
+    async def run_async(self, runtime: ChatRuntime, *, handle_signals: bool = True) -> int:
+        """`run` on the running event loop. `handle_signals`: SIGINT and SIGTERM quit (only
+        possible in the main thread)."""
+        self.runtime = runtime
+        self._nick = runtime.nick
+        self._address = format_address(runtime.local_address)
+        ready = ready_text(runtime.local_address, self._nick, runtime.model, self._shared_key)
         self._system(f"{ready} — /help lists commands, Ctrl-D quits")
         reach = reach_text(runtime.local_address)
         if reach is not None:
             self._system(reach)
-
-    # -- running ----------------------------------------------------------------
-
-    def run(self) -> int:
-        """Chat until the user quits; return the exit status (0, or 1 if a message failed)."""
-        return asyncio.run(self.run_async())
-
-    async def run_async(self, *, handle_signals: bool = True) -> int:
-        """`run` on the running event loop. `handle_signals`: SIGINT and SIGTERM quit (only
-        possible in the main thread)."""
         loop = asyncio.get_running_loop()
         with self._inbox_lock:
             self._loop = loop
-        self._pump = threading.Thread(target=self._pump_events, name="udpchat-ui", daemon=True)
-        self._pump.start()
+            if self._inbox:  # events from before the loop ran
+                self._wake_scheduled = True
+                loop.call_soon(self._take_events)
         in_main_thread = threading.current_thread() is threading.main_thread()
         if in_main_thread:
             # SIGWINCH reports resizes there; polling the size would wake an idle chat
@@ -171,12 +176,15 @@ class TerminalUI:
                 restore_sigterm()
             with self._inbox_lock:
                 self._loop = None
-            self.runtime.close()
-            self._pump.join(timeout=2.0)
+            runtime.close()
+            # Close settles nothing: what is still pending now was never confirmed.
+            unconfirmed = runtime.pending()
             self._take_events(refresh=False)  # a failure reported while closing counts too
         if self._gave_up:
             print(f"udpchat: gave up waiting for {deliveries(self._gave_up)}", file=sys.stderr)
-        return EXIT_UNDELIVERED if self._deliveries.unresolved else EXIT_OK
+        elif unconfirmed:
+            print(f"udpchat: quit with {deliveries(unconfirmed)} unconfirmed", file=sys.stderr)
+        return EXIT_UNDELIVERED if self._deliveries.unresolved or unconfirmed else EXIT_OK
 
     def transcript(self) -> str:
         """The conversation pane as plain text."""
@@ -231,19 +239,19 @@ class TerminalUI:
 
     # -- events -----------------------------------------------------------------
 
-    def _pump_events(self) -> None:
-        """Pump thread: block in get_event, wake the loop once per batch."""
-        while (event := self.runtime.get_event()) is not None:
-            with self._inbox_lock:
-                self._inbox.append(event)
-                if self._wake_scheduled or self._loop is None:
-                    continue
-                self._wake_scheduled = True
-                loop = self._loop
-            try:
-                loop.call_soon_threadsafe(self._take_events)
-            except RuntimeError:
-                pass  # the loop is closed: run_async takes what is left
+    def on_event(self, event: Event) -> None:
+        """The runtime's callback (on the runtime's thread): queue the event and wake the
+        loop, once for any number of events queued before it runs."""
+        with self._inbox_lock:
+            self._inbox.append(event)
+            if self._wake_scheduled or self._loop is None:
+                return
+            self._wake_scheduled = True
+            loop = self._loop
+        try:
+            loop.call_soon_threadsafe(self._take_events)
+        except RuntimeError:
+            pass  # the loop is closed: run_async takes what is left
 
     def _call_in_loop(self, function: Callable[[bool], None], argument: bool) -> None:
         with self._inbox_lock:
@@ -281,7 +289,7 @@ class TerminalUI:
             self._present[event.peer] = event.new_nick
         text = describe(event)
         if text is not None:
-            warning = isinstance(event, DatagramRejected)
+            warning = isinstance(event, DatagramRejected | SendFailed)
             self._line(text, "class:warning" if warning else "class:system")
 
     def _refresh(self) -> None:
@@ -529,6 +537,13 @@ class TerminalUI:
         @bindings.add("escape", "enter")
         def _newline(event: KeyPressEvent) -> None:
             self.input.insert_text("\n")
+
+        @bindings.add(Keys.BracketedPaste)
+        def _paste(event: KeyPressEvent) -> None:
+            # A block copied by whole lines ends in a newline, which would become an empty
+            # last line of the message (and push its delivery mark onto a line of its own).
+            text = event.data.replace("\r\n", "\n").replace("\r", "\n").rstrip("\n")
+            self.input.insert_text(text)
 
         bindings.add("tab")(generate_completions)
         return bindings

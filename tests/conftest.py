@@ -16,6 +16,9 @@ from udpchat.runtimes import MODELS, ChatRuntime, create_runtime
 
 OpenRuntime = Callable[..., ChatRuntime]
 
+# The virtual LAN's `open_lan` fixture, for every module that runs hosts in namespaces.
+pytest_plugins = ["lan"]
+
 
 @pytest.fixture(params=MODELS)
 def model(request: pytest.FixtureRequest) -> str:

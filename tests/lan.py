@@ -51,7 +51,8 @@ COMMAND_TIMEOUT = 10.0
 TABLE = "udpchat_lan"
 INTERFACE = "eth0"
 SKIP_REASON = (
-    "the virtual LAN needs root and iproute2/nftables; scripts/install-test-tools installs them"
+    "the virtual LAN needs root and iproute2/nftables ({}); "
+    "scripts/install-test-tools installs them"
 )
 
 # ip and nft live in sbin, which a root shell started by sudo may not have on PATH.
@@ -101,15 +102,18 @@ def missing_requirements() -> str | None:
     Being root with the tools is not quite enough (a container may lack CAP_SYS_ADMIN), so
     this also creates and deletes one namespace, once per process.
     """
-    if not sys.platform.startswith("linux") or os.geteuid() != 0:
-        return SKIP_REASON
-    ip, nft = tool("ip"), tool("nft")
-    if ip is None or nft is None:
-        return SKIP_REASON
+    if not sys.platform.startswith("linux"):
+        return SKIP_REASON.format(f"this is {sys.platform}, not Linux")
+    if os.geteuid() != 0:
+        return SKIP_REASON.format(f"running as uid {os.geteuid()}")
+    missing = [name for name in ("ip", "nft") if tool(name) is None]
+    if missing:
+        return SKIP_REASON.format(f"{' and '.join(missing)} not found")
+    ip = tool("ip") or "ip"
     probe = f"{NAME_PREFIX}{os.getpid()}-probe"
     result = _run([ip, "netns", "add", probe], check=False)
     if result.returncode != 0:
-        return f"{SKIP_REASON} (here `ip netns add` fails: {result.stderr.strip()})"
+        return SKIP_REASON.format(f"`ip netns add` fails: {result.stderr.strip()}")
     _run([ip, "netns", "delete", probe], check=False)
     return None
 

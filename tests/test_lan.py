@@ -16,8 +16,17 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import lan as lan_module
 import pytest
-from lan import Host, LanError, VirtualLan, missing_requirements, read_line, remove_leftovers
+from lan import (
+    Host,
+    LanError,
+    VirtualLan,
+    missing_requirements,
+    read_line,
+    remove_leftovers,
+    tool,
+)
 
 OpenLan = Callable[..., VirtualLan]
 
@@ -235,14 +244,19 @@ def test_kill_signals_the_program_itself(open_lan: OpenLan) -> None:
     assert lan.kill(process, signal.SIGTERM) == 3
 
 
+def ip(*args: str) -> str:
+    return subprocess.run(
+        [tool("ip") or "ip", *args], capture_output=True, text=True, timeout=TIMEOUT, check=True
+    ).stdout
+
+
 def namespaces() -> set[str]:
-    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
-    return {line.split()[0] for line in listing.stdout.splitlines() if line.strip()}
+    return {line.split()[0] for line in ip("netns", "list").splitlines() if line.strip()}
 
 
 def root_links() -> set[str]:
-    listing = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True)
-    return {line.split(":")[1].strip() for line in listing.stdout.splitlines()}
+    """The interfaces of the namespace the tests run in."""
+    return {line.split(":")[1].strip() for line in ip("-o", "link").splitlines()}
 
 
 def running(pid: int) -> bool:
@@ -255,13 +269,13 @@ def running(pid: int) -> bool:
 
 
 @pytest.fixture
-def root() -> None:
+def lan_requirements() -> None:
     reason = missing_requirements()
     if reason is not None:
         pytest.skip(reason)
 
 
-@pytest.mark.usefixtures("root")
+@pytest.mark.usefixtures("lan_requirements")
 def test_teardown_leaves_nothing_behind_even_when_the_body_raises() -> None:
     links_before = root_links()
     with (
@@ -282,38 +296,47 @@ def test_teardown_leaves_nothing_behind_even_when_the_body_raises() -> None:
     assert sleeper.returncode == -signal.SIGKILL
     assert not running(grandchild)
     assert root_links() == links_before
-    nft = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True)
+    nft = subprocess.run(
+        [tool("nft") or "nft", "list", "tables"], capture_output=True, text=True, check=True
+    )
     assert "udpchat_lan" not in nft.stdout
 
 
-@pytest.mark.usefixtures("root")
-def test_a_half_built_lan_is_removed(monkeypatch: pytest.MonkeyPatch) -> None:
-    import lan as lan_module
+@pytest.mark.usefixtures("lan_requirements")
+def test_a_lan_that_fails_half_way_is_removed(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_batch = lan_module._ip_batch
 
-    def fail(*args: object, **kwargs: object) -> None:
-        raise LanError("the switch could not be built")
+    def batch_failing_on_h2(netns: str, commands: list[str]) -> None:
+        if netns.endswith("-h2"):  # after the switch, its veths and h1 are in place
+            raise LanError("h2 could not be configured")
+        real_batch(netns, commands)
 
-    monkeypatch.setattr(lan_module, "_ip_batch", fail)
-    lan = VirtualLan(hosts=2)
-    with pytest.raises(LanError, match="could not be built"):
+    monkeypatch.setattr(lan_module, "_ip_batch", batch_failing_on_h2)
+    links_before = root_links()
+    lan = VirtualLan(hosts=3)
+    with pytest.raises(LanError, match="h2 could not be configured"):
         lan.open()
     assert lan.namespaces == []
     assert not {name for name in namespaces() if name.startswith(lan.prefix)}
+    assert root_links() == links_before
 
 
-@pytest.mark.usefixtures("root")
-def test_leftovers_of_a_dead_run_are_removed_and_those_of_a_live_one_kept() -> None:
+@pytest.mark.usefixtures("lan_requirements")
+def test_leftovers_of_dead_runs_are_removed_and_those_of_a_live_one_kept() -> None:
     exited = subprocess.Popen(["true"])
     exited.wait(timeout=TIMEOUT)
     dead = f"ucl-{exited.pid}-0-h1"
-    live = f"ucl-{os.getppid()}-0-h1"  # our parent, alive for as long as we run
+    # A crashed run in a container may have had our pid; no LAN of ours has this name.
+    reused = f"ucl-{os.getpid()}-999-h1"
+    live = f"ucl-{os.getppid()}-0-h1"  # our parent's, alive for as long as we run
     try:
-        for name in (dead, live):
-            subprocess.run(["ip", "netns", "add", name], check=True)
+        for name in (dead, reused, live):
+            ip("netns", "add", name)
         removed = remove_leftovers()
         assert dead in removed
+        assert reused in removed
         assert live not in removed
         assert live in namespaces()
     finally:
-        for name in (dead, live):
-            subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+        for name in (dead, reused, live):
+            subprocess.run([tool("ip") or "ip", "netns", "delete", name], capture_output=True)

@@ -56,6 +56,7 @@ def next_event(runtime: object, timeout: float) -> Event | None:
     """The next event `runtime` reported, waiting up to `timeout` s; None if none came."""
     return _LOGS[runtime].next(timeout)
 
+
 # The virtual LAN's `open_lan` fixture, for every module that runs hosts in namespaces.
 pytest_plugins = ["lan"]
 

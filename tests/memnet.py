@@ -102,6 +102,12 @@ class MemNet:
         self.cut_links: set[tuple[Address, Address]] = set()
         self.drop_if: Callable[[Sent], bool] | None = None
         """Extra loss rule: datagrams for which it returns True are lost."""
+        self.also_at: dict[Address, Address] = {}
+        """A second address of an attached session (a multi-homed host) -> the address it
+        is attached at."""
+        self.routes: dict[tuple[Address, Address], Address] = {}
+        """(attached address, destination) -> the source address a datagram from that
+        session to that destination carries, when it is not the attached address."""
         self._queue: list[tuple[float, int, Address, Address, bytes]] = []
         self._order = itertools.count()
 
@@ -154,7 +160,7 @@ class MemNet:
         session = self.sessions[addr]
         for data, dst in session.datagrams_to_send(self.now):
             assert len(data) <= MAX_DATAGRAM, f"{len(data)}-byte datagram from {addr}"
-            self._transmit(Sent(self.now, addr, dst, data))
+            self._transmit(Sent(self.now, self.routes.get((addr, dst), addr), dst, data))
         while (event := session.next_event()) is not None:
             self.log.append(Logged(self.now, addr, event))
 
@@ -216,12 +222,13 @@ class MemNet:
             heapq.heappush(self._queue, item)
 
     def _arrive(self, now: float, src: Address, dst: Address, data: bytes) -> None:
-        session = self.sessions.get(dst)
+        host = self.also_at.get(dst, dst)
+        session = self.sessions.get(host)
         if session is None:
             return
         self.arrived.append(Sent(now, src, dst, data))
         session.receive_datagram(data, src, now)
-        self.flush(dst)
+        self.flush(host)
 
     # -- looking at what happened ---------------------------------------------------
 

@@ -16,7 +16,7 @@ import textwrap
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pytest
 import pytest_asyncio
@@ -107,13 +107,25 @@ async def connected_pair(open_chat: OpenChat) -> tuple[AsyncioChat, AsyncioChat]
 
 
 class Recorder(asyncio.DatagramProtocol):
-    """A bound UDP endpoint that never answers and notes when each datagram arrived."""
+    """A bound UDP endpoint that notes when each datagram arrived. It answers the first
+    HELLO that asks for a reply, as a peer that then falls silent (a peer is sent DATA
+    only once it has answered), and nothing else."""
 
     def __init__(self) -> None:
         self.arrivals: asyncio.Queue[tuple[float, wire.Datagram]] = asyncio.Queue()
+        self.transport: asyncio.DatagramTransport | None = None
+        self.answered = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        self.arrivals.put_nowait((asyncio.get_running_loop().time(), wire.decode(data)))
+        record = wire.decode(data)
+        self.arrivals.put_nowait((asyncio.get_running_loop().time(), record))
+        if isinstance(record, wire.Hello) and record.wants_reply and not self.answered:
+            self.answered = True
+            assert self.transport is not None
+            self.transport.sendto(wire.encode(wire.Hello(b"recorder", "mute")), addr)
 
     async def next_data(self, timeout: float = TIMEOUT) -> tuple[float, wire.Data]:
         """Arrival time and record of the next DATA datagram (HELLOs are skipped)."""
@@ -190,11 +202,9 @@ async def test_peer_that_closes_is_reported_as_left_with_reason_bye(open_chat: O
 async def test_message_to_a_silent_socket_fails_after_the_give_up_time(
     open_chat: OpenChat,
 ) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
-        silent.bind(("127.0.0.1", 0))  # bound, never reads, never answers
-        alice = await open_chat(
-            "alice", peers=(silent.getsockname(),), config=Config(give_up_after=0.5)
-        )
+    async with recorder() as (_, address):  # answers one HELLO, then nothing
+        alice = await open_chat("alice", peers=(address,), config=Config(give_up_after=0.5))
+        await wait_event(alice, PeerJoined)
         message_id = alice.send("anyone?")
         failed = await wait_event(alice, DeliveryFailed)
     assert failed.message_id == message_id and failed.elapsed >= 0.5
@@ -210,7 +220,8 @@ async def test_timer_is_rearmed_earlier_when_a_send_needs_it_sooner(open_chat: O
         alice = await open_chat("alice", peers=(address,), config=Config(initial_rto=rto))
         hello_at, hello = await asyncio.wait_for(silent.arrivals.get(), TIMEOUT)
         assert isinstance(hello, wire.Hello)
-        # Idle now: the only timer armed is the next HELLO, a second after the first.
+        await wait_event(alice, PeerJoined)
+        # Idle now: the only timer armed is the next PING, 15 s after the answer.
         assert alice._timer_at == alice._core.get_timer()
         alice.send("are you there?")
         first_at, first = await silent.next_data()

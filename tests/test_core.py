@@ -109,6 +109,22 @@ def records(out: list[tuple[bytes, Address]]) -> list[Datagram]:
     return [decode(raw) for raw, _ in out]
 
 
+def silent_bob(net: MemNet, *, config: Config | None = None) -> None:
+    """Alice, told of Bob, hears one HELLO from him; then Bob says nothing more (he is not
+    on the network). A peer is sent DATA only once it has answered."""
+    net.attach(ALICE, lone(config=config))
+    net.add_peer(ALICE, BOB)
+    net.inject(encode(Hello(BOB_SESSION, "bob")), BOB, ALICE)
+
+
+def heard_bob(alice: ChatSession, now: float = 0.0) -> None:
+    """`silent_bob` for a bare session: Bob is configured and has said HELLO once."""
+    alice.add_peer(BOB, now)
+    alice.receive_datagram(encode(Hello(BOB_SESSION, "bob")), BOB, now)
+    alice.datagrams_to_send(now)
+    drain(alice)
+
+
 def data_from(net: MemNet, src: Address) -> list[tuple[float, Data]]:
     """(time, record) of every DATA `src` emitted, retransmissions included."""
     return [(s.time, s.decoded(Data)) for s in net.datagrams(src=src, kind=Data)]
@@ -188,8 +204,7 @@ def test_lossless_exchange_needs_no_retransmission() -> None:
 
 def test_send_window_holds_at_most_64_datagrams_in_flight() -> None:
     net = MemNet()
-    net.attach(ALICE, lone())
-    net.add_peer(ALICE, BOB)  # Bob is not on the network: nothing is acknowledged
+    silent_bob(net)  # nothing is acknowledged
     for i in range(100):
         net.send(ALICE, f"m{i}")
     assert [record.seq for _, record in data_from(net, ALICE)] == list(range(64))
@@ -212,7 +227,7 @@ def test_acknowledgement_slides_the_window_to_queued_fragments() -> None:
 
 def test_first_retransmission_comes_after_the_initial_rto_of_250_ms() -> None:
     alice = lone()
-    alice.add_peer(BOB, 0.0)
+    heard_bob(alice)
     alice.send_message("hi", 0.0, sent_at_ms=EPOCH_MS)
     (first,) = [r for r in records(alice.datagrams_to_send(0.0)) if type(r) is Data]
     assert alice.get_timer() == 0.25
@@ -225,8 +240,7 @@ def test_first_retransmission_comes_after_the_initial_rto_of_250_ms() -> None:
 
 def test_retransmissions_to_a_silent_peer_back_off_doubling_up_to_8_seconds() -> None:
     net = MemNet()
-    net.attach(ALICE, lone())
-    net.add_peer(ALICE, BOB)
+    silent_bob(net)
     net.send(ALICE, "hello?")
     net.run_until(60)
     times = [t for t, _ in data_from(net, ALICE)]
@@ -237,8 +251,7 @@ def test_retransmissions_to_a_silent_peer_back_off_doubling_up_to_8_seconds() ->
 
 def test_datagram_sent_to_a_backed_off_peer_waits_the_backed_off_timeout() -> None:
     net = MemNet()
-    net.attach(ALICE, lone())
-    net.add_peer(ALICE, BOB)
+    silent_bob(net)
     net.send(ALICE, "first")  # resent at 0.25, 0.75, 1.75: back-off 3
     net.run_until(2.0)
     net.send(ALICE, "second")
@@ -410,8 +423,7 @@ def test_delivery_fails_exactly_give_up_after_seconds_after_sending(
     config: Config, give_up_after: float
 ) -> None:
     net = MemNet(now=2.0)
-    net.attach(ALICE, lone(config=config))
-    net.add_peer(ALICE, BOB)
+    silent_bob(net, config=config)
     message_id = net.send(ALICE, "into the void")
     deadline = 2.0 + give_up_after
     assert net.session(ALICE).get_timer() is not None
@@ -655,7 +667,7 @@ def test_adding_more_than_max_peers_is_refused() -> None:
 
 def test_send_fails_with_outbox_full_at_max_pending() -> None:
     alice = lone(config=Config(max_pending=3))
-    alice.add_peer(BOB, 0.0)
+    heard_bob(alice)
     for i in range(3):
         alice.send_message(f"m{i}", 0.0, sent_at_ms=EPOCH_MS)
     with pytest.raises(OutboxFull):

@@ -22,10 +22,12 @@ from udpchat.protocol import (
     PeerLeft,
     RejectReason,
     SendFailed,
+    wire,
 )
 from udpchat.runtimes import create_runtime
 
 MESSAGES = 1000
+TIMEOUT = 10.0
 
 
 def _exchange(a_send, b_send, a, b) -> None:  # type: ignore[no-untyped-def]
@@ -97,10 +99,16 @@ def test_message_to_a_silent_peer_fails_after_the_give_up_time(
     model: str, open_runtime: OpenRuntime
 ) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
-        silent.bind(("127.0.0.1", 0))  # bound, never reads, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.settimeout(TIMEOUT)
         a = open_runtime(
             model, "alice", peers=(silent.getsockname(),), config=Config(give_up_after=0.5)
         )
+        # It answers Alice's first HELLO (a peer is sent DATA only once it has answered),
+        # then never again.
+        _, alice = silent.recvfrom(2048)
+        silent.sendto(wire.encode(wire.Hello(b"silent!!", "mute")), alice)
+        wait_for(a, lambda e: isinstance(e, PeerJoined))
         message_id = a.send("anyone?")
         failed = wait_for(a, lambda e: isinstance(e, DeliveryFailed))
     assert isinstance(failed, DeliveryFailed) and failed.message_id == message_id

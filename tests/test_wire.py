@@ -54,6 +54,9 @@ CASES: list[tuple[str, Datagram, str]] = [
      "55 43 01 01" + S_HEX + "00 05 61 6c 69 63 65"),
     ("bye", Bye(S),
      "55 43 01 02" + S_HEX),
+    ("bye-ack", Bye(T, S, 5, 0b1),
+     "55 43 01 02" + T_HEX + S_HEX
+     + "00 00 00 00 00 00 00 05  00 00 00 00 00 00 00 01"),
     ("ping", Ping(S, 7, 12),
      "55 43 01 03" + S_HEX + "00 00 00 00 00 00 00 07  00 00 00 00 00 00 00 0c"),
     ("pong", Pong(S, 7),
@@ -123,7 +126,16 @@ def test_decoder_reads_the_record_of_the_table(record: Datagram, data: bytes) ->
 
 def test_doc_examples_are_found() -> None:
     # Guards the parser below: a renamed fence must not make the doc check vacuous.
-    assert set(doc_examples()) >= {"hello", "bye", "ping", "pong", "data-first", "ack", "refused"}
+    assert set(doc_examples()) >= {
+        "hello",
+        "bye",
+        "bye-ack",
+        "ping",
+        "pong",
+        "data-first",
+        "ack",
+        "refused",
+    }
 
 
 @pytest.mark.parametrize("name", sorted(doc_examples()))
@@ -226,6 +238,7 @@ MALFORMED: list[tuple[str, bytes, RejectReason, str]] = [
     ("hello-nick-gbk", header(Kind.HELLO) + b"\x00\x04" + "你好".encode("gbk"),
      R.BAD_NICK, "not UTF-8"),
     ("bye-with-body", header(Kind.BYE) + b"\x00", R.BAD_LENGTH, "BYE"),
+    ("bye-ack-short", header(Kind.BYE) + bytes(23), R.BAD_LENGTH, "BYE"),
     ("ping-15-byte-body", header(Kind.PING) + bytes(15), R.BAD_LENGTH, "PING"),
     ("ping-17-byte-body", header(Kind.PING) + bytes(17), R.BAD_LENGTH, "PING"),
     ("ping-token-without-base", header(Kind.PING) + bytes(8), R.BAD_LENGTH, "PING"),
@@ -304,7 +317,8 @@ def data_records(draw: st.DrawFn) -> Data:
 
 records = st.one_of(
     st.builds(Hello, sessions, nicks, st.booleans()),
-    st.builds(Bye, sessions),
+    st.builds(Bye, sessions, st.just(b""), st.just(0), st.just(0)),
+    st.builds(Bye, sessions, sessions, u64, u64),
     st.builds(Ping, sessions, u64, u64),
     st.builds(Pong, sessions, u64),
     data_records(),

@@ -79,6 +79,9 @@ class RejectReason(Enum):
     """The fragments add up to more than a message may hold."""
     TEXT_NOT_UTF8 = "message text is not UTF-8"
     """A reassembled message that does not decode."""
+    OWN_SESSION = "our own datagram, sent back to us"
+    """It carries this chat's own session id: reflected by the network or by someone
+    else; a chat is never its own peer."""
     SEALED_WITHOUT_KEY = "encrypted, and this chat has no key"
     """A sealed datagram reached a chat that has no shared key."""
     NOT_SEALED = "not encrypted"

@@ -41,6 +41,27 @@ class PeerNote:
     """True once the peer is known (joined or restarted), False when it left."""
     send_hello: bool = False
     """True when the peer does not know our nickname yet: answer with a HELLO."""
+    bye: bool = False
+    """True when it left saying BYE: what still waits for it will never be delivered."""
+    nick: str = ""
+    """Its nickname, for the reason given when messages to it fail."""
+
+
+@dataclass(frozen=True, slots=True)
+class AddressNote:
+    """The peer known as `peer` was last heard from `address`, which is not `peer`: send
+    to it there from now on (one session is one peer, whatever address it uses)."""
+
+    peer: Address
+    address: Address
+
+
+@dataclass(frozen=True, slots=True)
+class FarewellNote:
+    """What the receive half has received of each peer's stream, for the BYEs of a
+    closing session: (peer, the peer's session id, cumulative, selective)."""
+
+    acks: tuple[tuple[Address, bytes, int, int], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,4 +72,4 @@ class RefusedNote:
     reason: RejectReason
 
 
-Note = AckNote | PongNote | PeerNote | RefusedNote
+Note = AckNote | PongNote | PeerNote | RefusedNote | AddressNote | FarewellNote

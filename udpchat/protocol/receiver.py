@@ -12,7 +12,9 @@ Rules this module keeps:
 - an address that is not a present peer gets `unknown_rate` datagrams a second (a token
   bucket, `max_sources` addresses tracked); the rest are dropped unread, so junk costs
   little and never makes us answer at its rate;
-- in shared-key mode nothing is decoded before it has been authenticated (`crypto`).
+- in shared-key mode nothing is decoded before it has been authenticated (`crypto`);
+- a peer is its session, not its address: a session heard from a second address stays
+  one peer, known by the address it was first heard from and answered at the newest.
 The half answers PINGs itself (PONG) and tells the send half what it needs through notes.
 """
 
@@ -37,7 +39,7 @@ from .events import (
     PeerLeft,
     PeerRenamed,
 )
-from .notes import AckNote, Note, PeerNote, PongNote, RefusedNote
+from .notes import AckNote, AddressNote, FarewellNote, Note, PeerNote, PongNote, RefusedNote
 
 if TYPE_CHECKING:
     from .crypto import Opener, Sealer
@@ -51,8 +53,11 @@ _SOURCES_COUNTED = 1000
 @dataclass(slots=True)
 class _Peer:
     session: bytes
+    """The current session id, or b"" after it said BYE."""
     nick: str
     last_heard: float
+    reply_to: Address
+    """Where it was last heard from: ACKs go there."""
     present: bool = True
     expected: int | None = None
     """Next seq to deliver; None until the first DATA of this session."""
@@ -62,6 +67,8 @@ class _Peer:
     duplicate: int = 0
     """One more than the highest seq received twice since our last ACK, or 0."""
     retired: deque[bytes] = field(default_factory=deque)
+    ended: bytes = b""
+    """The session that said BYE, which a HELLO may bring back (`/peer add`)."""
 
     def restart(self, session: bytes, keep: int) -> None:
         if self.session:
@@ -105,6 +112,10 @@ class Receiver:
             self._sealer = crypto.Sealer(config.key, session, crypto.ORIGIN_RECEIVE)
         self._sources: OrderedDict[Address, list[float]] = OrderedDict()
         self._peers: dict[Address, _Peer] = {}
+        self._by_session: dict[bytes, Address] = {}
+        """Live session id -> the key of its peer in `_peers`."""
+        self._aliases: dict[Address, Address] = {}
+        """A peer's newest address, when it is not its key -> that key."""
         self._ack_due: set[Address] = set()
         self._outgoing: list[tuple[bytes, Address]] = []
         self._events: deque[Event] = deque()
@@ -136,23 +147,28 @@ class Receiver:
             if error.reason in wire.REFUSAL_CODES:
                 self._refuse(data, addr, error.reason, now)
             return
+        if datagram.session == self.session:
+            # Our own datagram, sent back to us: never a peer (docs/protocol.md).
+            self._reject(addr, RejectReason.OWN_SESSION)
+            return
+        key = self._key(datagram.session, addr)
         if isinstance(datagram, wire.Ack):
-            self._on_ack(datagram, addr, now)
+            self._on_ack(datagram, key, now)
         elif isinstance(datagram, wire.Ping):
             self._outgoing.append((wire.encode(wire.Pong(self.session, datagram.token)), addr))
-            if self._touch(datagram.session, addr, now) and datagram.base:
-                self._on_base(addr, self._peers[addr], datagram.base)
+            if self._touch(datagram.session, key, now) and datagram.base:
+                self._on_base(key, self._peers[key], datagram.base)
         elif isinstance(datagram, wire.Pong):
-            if self._touch(datagram.session, addr, now):
-                self._notes.append(PongNote(addr, datagram.token))
+            if self._touch(datagram.session, key, now):
+                self._notes.append(PongNote(key, datagram.token))
         elif isinstance(datagram, wire.Data):
-            self._on_data(datagram, addr, now)
+            self._on_data(datagram, key, now)
         elif isinstance(datagram, wire.Hello):
-            self._on_hello(datagram, addr, now)
+            self._on_hello(datagram, key, now)
         elif isinstance(datagram, wire.Refused):
-            self._on_refused(datagram, addr)
+            self._on_refused(datagram, key)
         else:
-            self._on_bye(datagram, addr)
+            self._on_bye(datagram, key)
 
     def handle_timer(self, now: float) -> None:
         """Report peers that have been silent for longer than `peer_timeout`."""
@@ -173,7 +189,7 @@ class Receiver:
         for addr in self._ack_due:
             peer = self._peers.get(addr)
             if peer is not None and peer.expected is not None:
-                out.append((self._ack_for(peer), addr))
+                out.append((self._ack_for(peer), peer.reply_to))
         self.stats.acks_sent += len(self._ack_due)
         self._ack_due.clear()
         if self._sealer is not None and out:
@@ -196,6 +212,17 @@ class Receiver:
     def peers(self) -> list[PeerInfo]:
         return [PeerInfo(a, p.nick, p.present, p.last_heard) for a, p in self._peers.items()]
 
+    def farewell(self) -> FarewellNote:
+        """What we received of each present peer's stream, for the BYEs we are about to
+        send (docs/protocol.md, "BYE")."""
+        acks = []
+        for addr, peer in self._peers.items():
+            if peer.present and peer.expected is not None:
+                ack = wire.decode(self._ack_for(peer))
+                assert isinstance(ack, wire.Ack)
+                acks.append((addr, peer.session, ack.cumulative, ack.selective))
+        return FarewellNote(tuple(acks))
+
     # -- peers ----------------------------------------------------------------
 
     def _wall_ms(self, now: float) -> int:
@@ -203,7 +230,7 @@ class Receiver:
 
     def _admit(self, addr: Address, now: float) -> bool:
         """Token bucket for addresses that are not present peers."""
-        peer = self._peers.get(addr)
+        peer = self._peers.get(self._aliases.get(addr, addr))
         if peer is not None and peer.present:
             return True
         config, sources = self.config, self._sources
@@ -221,9 +248,32 @@ class Receiver:
         bucket[0] -= 1
         return True
 
+    def _key(self, session: bytes, addr: Address) -> Address:
+        """The key in `_peers` of the peer that sent `session` from `addr`: the key of
+        that session's peer if there is one (noting its newest address), else the key
+        `addr` is an alias of, else `addr` itself."""
+        key = self._by_session.get(session)
+        if key is None:
+            return self._aliases.get(addr, addr)
+        peer = self._peers[key]
+        if peer.reply_to != addr:
+            if peer.reply_to != key:
+                self._aliases.pop(peer.reply_to, None)
+            peer.reply_to = addr
+            if addr != key:
+                self._aliases[addr] = key
+            self._notes.append(AddressNote(key, addr))
+        return key
+
     def _touch(self, session: bytes, addr: Address, now: float) -> bool:
-        """Refresh a known peer's last-heard time; False if this is not its session."""
+        """Refresh a known peer's last-heard time; False if this is not its session.
+
+        A PING, PONG or ACK of a new session from a known peer's address is a restart,
+        recognised at once: the peer is greeted, so that it learns of us too."""
         peer = self._peers.get(addr)
+        if peer is not None and peer.session != session and peer.session:
+            peer = self._peer(session, addr, "", now, greet=True, asked=False)
+            return peer is not None
         if peer is None or peer.session != session:
             return False
         peer.last_heard = now
@@ -234,23 +284,36 @@ class Receiver:
         return True
 
     def _peer(
-        self, session: bytes, addr: Address, nick: str, now: float, *, greet: bool, asked: bool
+        self,
+        session: bytes,
+        addr: Address,
+        nick: str,
+        now: float,
+        *,
+        greet: bool,
+        asked: bool,
+        hello: bool = False,
     ) -> _Peer | None:
         """The peer record for (addr, session), created or restarted as needed.
 
         Our HELLO is sent back when `asked`, or when `greet` and the peer is new, restarted
-        or returning. Returns None (and counts the drop) for a retired session or a full
-        table.
+        or returning. A `hello` always tells the send half the peer is there (it may
+        be waiting for that to send), and may bring back a session that said BYE.
+        Returns None (and counts the drop) for a retired session or a full table.
         """
         peer = self._peers.get(addr)
+        if peer is not None and hello and session == peer.ended:
+            peer.retired.remove(session)
+            peer.ended, peer.session, peer.expected = b"", session, None
+            self._by_session[session] = addr
         if peer is not None and peer.session == session:
             peer.last_heard = now
             if not peer.present:
                 peer.present = True
                 self._events.append(PeerJoined(peer=addr, nick=nick or peer.nick))
                 self._notes.append(PeerNote(addr, present=True, send_hello=greet or asked))
-            elif asked:
-                self._notes.append(PeerNote(addr, present=True, send_hello=True))
+            elif asked or hello:
+                self._notes.append(PeerNote(addr, present=True, send_hello=asked))
             if nick and nick != peer.nick:
                 if peer.nick:
                     self._events.append(PeerRenamed(peer=addr, old_nick=peer.nick, new_nick=nick))
@@ -260,16 +323,20 @@ class Receiver:
             if session in peer.retired:
                 self.stats.stale_dropped += 1
                 return None
+            self._by_session.pop(peer.session, None)
+            self._by_session[session] = addr
             peer.restart(session, self.config.retired_sessions)
             peer.nick, peer.last_heard, peer.present = nick or peer.nick, now, True
+            peer.ended = b""
             self._events.append(PeerJoined(peer=addr, nick=peer.nick, restarted=True))
             self._notes.append(PeerNote(addr, present=True, send_hello=greet or asked))
             return peer
         if len(self._peers) >= self.config.max_peers and not self._forget_one():
             self.stats.window_dropped += 1
             return None
-        peer = _Peer(session, nick, now)
+        peer = _Peer(session, nick, now, addr)
         self._peers[addr] = peer
+        self._by_session[session] = addr
         self._events.append(PeerJoined(peer=addr, nick=nick))
         self._notes.append(PeerNote(addr, present=True, send_hello=greet or asked))
         return peer
@@ -278,20 +345,24 @@ class Receiver:
         absent = [(p.last_heard, a) for a, p in self._peers.items() if not p.present]
         if not absent:
             return False
-        del self._peers[min(absent)[1]]
+        addr = min(absent)[1]
+        peer = self._peers.pop(addr)
+        self._by_session.pop(peer.session, None)
+        self._aliases.pop(peer.reply_to, None)
         return True
 
     def _leave(self, addr: Address, peer: _Peer, reason: LeaveReason) -> None:
         peer.present = False
         self._events.append(PeerLeft(peer=addr, nick=peer.nick, reason=reason))
-        self._notes.append(PeerNote(addr, present=False))
+        bye = reason is LeaveReason.BYE
+        self._notes.append(PeerNote(addr, present=False, bye=bye, nick=peer.nick))
 
     # -- datagram kinds -------------------------------------------------------
 
     def _on_hello(self, hello: wire.Hello, addr: Address, now: float) -> None:
         # A HELLO that asks for none is itself a reply: answering it would never end.
         wants = hello.wants_reply
-        self._peer(hello.session, addr, hello.nick, now, greet=wants, asked=wants)
+        self._peer(hello.session, addr, hello.nick, now, greet=wants, asked=wants, hello=True)
 
     def _refuse(self, data: bytes, addr: Address, reason: RejectReason, now: float) -> None:
         """Tell a udpchat whose datagram failed our shared-key checks, at most once per
@@ -319,18 +390,22 @@ class Receiver:
         peer = self._peers.get(addr)
         if peer is None or peer.session != bye.session:
             return
+        if bye.acked_session == self.session:
+            # What it received, taken before it leaves: nothing it had is reported failed.
+            self._notes.append(AckNote(addr, bye.cumulative, bye.selective))
         if peer.present:
             self._leave(addr, peer, LeaveReason.BYE)
         # The session is over: late datagrams of it are stale from now on.
+        self._by_session.pop(bye.session, None)
         peer.restart(bye.session, self.config.retired_sessions)
-        peer.session = b""
+        peer.session, peer.ended = b"", bye.session
 
     def _on_ack(self, ack: wire.Ack, addr: Address, now: float) -> None:
+        self._touch(ack.session, addr, now)
         if ack.acked_session != self.session:
             self.stats.stale_dropped += 1
             return
         self.stats.acks_received += 1
-        self._touch(ack.session, addr, now)
         self._notes.append(AckNote(addr, ack.cumulative, ack.selective, ack.duplicate))
 
     def _on_data(self, data: wire.Data, addr: Address, now: float) -> None:

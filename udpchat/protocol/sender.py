@@ -34,7 +34,7 @@ from .config import Config, Stats
 from .errors import LocalProtocolError, MessageTooLong, NoPeers, OutboxFull, RejectReason
 from .events import Address, DeliveryFailed, Event, MessageDelivered
 from .nick import validate_nick
-from .notes import AckNote, Note, PeerNote, PongNote, RefusedNote
+from .notes import AckNote, AddressNote, FarewellNote, Note, PeerNote, PongNote, RefusedNote
 
 if TYPE_CHECKING:
     from .crypto import Sealer
@@ -85,8 +85,13 @@ class _Target:
     configured: bool
     active: bool
     """Included in new messages: configured peers always, learned ones while present."""
+    addr: Address
+    """Where its datagrams go: where the peer was last heard from (its key in
+    `Sender._targets` is the address it is known by)."""
     confirmed: bool = False
-    """The peer has been heard from (so PING it) rather than not yet (so send HELLO)."""
+    """The peer has been heard from (so PING it and send it DATA) rather than not yet (so
+    greet it with HELLOs, and let its DATA wait: a peer named by an address it is already
+    known under must not get a second stream)."""
     next_seq: int = 0
     unsent: deque[_Fragment] = field(default_factory=deque)
     in_flight: dict[int, _Fragment] = field(default_factory=dict)
@@ -163,35 +168,43 @@ class Sender:
         self._next_message_id = 1
         self._next_token = 1
         self._pending = 0
+        self._farewell: dict[Address, tuple[bytes, int, int]] = {}
 
     # -- caller's API ---------------------------------------------------------
 
     def add_peer(self, addr: Address, now: float) -> None:
         """Send to `addr` from now on; greet it with HELLOs until it answers."""
-        target = self._targets.get(addr)
+        key, target = self._find(addr)
         if target is None:
             if len(self._targets) >= self.config.max_peers and not self._forget_one():
                 raise LocalProtocolError(f"at most {self.config.max_peers} peers")
-            target = self._targets[addr] = _Target(True, True, rto=self.config.initial_rto)
+            target = self._targets[addr] = _Target(True, True, addr, rto=self.config.initial_rto)
         target.configured = target.active = True
         if not target.confirmed:
             target.probe_backoff = _HELLO_RETRY_FIRST
-            self._probe(addr, target, now)
+            self._probe(key, target, now)
 
     def remove_peer(self, addr: Address, now: float) -> None:
-        """Stop sending to `addr`; its pending deliveries fail at once."""
-        target = self._targets.pop(addr, None)
-        if target is not None:
-            for delivery in list(target.deliveries.values()):
-                self._fail(addr, target, delivery, now, "peer removed")
-            self._outgoing.append((wire.encode(wire.Bye(self.session)), addr))
+        """Stop sending to `addr` and say BYE; its pending deliveries fail at once.
+
+        The target is kept, idle, with its seqs: added again, the peer gets our HELLO and
+        then the same stream, so nothing it still remembers of it is mistaken."""
+        key, target = self._find(addr)
+        if target is None:
+            return
+        for delivery in list(target.deliveries.values()):
+            self._fail(key, target, delivery, now, "peer removed")
+        if target.confirmed or target.configured:
+            self._outgoing.append((self._bye(key), target.addr))
+        target.configured = target.active = target.confirmed = False
+        target.next_probe = None
 
     def set_nick(self, nick: str) -> None:
         """Change our nickname and announce it to every peer that is present."""
         self.nick = validate_nick(nick)
-        for addr, target in self._targets.items():
+        for target in self._targets.values():
             if target.confirmed:
-                self._send_hello(addr, wants_reply=False)
+                self._send_hello(target.addr, wants_reply=False)
 
     def send_message(
         self,
@@ -235,14 +248,29 @@ class Sender:
                 target.unsent.append(_Fragment(seq, wire.encode(record), delivery))
         self._pending += len(targets)
         self.stats.messages_sent += 1
+        for _, target in targets:
+            if not target.confirmed and target.next_probe is not None:
+                # Its DATA waits for its answer: greet it at the pace of retransmission.
+                soon = now + target.rto
+                if target.next_probe > soon:
+                    target.next_probe = now
+                    target.probe_backoff = target.rto
         return message_id
 
     def close(self) -> None:
-        """Say BYE to every peer we have been talking to."""
-        bye = wire.encode(wire.Bye(self.session))
+        """Say BYE to every peer we have been talking to, acknowledging in it what the
+        receive half reported in its `FarewellNote` (pass that note first)."""
         for addr, target in self._targets.items():
             if target.configured or target.confirmed:
-                self._outgoing.append((bye, addr))
+                self._outgoing.append((self._bye(addr), target.addr))
+
+    def take_farewell(self, note: FarewellNote) -> None:
+        """Keep what the receive half received of each peer, for `close`'s BYEs."""
+        self._farewell = {peer: (session, c, s) for peer, session, c, s in note.acks}
+
+    def _bye(self, key: Address) -> bytes:
+        ack = self._farewell.get(key)
+        return wire.encode(wire.Bye(self.session) if ack is None else wire.Bye(self.session, *ack))
 
     def handle_note(self, note: Note, now: float) -> None:
         """Take news from the receive half."""
@@ -263,6 +291,10 @@ class Sender:
                 target = self._targets.get(note.peer)
                 if target is not None:
                     target.refused = note.reason
+            case AddressNote():
+                self._on_address(note.peer, note.address)
+            case FarewellNote():
+                self.take_farewell(note)
 
     def handle_timer(self, now: float) -> None:
         """Give up on late deliveries, retransmit what is due, send due probes."""
@@ -300,7 +332,7 @@ class Sender:
         window = self.config.send_window
         for addr, target in self._targets.items():
             unsent = target.unsent
-            if unsent:
+            if unsent and target.confirmed:
                 base = target.base()
                 while unsent and unsent[0].seq < base + window:
                     self.stats.data_sent += 1
@@ -364,7 +396,7 @@ class Sender:
         fragment.retransmit_at = now + min(timeout, self.config.max_rto)
         target.in_flight[fragment.seq] = fragment
         heapq.heappush(target.retransmit_heap, (fragment.retransmit_at, fragment.seq))
-        self._outgoing.append((wire.with_base(fragment.datagram, target.base()), addr))
+        self._outgoing.append((wire.with_base(fragment.datagram, target.base()), target.addr))
 
     def _on_ack(self, note: AckNote, now: float) -> None:
         target = self._targets.get(note.peer)
@@ -496,21 +528,28 @@ class Sender:
                 return
             if len(self._targets) >= self.config.max_peers and not self._forget_one():
                 return
-            target = self._targets[note.peer] = _Target(False, True, rto=self.config.initial_rto)
-        target.confirmed = note.present
+            target = _Target(False, True, note.peer, rto=self.config.initial_rto)
+            self._targets[note.peer] = target
+        was_confirmed, target.confirmed = target.confirmed, note.present
         if note.present:
             target.active = True
             target.refused = None
-            target.next_probe = now + (
-                0 if not target.base_known else self.config.keepalive_interval
-            )
+            if not was_confirmed or not target.base_known or target.next_probe is None:
+                target.next_probe = now + (
+                    0 if not target.base_known else self.config.keepalive_interval
+                )
         else:
             # Greet it again as at start-up: after 1 s, then 2, 4, ... up to the cap.
             target.active = target.configured
             target.probe_backoff = _HELLO_RETRY_FIRST * 2
             target.next_probe = now + _HELLO_RETRY_FIRST if target.configured else None
+            if note.bye:
+                # It said BYE: what still waits for it will never be acknowledged.
+                reason = f"{note.nick or 'the peer'} left"
+                for delivery in list(target.deliveries.values()):
+                    self._fail(note.peer, target, delivery, now, reason)
         if note.send_hello:
-            self._send_hello(note.peer, wants_reply=False)
+            self._send_hello(target.addr, wants_reply=False)
 
     def _probe(self, addr: Address, target: _Target, now: float) -> None:
         if target.confirmed:
@@ -520,7 +559,7 @@ class Sender:
             target.pings[token] = (now, base)
             while len(target.pings) > _PINGS_REMEMBERED:
                 del target.pings[next(iter(target.pings))]
-            self._outgoing.append((wire.encode(wire.Ping(self.session, token, base)), addr))
+            self._outgoing.append((wire.encode(wire.Ping(self.session, token, base)), target.addr))
             if target.base_known:
                 target.next_probe = now + self.config.keepalive_interval
             else:
@@ -528,13 +567,51 @@ class Sender:
                 keepalive = self.config.keepalive_interval
                 target.probe_backoff = min(target.probe_backoff * 2, keepalive)
         else:
-            self._send_hello(addr, wants_reply=True)
+            self._send_hello(target.addr, wants_reply=True)
             target.next_probe = now + target.probe_backoff
             target.probe_backoff = min(target.probe_backoff * 2, self.config.hello_retry_max)
 
     def _send_hello(self, addr: Address, *, wants_reply: bool) -> None:
         hello = wire.Hello(self.session, self.nick, wants_reply)
         self._outgoing.append((wire.encode(hello), addr))
+
+    def _find(self, addr: Address) -> tuple[Address, _Target | None]:
+        """The target known as `addr`, or else the one now reached at `addr`."""
+        target = self._targets.get(addr)
+        if target is None:
+            for key, other in self._targets.items():
+                if other.addr == addr:
+                    return key, other
+        return addr, target
+
+    def _on_address(self, key: Address, addr: Address) -> None:
+        """The peer known as `key` was heard from `addr`: send there. A target we were
+        given as `addr` that has not answered yet is that same peer: its waiting messages
+        join the peer's stream, and it is forgotten."""
+        target = self._targets.get(key)
+        if target is None:
+            return
+        target.addr = addr
+        alias = self._targets.get(addr)
+        if alias is None or alias is target or alias.confirmed:
+            return
+        del self._targets[addr]
+        target.configured |= alias.configured
+        target.active |= alias.active
+        waiting = sorted([*alias.in_flight.values(), *alias.unsent], key=lambda f: f.seq)
+        for fragment in waiting:
+            delivery = fragment.delivery
+            if target.deliveries.setdefault(delivery.message_id, delivery) is not delivery:
+                continue  # the peer gets this message in its own stream already
+            record = wire.decode(fragment.datagram)
+            assert isinstance(record, wire.Data)
+            fragment.seq, target.next_seq = target.next_seq, target.next_seq + 1
+            fragment.datagram = wire.encode(record._replace(seq=fragment.seq))
+            fragment.transmissions = 0
+            target.unsent.append(fragment)
+        self._pending -= sum(
+            1 for d in alias.deliveries.values() if target.deliveries.get(d.message_id) is not d
+        )
 
     def _forget_one(self) -> bool:
         """Make room by forgetting a learned peer that is gone and owed nothing."""

@@ -114,6 +114,7 @@ class ChatSession:
 
     def close(self) -> None:
         """Queue a BYE to every peer; drain `datagrams_to_send` once more after this."""
+        self.sender.take_farewell(self.receiver.farewell())
         self.sender.close()
 
     # -- outputs --------------------------------------------------------------

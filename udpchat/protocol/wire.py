@@ -60,6 +60,7 @@ _FIRST = struct.Struct("!QB")  # sent-at (ms since the Unix epoch), nick length
 _ACK = struct.Struct("!8sQQQ")  # acknowledged session, cumulative, selective, duplicate
 _TOKEN = struct.Struct("!Q")
 _PING = struct.Struct("!QQ")  # token, base
+_BYE_ACK = struct.Struct("!8sQQ")  # acknowledged session, cumulative, selective
 _HELLO = struct.Struct("!BB")  # flags, nick length
 
 DATA_HEADER_SIZE = HEADER.size + _DATA.size
@@ -106,6 +107,14 @@ class Hello(NamedTuple):
 class Bye(NamedTuple):
     session: bytes
     """Session id of the leaving sender."""
+    acked_session: bytes = b""
+    """Empty for a bare BYE. Otherwise the BYE also acknowledges, as an ACK would, the
+    stream of this session to the leaving sender: the last ACK before a BYE may be lost,
+    and the peer must not report as failed what the leaving side did receive."""
+    cumulative: int = 0
+    """As in ACK, when `acked_session` is set."""
+    selective: int = 0
+    """As in ACK, when `acked_session` is set."""
 
 
 class Ping(NamedTuple):
@@ -222,7 +231,12 @@ def encode(datagram: Datagram) -> bytes:
         if datagram.wants_reply and len(out) < HELLO_MIN_SIZE:
             out += bytes(HELLO_MIN_SIZE - len(out))
         return out
-    return _header(Kind.BYE, datagram.session)
+    bye = _header(Kind.BYE, datagram.session)
+    if datagram.acked_session:
+        if len(datagram.acked_session) != 8:
+            raise ValueError("acknowledged session id must be 8 bytes")
+        bye += _BYE_ACK.pack(datagram.acked_session, datagram.cumulative, datagram.selective)
+    return bye
 
 
 _BASE_AT = HEADER.size + 8
@@ -285,9 +299,11 @@ def decode(data: bytes) -> Datagram:
         nick = _decode_nick(data[at : at + nick_len])
         return Hello(session, nick, bool(flags & HELLO_WANTS_REPLY))
     if kind == Kind.BYE:
-        if size != at:
+        if size == at:
+            return Bye(session)
+        if size - at != _BYE_ACK.size:
             raise WireError(RejectReason.BAD_LENGTH, "BYE")
-        return Bye(session)
+        return Bye(session, *_BYE_ACK.unpack_from(data, at))
     if kind == Kind.REFUSED:
         if size != REFUSED_SIZE:
             raise WireError(RejectReason.BAD_LENGTH, "REFUSED")

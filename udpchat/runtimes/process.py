@@ -247,7 +247,9 @@ class ProcessRuntime(RuntimeBase):
         if self._sock is None or self._closing:
             return
         self._closing = True
-        for conn, process in ((self._commands, self._sender), (self._control, self._receiver)):
+        # The receiving process first: it hands the sending process what its BYEs
+        # acknowledge (docs/protocol.md, "BYE").
+        for conn, process in ((self._control, self._receiver), (self._commands, self._sender)):
             try:
                 conn.send(Stop())
             except OSError:
@@ -464,6 +466,8 @@ def _receive_loop(sock: socket.socket, receiver: Receiver, pipes: _Pipes) -> Non
                 return
             match message:
                 case Stop():
+                    # What we received of each peer, for the sending process's BYEs.
+                    pipes.notes.send([receiver.farewell()])
                     return
                 case Request(request_id, Question.STATS):
                     pipes.events.send(Reply(request_id, receiver.stats))

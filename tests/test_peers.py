@@ -4,7 +4,10 @@ clock (docs/protocol.md, "Receiving" and "BYE")."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
+from conftest import OpenRuntime, wait_for
 from memnet import ALICE, ALICE_SESSION, BOB, BOB_SESSION, MemNet, Sent, pair
 
 from udpchat.protocol import ChatSession
@@ -15,10 +18,11 @@ from udpchat.protocol.events import (
     DeliveryFailed,
     LeaveReason,
     MessageDelivered,
+    MessageReceived,
     PeerJoined,
     PeerLeft,
 )
-from udpchat.protocol.wire import Ack, Bye, Hello, decode, encode
+from udpchat.protocol.wire import Ack, Bye, Data, Hello, decode, encode
 
 # Two chats on one machine that has a LAN address: each can be reached at both.
 A_LAN: Address = ("10.0.0.1", 9000)
@@ -186,3 +190,27 @@ def test_our_own_datagram_sent_back_to_us_is_dropped() -> None:
     assert events[0].reason is RejectReason.OWN_SESSION
     assert alice.peers(0.0) == []
     assert alice.stats().malformed_dropped == 1
+
+
+# -- every model, on real sockets ----------------------------------------------------------
+
+
+def test_every_model_acknowledges_in_its_bye_what_it_received(
+    model: str, open_runtime: OpenRuntime
+) -> None:
+    """A peer (a bare socket here) that never reads ACKs still learns, from the BYE, what
+    was received: in the process model, the receiving process hands it over first."""
+    fake = b"fakepeer"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        peer.settimeout(10.0)
+        bob = open_runtime(model, "bob", peers=(peer.getsockname(),))
+        _, bob_at = peer.recvfrom(2048)  # Bob's HELLO
+        peer.sendto(encode(Hello(fake, "fake")), bob_at)
+        wait_for(bob, lambda e: isinstance(e, PeerJoined))
+        peer.sendto(encode(Data(fake, 0, 0, 0, 1, b"hi", 1, "fake")), bob_at)
+        wait_for(bob, lambda e: isinstance(e, MessageReceived) and e.text == "hi")
+        bob.close()
+        while not isinstance(record := decode(peer.recvfrom(2048)[0]), Bye):
+            pass
+    assert record == Bye(record.session, fake, 1, 0)

@@ -6,6 +6,7 @@ formed and complete (every model, scenario, placement and figure, all numbers fi
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import math
@@ -277,7 +278,7 @@ def test_bad_options_are_one_line_and_exit_status_2(
 def test_plot_without_matplotlib_is_one_line_naming_the_readmes_install_command(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(plot.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     assert bench_cli.main(["--quick", "--plot", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1

@@ -174,12 +174,12 @@ def test_plain_datagram_is_refused_in_shared_key_mode_and_sealed_one_without_a_k
     for plain in PLAIN:
         assert rejected("plaintext to a keyed receiver", plain)
     keyed = ChatSession("bob", session_id=BOB_SESSION, config=Config(key=KEY))
-    plain = ChatSession("carol", session_id=BOB_SESSION)
+    unkeyed = ChatSession("carol", session_id=BOB_SESSION)
     for data in (sealed(0), sealed(1)):
         TALLY["sealed to a receiver without a key tried"] += 1
-        plain.receive_datagram(data, ALICE, 0.0)
-    TALLY["sealed to a receiver without a key rejected"] += plain.stats().auth_failed
-    assert plain.stats().auth_failed == 2 and not plain.peers(0.0)
+        unkeyed.receive_datagram(data, ALICE, 0.0)
+    TALLY["sealed to a receiver without a key rejected"] += unkeyed.stats().auth_failed
+    assert unkeyed.stats().auth_failed == 2 and not unkeyed.peers(0.0)
     keyed.receive_datagram(PLAIN[0], ALICE, 0.0)
     assert keyed.stats().auth_failed == 1 and not keyed.peers(0.0)
 

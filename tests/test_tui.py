@@ -157,7 +157,7 @@ class FakeRuntime:
 
 def test_the_fake_runtime_has_everything_a_chat_runtime_has() -> None:
     """The tests below stand for a real runtime only as long as this holds."""
-    runtime: ChatRuntime = FakeRuntime()  # what mypy checks, once it checks the tests
+    runtime: ChatRuntime = FakeRuntime()  # mypy checks this assignment
     members = set(ChatRuntime.__annotations__) | {
         name for name in vars(ChatRuntime) if not name.startswith("_")
     }

@@ -323,7 +323,9 @@ records = st.one_of(
     st.builds(Pong, sessions, u64),
     data_records(),
     st.builds(Ack, sessions, sessions, u64, u64, u64),
-    st.builds(Refused, sessions, st.sampled_from(sorted(REFUSAL_CODES, key=REFUSAL_CODES.get))),
+    st.builds(
+        Refused, sessions, st.sampled_from(sorted(REFUSAL_CODES, key=REFUSAL_CODES.__getitem__))
+    ),
 )
 
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import pytest
 from conftest import OpenRuntime, collect_messages, next_event, wait_for
@@ -14,9 +15,25 @@ from relay import Faults, LossyRelay
 
 from udpchat.protocol import Config, DatagramRejected, DatagramsRefused, PeerJoined, RejectReason
 from udpchat.protocol.crypto import derive_master_key
+from udpchat.runtimes import ChatRuntime
 
 KEY = derive_master_key(b"correct horse battery staple")
-FLOOD_SECONDS = 3.0
+JUNK_PER_MESSAGE = 500  # junk datagrams Alice reads between two of Bob's messages
+
+
+def read_more(runtime: ChatRuntime, count: int) -> Callable[[], bool]:
+    """True once the runtime has read `count` more datagrams than it has now."""
+    goal = runtime.stats().datagrams_received + count
+    return lambda: runtime.stats().datagrams_received >= goal
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll a counter until the predicate holds: there is no event to wait on."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout:g} s")
+        time.sleep(0.001)
 
 
 def rss_kib(pids: list[int]) -> int:
@@ -37,11 +54,12 @@ def our_pids() -> list[int]:
 
 
 FLOODER = """
-import os, socket, sys, time
-targets = [(host, int(port)) for host, port in (t.split(":") for t in sys.argv[2:])]
-deadline, payload, sent = time.monotonic() + float(sys.argv[1]), os.urandom(200), 0
+import os, socket, sys, threading
+targets = [(host, int(port)) for host, port in (t.split(":") for t in sys.argv[1:])]
+payload, sent, done = os.urandom(200), 0, threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as junk:
-    while time.monotonic() < deadline:
+    while not done.is_set():
         for target in targets:
             try:
                 junk.sendto(payload, target)
@@ -63,29 +81,31 @@ def test_chat_survives_a_junk_flood_with_bounded_memory(
     before = rss_kib(our_pids())
     targets = [f"{host}:{port}" for host, port in (alice.local_address, bob.local_address)]
     flooder = subprocess.Popen(
-        [sys.executable, "-c", FLOODER, str(FLOOD_SECONDS), *targets],
+        [sys.executable, "-c", FLOODER, *targets],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
     texts = [f"through the flood {i}" for i in range(300)]
+    start = time.monotonic()
     try:
-        # The chat runs for as long as the flood: one message every 10 ms.
-        start = time.monotonic()
-        for i, text in enumerate(texts):
+        # The chat runs inside the flood: each message goes out after Alice has read
+        # another JUNK_PER_MESSAGE datagrams, counted by her own statistics.
+        for text in texts:
+            wait_until(read_more(alice, JUNK_PER_MESSAGE))
             bob.send(text)
-            if (pause := start + i * FLOOD_SECONDS / len(texts) - time.monotonic()) > 0:
-                time.sleep(pause)
         assert collect_messages(alice, len(texts)) == texts
         assert bob.wait_delivered(timeout=60)
-        junk = int(flooder.communicate(timeout=30)[0])
+        junk = int(flooder.communicate(input="", timeout=30)[0])
     finally:
         flooder.kill()
         flooder.communicate(timeout=10)
+    seconds = time.monotonic() - start
     growth = rss_kib(our_pids()) - before
     stats = alice.stats()
     print(
         f"\n[{model} {'key' if keyed else 'plain'}] junk: {junk:,} datagrams in"
-        f" {FLOOD_SECONDS:g} s ({junk / FLOOD_SECONDS:,.0f}/s) to both peers; alice read"
+        f" {seconds:.1f} s ({junk / seconds:,.0f}/s) to both peers; alice read"
         f" {stats.datagrams_received:,}, rate-limited {stats.rate_limited:,}; chat:"
         f" {bob.stats().messages_delivered}/{len(texts)} delivered, in order, with"
         f" {bob.stats().retransmissions} retransmissions; RSS growth {growth} KiB"

@@ -97,10 +97,18 @@ class ChatSession:
         self.sender.set_nick(nick)
 
     def send_message(
-        self, text: str, now: float, *, sent_at_ms: int, to: list[Address] | None = None
+        self,
+        text: str,
+        now: float,
+        *,
+        sent_at_ms: int,
+        to: list[Address] | None = None,
+        message_id: int | None = None,
     ) -> int:
         """Queue a message for every active peer; see `Sender.send_message`."""
-        return self.sender.send_message(text, now, sent_at_ms=sent_at_ms, to=to)
+        return self.sender.send_message(
+            text, now, sent_at_ms=sent_at_ms, to=to, message_id=message_id
+        )
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """Take one datagram from the network. Never raises on its content."""
@@ -133,6 +141,10 @@ class ChatSession:
 
     def pending(self) -> int:
         return self.sender.pending()
+
+    def active_peers(self) -> int:
+        """How many peers a new message would go to."""
+        return self.sender.active_peers()
 
     def stats(self) -> Stats:
         return self.receiver.stats + self.sender.stats

@@ -17,11 +17,16 @@ in the socket before flushing, so a burst of DATA is answered by one ACK per pee
 
 `AsyncioRuntime` is the same endpoint behind the synchronous `ChatRuntime` interface: one
 event loop in one background thread ("udpchat-asyncio") does every send, receive and
-timer, and calls the caller's `on_event` with every event. Every call from the caller's
-thread is handed to the loop (`call_soon_threadsafe`) and waits for its answer, so that
-`send` raises NoPeers, MessageTooLong or OutboxFull in the caller. Closing stops the loop
-only after every call handed to it has been answered. Nothing polls: an idle chat wakes
-only for the core's own timers.
+timer, and calls the caller's `on_event` with every event. Calls from the caller's thread
+are handed to the loop (`call_soon_threadsafe`) and wait for its answer, except `send` to
+every peer: it checks the message against what the loop published after its last flush
+(the number of active peers and of pending deliveries), so that NoPeers, MessageTooLong
+and OutboxFull are still raised in the caller, numbers the message, queues it and wakes
+the loop once per burst; the loop takes the whole burst into the core and flushes once.
+If the core refuses a message after all (the last peer left meanwhile), it fails with a
+`DeliveryFailed` whose peer is None, as in the process model. Closing stops the loop only
+after every call and message handed to it has been taken. Nothing polls: an idle chat
+wakes only for the core's own timers.
 """
 
 from __future__ import annotations
@@ -30,12 +35,21 @@ import asyncio
 import concurrent.futures
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from ..protocol import Address, ChatSession, Event, PeerStatus, Stats
+from ..protocol import (
+    Address,
+    ChatSession,
+    Event,
+    NoPeers,
+    OutboxFull,
+    PeerStatus,
+    Stats,
+    encode_text,
+)
 from . import base
-from .base import CLOSED, Endpoint, RuntimeBase, Transmitter
+from .base import CLOSED, Endpoint, RuntimeBase, SendText, Transmitter, queue_message, refused
 from .sockets import RECEIVE_BUFFER, normalize, read_queued
 
 if TYPE_CHECKING:
@@ -139,18 +153,40 @@ class AsyncioChat(asyncio.DatagramProtocol, Endpoint):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    def send(self, text: str, to: Sequence[Address] | None = None) -> int:
+    def send(
+        self, text: str, to: Sequence[Address] | None = None, *, message_id: int | None = None
+    ) -> int:
         """Send a message to every active peer (or those in `to`); return its id for the
-        delivery events.
+        delivery events (`message_id` when the caller numbers its messages itself).
 
         Raises MessageTooLong, NoPeers or OutboxFull (all LocalProtocolError).
         """
         now = self._now()
         message_id = self._core.send_message(
-            text, now, sent_at_ms=base.wall_clock_ms(), to=base.as_targets(to)
+            text,
+            now,
+            sent_at_ms=base.wall_clock_ms(),
+            to=base.as_targets(to),
+            message_id=message_id,
         )
         self._transmit(now)
         return message_id
+
+    def send_queued(self, messages: Iterable[SendText]) -> None:
+        """Queue messages the caller has numbered, then flush once: a burst leaves as one
+        window of DATA and is answered by one ACK. A message the core refuses (no peer,
+        outbox full, too long) fails at once with a `DeliveryFailed` whose peer is None."""
+        now = self._now()
+        failures: list[Event] = []
+        for message in messages:
+            error = queue_message(self._core, message, now)
+            if error is not None:
+                failures.append(refused(message, error))
+        self._transmit(now, failures)
+
+    def active_peers(self) -> int:
+        """How many peers a message sent now would go to."""
+        return self._core.active_peers()
 
     def add_peer(self, addr: Address) -> None:
         """Send to `addr` from now on, greeting it with HELLOs until it answers."""
@@ -271,9 +307,12 @@ class AsyncioChat(asyncio.DatagramProtocol, Endpoint):
         self._core.handle_timer(now)
         self._transmit(now)
 
-    def _transmit(self, now: float | None = None) -> None:
-        """Send what the core has for the wire, pass its events on, re-arm its timer."""
+    def _transmit(self, now: float | None = None, failures: list[Event] | None = None) -> None:
+        """Send what the core has for the wire, pass its events on (after `failures`, the
+        messages it refused), re-arm its timer."""
         flushed = base.flush(self._core, self._now() if now is None else now)
+        if failures:
+            flushed.events[:0] = failures
         when = None if self._closed else flushed.timer
         if when != self._timer_at:
             if self._timer is not None:
@@ -334,8 +373,9 @@ class AsyncioRuntime(RuntimeBase):
     """`ChatRuntime` over an `AsyncioChat` whose event loop runs in a background thread.
 
     The chat belongs to the loop's thread: every call is handed to it and waits for the
-    answer. `pending` reads a count the loop publishes instead, so that it never waits
-    (the UI asks it after every batch of events). Before `open` and once the loop's
+    answer, but for `send` to every peer, which queues (see the module's docstring), and
+    `pending`, which reads counts the loop publishes, so that it never waits (the UI asks
+    it after every batch of events). Before `open` and once the loop's
     thread has ended, nothing else touches the chat, and `stats` and `peers` read it
     directly.
     """
@@ -364,6 +404,13 @@ class AsyncioRuntime(RuntimeBase):
         self._pending = 0
         """The chat's pending count, published by the loop after every call it runs and
         with every event, so that reading it waits for nothing."""
+        self._active = 0
+        """The chat's active peers, published with `_pending`."""
+        self._queued: list[SendText] = []
+        """Messages `send` numbered and the loop has not taken yet (guarded by `_handing`)."""
+        self._wake_scheduled = False
+        """The loop has been asked to take `_queued` and has not yet (guarded by `_handing`)."""
+        self._next_message_id = 1
 
     # -- ChatRuntime ----------------------------------------------------------
 
@@ -408,10 +455,26 @@ class AsyncioRuntime(RuntimeBase):
         delivery events.
 
         Raises MessageTooLong, NoPeers or OutboxFull (all LocalProtocolError) here, in the
-        caller's thread, once the loop has queued (or refused) the message. RuntimeError
-        before `open` or after `close`.
+        caller's thread. RuntimeError before `open` or after `close`. A message for every
+        peer is checked against the loop's last published counts and queued without
+        waiting; one with `to` waits for the loop, since only the chat knows its peers.
         """
-        return self._call(lambda: self._chat.send(text, to))
+        encode_text(text)  # MessageTooLong at once, as in every model
+        if to is None:
+            self._check_room()
+        with self._handing:
+            if not self._taking_calls:
+                raise RuntimeError("not open")
+            message = SendText(self._next_message_id, text, base.wall_clock_ms(), None)
+            self._next_message_id += 1
+            if to is None:
+                self._queued.append(message)
+                if not self._wake_scheduled:
+                    self._wake_scheduled = True
+                    assert self._loop is not None
+                    self._loop.call_soon_threadsafe(self._take_queued)
+                return message.message_id
+        return self._call(lambda: self._chat.send(text, to, message_id=message.message_id))
 
     def add_peer(self, addr: Address) -> None:
         self._call(lambda: self._chat.add_peer(addr))
@@ -439,8 +502,10 @@ class AsyncioRuntime(RuntimeBase):
 
     def pending(self) -> int:
         """Deliveries (message, peer) not yet acknowledged or failed: as of the last call
-        the loop answered and the last event it reported, which is all that changes it."""
-        return self._pending
+        the loop answered and the last event it reported, which is all that changes it,
+        plus one for each message queued that the loop has not taken yet."""
+        with self._handing:
+            return self._pending + len(self._queued)
 
     def stats(self) -> Stats:
         return self._ask(self._chat.stats)
@@ -449,6 +514,24 @@ class AsyncioRuntime(RuntimeBase):
         return self._ask(self._chat.peers)
 
     # -- handing calls to the loop --------------------------------------------
+
+    def _check_room(self) -> None:
+        """NoPeers or OutboxFull, as far as the loop's last published counts tell."""
+        # The counts can lag: we may have seen a PeerJoined the loop published before it
+        # updated them. Only a "no" is worth a round trip to confirm.
+        if self._active == 0 and not self._call(self._chat.active_peers):
+            raise NoPeers("no peer to send to")
+        with self._handing:
+            if self._pending + len(self._queued) * self._active >= self._config.max_pending:
+                raise OutboxFull(f"outbox full: {self._pending} messages are waiting for delivery")
+
+    def _take_queued(self) -> None:
+        """On the loop: take every message queued since the last wake-up, flush once."""
+        with self._handing:
+            batch, self._queued = self._queued, []
+            self._wake_scheduled = False
+        self._chat.send_queued(batch)
+        self._published()
 
     def _hand_over(self, function: Callable[[], _T]) -> concurrent.futures.Future[_T] | None:
         """Queue `function()` on the loop; its answer to come, or None when the loop takes
@@ -486,16 +569,21 @@ class AsyncioRuntime(RuntimeBase):
         try:
             result = function()
         except BaseException as error:
-            self._pending = self._chat.pending()
+            self._published()
             answer.set_exception(error)
         else:
-            self._pending = self._chat.pending()
+            self._published()
             answer.set_result(result)
 
     def _on_chat_event(self, event: Event) -> None:
         """On the loop: the chat's on_event."""
-        self._pending = self._chat.pending()
+        self._published()
         self._outlet(event)
+
+    def _published(self) -> None:
+        """On the loop: publish the counts `send` and `pending` read."""
+        self._pending = self._chat.pending()
+        self._active = self._chat.active_peers()
 
     def _stop_loop(self) -> None:
         loop = self._loop
@@ -522,6 +610,7 @@ class AsyncioRuntime(RuntimeBase):
         except BaseException as error:
             opened.set_exception(error)
             return
+        self._published()
         opened.set_result(None)
         await self._stop.wait()
         await self._chat.aclose()

@@ -35,7 +35,16 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol, TypedDict
 
-from ..protocol import Address, Config, Event, PeerStatus, SendFailed, Stats
+from ..protocol import (
+    Address,
+    Config,
+    DeliveryFailed,
+    Event,
+    LocalProtocolError,
+    PeerStatus,
+    SendFailed,
+    Stats,
+)
 from .sockets import bind_socket, normalize
 
 if TYPE_CHECKING:
@@ -88,8 +97,9 @@ class ChatRuntime(Protocol):
         of its addresses is a peer, configured or learned); OutboxFull when too many
         deliveries are pending. RuntimeError before `open` or after `close`.
 
-        One race is left, in the process model: if the last peer leaves (or the outbox
-        fills) while a message for every peer crosses to the sending process, the message
+        One race is left, in the process and asyncio models, whose `send` does not wait
+        for the thread or process that owns the core: if the last peer leaves (or the
+        outbox fills) while a message for every peer is on its way there, the message
         fails at once with a `DeliveryFailed` whose peer is None.
         """
         ...
@@ -331,6 +341,57 @@ class SendErrors:
         for key, (reported, _) in list(self._seen.items()):
             if now - reported >= self.REPORT_INTERVAL:
                 del self._seen[key]
+
+
+@dataclass(frozen=True, slots=True)
+class SendText:
+    """A message numbered by a caller that does not wait for the core to take it (the
+    process model's parent, the asyncio model's caller). A refusal comes back as a
+    `DeliveryFailed` (see `refused`)."""
+
+    message_id: int
+    text: str
+    sent_at_ms: int
+    to: list[Address] | None
+
+    def __reduce__(self) -> tuple[type[SendText], tuple[int, str, int, list[Address] | None]]:
+        # Class and fields, as a tuple would pickle: one crosses the process model's pipe
+        # per message, and a slotted dataclass's default pickling costs about twice as much.
+        return SendText, (self.message_id, self.text, self.sent_at_ms, self.to)
+
+
+class Outbox(Protocol):
+    """What takes a numbered message: a `ChatSession`, or its send half."""
+
+    def send_message(
+        self,
+        text: str,
+        now: float,
+        *,
+        sent_at_ms: int,
+        to: list[Address] | None = None,
+        message_id: int | None = None,
+    ) -> int: ...
+
+
+def queue_message(outbox: Outbox, message: SendText, now: float) -> LocalProtocolError | None:
+    """Hand one numbered message to the core; the error if it cannot take it."""
+    try:
+        outbox.send_message(
+            message.text,
+            now,
+            sent_at_ms=message.sent_at_ms,
+            to=message.to,
+            message_id=message.message_id,
+        )
+    except LocalProtocolError as error:
+        return error
+    return None
+
+
+def refused(message: SendText, error: LocalProtocolError) -> DeliveryFailed:
+    """The event for a message its caller did not wait for, and the core refused."""
+    return DeliveryFailed(message_id=message.message_id, peer=None, elapsed=0.0, reason=str(error))
 
 
 def as_targets(to: Sequence[Address] | None) -> list[Address] | None:

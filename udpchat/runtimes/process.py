@@ -44,7 +44,6 @@ from typing import TYPE_CHECKING, Any
 from ..protocol import (
     Address,
     Config,
-    DeliveryFailed,
     Event,
     LocalProtocolError,
     NoPeers,
@@ -57,7 +56,7 @@ from ..protocol import (
     merge_peers,
 )
 from . import base
-from .base import RuntimeBase, Transmitter
+from .base import RuntimeBase, SendText, Transmitter, queue_message, refused
 from .sockets import read_queued
 
 if TYPE_CHECKING:
@@ -75,22 +74,6 @@ _ACTIVE, _PENDING, _DONE = 0, 1, 2
 # -- what crosses the pipes -------------------------------------------------------------
 # Parent to children: SendText (sending process only), Request, Stop.
 # Children to parent: Ready, Events, Reply. Receiving to sending process: lists of notes.
-
-
-@dataclass(frozen=True, slots=True)
-class SendText:
-    """Queue a message. Sent alone, the parent does not wait: a refusal comes back as
-    `DeliveryFailed`. Inside a `Request`, the refusal (or None) is the reply."""
-
-    message_id: int
-    text: str
-    sent_at_ms: int
-    to: list[Address] | None
-
-    def __reduce__(self) -> tuple[type[SendText], tuple[int, str, int, list[Address] | None]]:
-        # Class and fields, as a tuple would pickle: one crosses the pipe per message, and
-        # a slotted dataclass's default pickling costs about twice as much.
-        return SendText, (self.message_id, self.text, self.sent_at_ms, self.to)
 
 
 @dataclass(frozen=True, slots=True)
@@ -567,12 +550,12 @@ def _send_loop(sock: socket.socket, sender: Sender, status: Any, pipes: _Pipes) 
                 match message:
                     case SendText():
                         sends_done += 1
-                        refusal = _queue_message(sender, message, now)
+                        refusal = queue_message(sender, message, now)
                         if refusal is not None:
-                            outbox.append(Events([_refused(message, refusal)]))
+                            outbox.append(Events([refused(message, refusal)]))
                     case Request(request_id, SendText() as targeted):
                         sends_done += 1
-                        outbox.append(Reply(request_id, _queue_message(sender, targeted, now)))
+                        outbox.append(Reply(request_id, queue_message(sender, targeted, now)))
                     case Request(request_id, Question.DELIVERED):
                         drain_waiters.append(request_id)
                     case Request(request_id, call):
@@ -597,26 +580,6 @@ def _read_notes(notes: Connection, sender: Sender, now: float) -> bool:
     except EOFError:
         return False
     return True
-
-
-def _queue_message(sender: Sender, message: SendText, now: float) -> LocalProtocolError | None:
-    """Hand one message to the send half; the error if it cannot take it."""
-    try:
-        sender.send_message(
-            message.text,
-            now,
-            sent_at_ms=message.sent_at_ms,
-            to=message.to,
-            message_id=message.message_id,
-        )
-    except LocalProtocolError as error:
-        return error
-    return None
-
-
-def _refused(message: SendText, error: LocalProtocolError) -> DeliveryFailed:
-    """A message the parent did not wait for, and the send half refused."""
-    return DeliveryFailed(message_id=message.message_id, peer=None, elapsed=0.0, reason=str(error))
 
 
 def _answer(sender: Sender, call: Call, now: float) -> object:

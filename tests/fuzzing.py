@@ -8,6 +8,7 @@ import struct
 
 from udpchat.protocol import RejectReason, wire
 from udpchat.protocol.crypto import ORIGIN_RECEIVE, ORIGIN_SEND, Sealer
+from udpchat.protocol.sealing import ANYONE
 
 KEY = bytes(range(32))
 SESSION = bytes(range(1, 9))
@@ -31,8 +32,11 @@ def corpus() -> list[bytes]:
         wire.encode(wire.Ack(PEER_SESSION, SESSION, 5, 0b1011, 3)),
         wire.encode(wire.Refused(PEER_SESSION, RejectReason.CLOCK_SKEW)),
     ]
-    sealed = [Sealer(KEY, SESSION, ORIGIN_SEND).seal(data, STAMP_MS) for data in plain]
-    sealed.append(Sealer(KEY, SESSION, ORIGIN_RECEIVE).seal(plain[-1], STAMP_MS))
+    sealed = [
+        Sealer(KEY, SESSION, ORIGIN_SEND).seal(data, STAMP_MS, PEER_SESSION) for data in plain
+    ]
+    sealed.append(Sealer(KEY, SESSION, ORIGIN_RECEIVE).seal(plain[-1], STAMP_MS, PEER_SESSION))
+    sealed.append(Sealer(KEY, SESSION, ORIGIN_SEND).seal(plain[0], STAMP_MS, ANYONE))
     return plain + sealed + [b"", b"hello from netcat\n", "你好".encode("gbk")]
 
 

@@ -14,7 +14,7 @@ import random
 from collections import Counter
 from dataclasses import replace
 
-from fuzzing import KEY, STAMP_MS, corpus, mutate
+from fuzzing import KEY, PEER_SESSION, STAMP_MS, corpus, mutate
 
 from udpchat.protocol import ChatSession, Config, WireError, wire
 from udpchat.protocol.crypto import Opener
@@ -27,7 +27,7 @@ def test_mutated_datagrams_never_break_the_decoder_or_the_core() -> None:
     # No rate limit, or most datagrams would only exercise the throttle.
     unlimited = Config(unknown_rate=1e12, unknown_burst=1e12)
     plain = ChatSession("bob", session_id=bytes(8), config=unlimited)
-    keyed = ChatSession("bob", session_id=bytes(8), config=replace(unlimited, key=KEY))
+    keyed = ChatSession("bob", session_id=PEER_SESSION, config=replace(unlimited, key=KEY))
     opener = Opener(KEY, max_skew=60)
     outcomes: Counter[str] = Counter()
     for seed in range(FUZZ_INPUTS):
@@ -43,7 +43,7 @@ def test_mutated_datagrams_never_break_the_decoder_or_the_core() -> None:
         except Exception as error:  # pragma: no cover - the failure being hunted
             raise AssertionError(f"decode raised {error!r} on seed {seed}: {data.hex()}") from None
         try:
-            opener.open(data, STAMP_MS)
+            opener.open(data, STAMP_MS, PEER_SESSION)
             outcomes["opened"] += 1
         except WireError:
             outcomes["not opened"] += 1

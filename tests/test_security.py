@@ -15,11 +15,13 @@ from hypothesis import strategies as st
 from memnet import ALICE, ALICE_SESSION, BOB, BOB_SESSION, EPOCH_MS, MemNet, pair
 
 from udpchat.protocol import (
+    Address,
     ChatSession,
     Config,
     DatagramRejected,
     DatagramsRefused,
     DeliveryFailed,
+    MessageDelivered,
     MessageReceived,
     PeerJoined,
     RejectReason,
@@ -27,6 +29,7 @@ from udpchat.protocol import (
     wire,
 )
 from udpchat.protocol.crypto import (
+    ORIGIN_ANYONE,
     ORIGIN_RECEIVE,
     ORIGIN_SEND,
     OVERHEAD,
@@ -63,7 +66,7 @@ def _print_tallies() -> Iterator[None]:
 
 
 def sealed(index: int = 0, *, key: bytes = KEY, stamp: int = EPOCH_MS) -> bytes:
-    return Sealer(key, ALICE_SESSION, ORIGIN_SEND).seal(PLAIN[index], stamp)
+    return Sealer(key, ALICE_SESSION, ORIGIN_SEND).seal(PLAIN[index], stamp, BOB_SESSION)
 
 
 def rejected(category: str, data: bytes, opener: Opener | None = None) -> bool:
@@ -71,7 +74,7 @@ def rejected(category: str, data: bytes, opener: Opener | None = None) -> bool:
     opener = opener or Opener(KEY, max_skew=60)
     TALLY[f"{category} tried"] += 1
     try:
-        opener.open(data, EPOCH_MS)
+        opener.open(data, EPOCH_MS, BOB_SESSION)
     except WireError:
         TALLY[f"{category} rejected"] += 1
         return True
@@ -83,9 +86,9 @@ def test_sealed_example_in_the_spec_is_exact() -> None:
     block = re.search(r"```sealed ping\n(.*?)```", spec, re.S)
     assert block is not None
     ping = wire.encode(wire.Ping(ALICE_SESSION, 7, 12))
-    expected = Sealer(KEY, ALICE_SESSION, ORIGIN_SEND).seal(ping, EPOCH_MS)
+    expected = Sealer(KEY, ALICE_SESSION, ORIGIN_SEND).seal(ping, EPOCH_MS, BOB_SESSION)
     assert bytes.fromhex(block.group(1)) == expected
-    assert Opener(KEY, max_skew=60).open(expected, EPOCH_MS) == ping
+    assert Opener(KEY, max_skew=60).open(expected, EPOCH_MS, BOB_SESSION) == (ping, True)
 
 
 def test_sealed_datagram_opens_to_the_exact_plaintext() -> None:
@@ -93,7 +96,7 @@ def test_sealed_datagram_opens_to_the_exact_plaintext() -> None:
         data = sealed(index)
         assert data[:4] == b"UC\x01" + bytes((SEALED,)) and len(data) == len(plain) + OVERHEAD
         assert plain[12:] not in data or not plain[12:]  # the body is not readable
-        assert Opener(KEY, max_skew=60).open(data, EPOCH_MS) == plain
+        assert Opener(KEY, max_skew=60).open(data, EPOCH_MS, BOB_SESSION) == (plain, True)
 
 
 @settings(max_examples=500, deadline=None)
@@ -130,7 +133,7 @@ def test_datagram_sealed_with_another_key_is_rejected(index: int, key: bytes) ->
 
 def test_replay_inside_the_window_is_rejected_after_one_acceptance() -> None:
     opener, sealer = Opener(KEY, max_skew=60), Sealer(KEY, ALICE_SESSION, ORIGIN_SEND)
-    datagrams = [sealer.seal(PLAIN[0], EPOCH_MS) for _ in range(50)]
+    datagrams = [sealer.seal(PLAIN[0], EPOCH_MS, BOB_SESSION) for _ in range(50)]
     for data in reversed(datagrams):  # out of order is fine, once each
         assert not rejected("replay inside window (first copy)", data, opener)
     for data in datagrams:
@@ -139,9 +142,11 @@ def test_replay_inside_the_window_is_rejected_after_one_acceptance() -> None:
 
 def test_replay_older_than_the_window_is_rejected() -> None:
     opener, sealer = Opener(KEY, max_skew=60), Sealer(KEY, ALICE_SESSION, ORIGIN_SEND)
-    first = sealer.seal(PLAIN[0], EPOCH_MS)  # never delivered; now falls out of the window
+    first = sealer.seal(
+        PLAIN[0], EPOCH_MS, BOB_SESSION
+    )  # never delivered; now falls out of the window
     for _ in range(REPLAY_WINDOW + 1):
-        opener.open(sealer.seal(PLAIN[0], EPOCH_MS), EPOCH_MS)
+        opener.open(sealer.seal(PLAIN[0], EPOCH_MS, BOB_SESSION), EPOCH_MS, BOB_SESSION)
     assert rejected("replay outside window", first, opener)
 
 
@@ -153,11 +158,14 @@ def test_datagram_moved_to_another_session_is_rejected() -> None:
 
 def test_halves_count_separately_so_their_nonces_never_meet() -> None:
     opener = Opener(KEY, max_skew=60)
-    send_half = Sealer(KEY, ALICE_SESSION, ORIGIN_SEND).seal(PLAIN[0], EPOCH_MS)
-    receive_half = Sealer(KEY, ALICE_SESSION, ORIGIN_RECEIVE).seal(PLAIN[2], EPOCH_MS)
+    send_half = Sealer(KEY, ALICE_SESSION, ORIGIN_SEND).seal(PLAIN[0], EPOCH_MS, BOB_SESSION)
+    receive_half = Sealer(KEY, ALICE_SESSION, ORIGIN_RECEIVE).seal(PLAIN[2], EPOCH_MS, BOB_SESSION)
     assert send_half[13:21] == receive_half[13:21]  # same counter value (1) ...
-    assert opener.open(send_half, EPOCH_MS) == PLAIN[0]  # ... yet both are accepted once
-    assert opener.open(receive_half, EPOCH_MS) == PLAIN[2]
+    assert opener.open(send_half, EPOCH_MS, BOB_SESSION) == (
+        PLAIN[0],
+        True,
+    )  # ... yet both are accepted once
+    assert opener.open(receive_half, EPOCH_MS, BOB_SESSION) == (PLAIN[2], True)
     assert rejected("replay of the other half", send_half, opener)
 
 
@@ -330,3 +338,89 @@ def test_partition_heals_and_every_queued_message_arrives_once_in_order(seconds:
     recovery = net.times(BOB, MessageReceived)[-1] - healed
     TALLY[f"partition {seconds:g} s: recovery ms"] = round(recovery * 1000)
     assert recovery < 8.0 + 1.0  # at most one capped retransmission interval
+
+
+CAROL = ("10.0.0.3", 4000)
+CAROL_SESSION = bytes(range(0x21, 0x29))
+
+
+def trio() -> MemNet:
+    """Alice, Bob and Carol sharing one key: Alice names Bob and Carol, they name her."""
+    net = MemNet()
+    config = Config(key=KEY)
+    for addr, nick, session in (
+        (ALICE, "alice", ALICE_SESSION),
+        (BOB, "bob", BOB_SESSION),
+        (CAROL, "carol", CAROL_SESSION),
+    ):
+        net.attach(addr, ChatSession(nick, session_id=session, config=config))
+    net.add_peer(ALICE, BOB)
+    net.add_peer(ALICE, CAROL)
+    net.add_peer(BOB, ALICE)
+    net.add_peer(CAROL, ALICE)
+    net.run_for(2.0)
+    return net
+
+
+def chat_is_whole(net: MemNet, sender: Address, receiver: Address, tag: str) -> None:
+    """A burst from `sender` to `receiver` after the attack: each message shown once, in
+    order, and reported delivered, and no peer restarted or joined twice."""
+    texts = [f"{tag} {i}" for i in range(10)]
+    shown_before = len(net.texts(receiver))
+    ids = [net.send(sender, text, to=[receiver]) for text in texts]
+    net.run_until_settled()
+    assert net.texts(receiver)[shown_before:] == texts
+    delivered = [e.message_id for e in net.events(sender, MessageDelivered) if e.peer == receiver]
+    assert delivered[-len(ids) :] == ids
+    for addr in (ALICE, BOB, CAROL):
+        assert net.events(addr, DeliveryFailed) == []
+        assert not [e for e in net.events(addr, PeerJoined) if e.restarted]
+        joined = [e.peer for e in net.events(addr, PeerJoined)]
+        assert len(joined) == len(set(joined))
+
+
+@pytest.mark.parametrize("source", [STRANGER, ALICE, BOB], ids=["fresh", "sender", "peer"])
+def test_a_datagram_sealed_for_bob_and_replayed_to_carol_is_rejected(source: Address) -> None:
+    net = trio()
+    for i in range(10):
+        net.send(ALICE, f"for bob {i}", to=[BOB])
+    net.run_until_settled()
+    replays = [sent.data for sent in net.datagrams(src=ALICE, dst=BOB)]
+    failed_before = net.session(CAROL).stats().auth_failed
+    for data in replays:
+        net.inject(data, source, CAROL)
+    net.run_for(1.0)
+    assert not [e for e in net.events(CAROL, MessageReceived) if e.text.startswith("for bob")]
+    # Only the HELLOs Alice sealed for anyone, before Bob answered, open at Carol; every
+    # other datagram was sealed for Bob's session and fails authentication.
+    anyone = sum(data[12] == ORIGIN_ANYONE for data in replays)
+    assert net.session(CAROL).stats().auth_failed - failed_before == len(replays) - anyone
+    TALLY["sealed for Bob, replayed to Carol, tried"] += len(replays) - anyone
+    TALLY["sealed for Bob, replayed to Carol, rejected"] += len(replays) - anyone
+    chat_is_whole(net, ALICE, CAROL, "for carol")
+    chat_is_whole(net, CAROL, ALICE, "from carol")
+    assert net.texts(BOB) == [f"for bob {i}" for i in range(10)]
+
+
+@pytest.mark.parametrize("source", [STRANGER, ALICE], ids=["fresh", "spoofed"])
+def test_a_hello_sealed_for_anyone_and_replayed_restarts_and_moves_nobody(
+    source: Address,
+) -> None:
+    net = trio()
+    hellos = [s.data for s in net.datagrams(src=CAROL, dst=ALICE) if s.data[12] == ORIGIN_ANYONE]
+    assert hellos  # Carol greeted Alice before Alice answered
+    # Bob knows Alice at ALICE: Carol's HELLO from there must not read as Alice restarting.
+    # From a stranger's address it must not make one.
+    for data in hellos:
+        net.inject(data, source, BOB)
+    net.run_for(1.0)
+    assert [row.peer for row in net.session(BOB).peers(net.now)] == [ALICE]
+    chat_is_whole(net, ALICE, BOB, "to bob")
+    chat_is_whole(net, BOB, ALICE, "to alice")
+    # And to Alice, who knows Carol, from a stranger: Carol's address does not move.
+    for data in hellos:
+        net.inject(data, STRANGER, ALICE)
+    net.run_for(1.0)
+    start = len(net.sent)
+    chat_is_whole(net, ALICE, CAROL, "still at carol's")
+    assert {s.dst for s in net.sent[start:] if s.src == ALICE} == {CAROL}

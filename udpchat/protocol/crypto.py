@@ -3,6 +3,11 @@
 With a key, every datagram travels as a SEALED datagram: the 12-byte header (kind 7),
 an origin byte, a 64-bit counter and a 64-bit timestamp in clear and authenticated, then
 the inner datagram's kind and body encrypted with ChaCha20-Poly1305. Rules:
+- each datagram is sealed for its recipient: the associated data ends with the 8-byte
+  session id of the peer it is for, which is not sent (the receiver puts its own there),
+  so a datagram sealed for one peer fails authentication at any other. Only a HELLO to
+  an address that has not answered yet, whose session is unknown, is sealed "to anyone"
+  (origin 2, eight zero bytes in its place);
 - the passphrase becomes a 32-byte master key once, with scrypt; each session's key is
   HKDF(master, "udpchat v1 session" + session id), so a key is never used by two runs;
 - the nonce is (origin, counter): origin 0 is the send half, 1 the receive half (they may
@@ -26,6 +31,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from .errors import AuthenticationError, RejectReason
+from .sealing import ANYONE
 from .wire import HEADER, MAGIC, VERSION, Kind
 
 SEALED = Kind.SEALED
@@ -34,7 +40,9 @@ _AAD_SIZE = HEADER.size + _CLEAR.size
 TAG_SIZE = 16
 OVERHEAD = _CLEAR.size + 1 + TAG_SIZE
 """Bytes a sealed datagram adds to its inner one (the inner kind byte moves inside)."""
-ORIGIN_SEND, ORIGIN_RECEIVE = 0, 1
+ORIGIN_SEND, ORIGIN_RECEIVE, ORIGIN_ANYONE = 0, 1, 2
+"""Who sealed a datagram: our send half, our receive half, or our send half for whoever
+is at an address (a HELLO only; it counts with the send half)."""
 REPLAY_WINDOW = 1024
 _SESSIONS_CACHED = 256
 _SCRYPT_SALT = b"udpchat v1 shared key"
@@ -65,14 +73,16 @@ class Sealer:
         self._origin = origin
         self._counter = 0
 
-    def seal(self, datagram: bytes, wall_ms: int) -> bytes:
-        """The sealed form of a plaintext datagram produced by `wire.encode`."""
+    def seal(self, datagram: bytes, wall_ms: int, recipient: bytes) -> bytes:
+        """The sealed form of a plaintext datagram produced by `wire.encode`, for the peer
+        whose session is `recipient` (`ANYONE`: a HELLO to a peer not heard from yet)."""
         self._counter += 1
+        origin = ORIGIN_ANYONE if recipient == ANYONE else self._origin
         header = datagram[:3] + bytes((SEALED,)) + datagram[4 : HEADER.size]
-        clear = header + _CLEAR.pack(self._origin, self._counter, wall_ms)
-        nonce = bytes((self._origin, 0, 0, 0)) + self._counter.to_bytes(8, "big")
+        clear = header + _CLEAR.pack(origin, self._counter, wall_ms)
+        nonce = bytes((origin, 0, 0, 0)) + self._counter.to_bytes(8, "big")
         inner = datagram[3:4] + datagram[HEADER.size :]
-        return clear + self._cipher.encrypt(nonce, inner, clear)
+        return clear + self._cipher.encrypt(nonce, inner, clear + recipient)
 
 
 class _Window:
@@ -106,33 +116,39 @@ class Opener:
         self._max_skew_ms = int(max_skew * 1000)
         self._sessions: OrderedDict[bytes, tuple[ChaCha20Poly1305, list[_Window]]] = OrderedDict()
 
-    def open(self, data: bytes, wall_ms: int) -> bytes:
-        """The plaintext datagram inside `data`. Raises AuthenticationError if it is not authentic,
-        is replayed or is too old; nothing is remembered of a datagram that fails."""
+    def open(self, data: bytes, wall_ms: int, own_session: bytes) -> tuple[bytes, bool]:
+        """The plaintext datagram inside `data`, and whether it was sealed for us (True)
+        rather than for anyone (False: a HELLO). Raises AuthenticationError if it is not
+        authentic (or was sealed for another peer), is replayed or is too old, or is
+        sealed for anyone and is not a HELLO; nothing is remembered of a datagram that
+        fails."""
         if len(data) < _AAD_SIZE + 1 + TAG_SIZE or data[2] != VERSION or data[3] != SEALED:
             raise AuthenticationError(
                 RejectReason.NOT_SEALED if data[:2] == MAGIC else RejectReason.NOT_UDPCHAT
             )
         session = data[4 : HEADER.size]
         origin, counter, stamp = _CLEAR.unpack_from(data, HEADER.size)
-        if origin > ORIGIN_RECEIVE:
+        if origin > ORIGIN_ANYONE:
             raise AuthenticationError(RejectReason.AUTHENTICATION_FAILED)
         if abs(stamp - wall_ms) > self._max_skew_ms:
             raise AuthenticationError(RejectReason.CLOCK_SKEW)
         entry = self._sessions.get(session)
         if entry is None:
             entry = (_session_cipher(self._master, session), [_Window(), _Window()])
-        window = entry[1][origin]
+        window = entry[1][origin & 1]  # "to anyone" counts with the send half
         if not window.fresh(counter):
             raise AuthenticationError(RejectReason.REPLAYED)
         nonce = bytes((origin, 0, 0, 0)) + counter.to_bytes(8, "big")
+        recipient = ANYONE if origin == ORIGIN_ANYONE else own_session
         try:
-            inner = entry[0].decrypt(nonce, data[_AAD_SIZE:], data[:_AAD_SIZE])
+            inner = entry[0].decrypt(nonce, data[_AAD_SIZE:], data[:_AAD_SIZE] + recipient)
         except InvalidTag:
             raise AuthenticationError(RejectReason.AUTHENTICATION_FAILED) from None
+        if origin == ORIGIN_ANYONE and inner[:1] != bytes((Kind.HELLO,)):
+            raise AuthenticationError(RejectReason.NOT_FOR_ANYONE)
         window.accept(counter)
         self._remember(session, entry)
-        return MAGIC + bytes((VERSION,)) + inner[:1] + session + inner[1:]
+        return MAGIC + bytes((VERSION,)) + inner[:1] + session + inner[1:], recipient != ANYONE
 
     def _remember(self, session: bytes, entry: tuple[ChaCha20Poly1305, list[_Window]]) -> None:
         # Only sessions that have proved the key are cached, so forgeries cannot push

@@ -90,6 +90,8 @@ class RejectReason(Enum):
     """Forged, altered, or sealed with another key."""
     REPLAYED = "replayed"
     """A sealed datagram accepted before."""
+    NOT_FOR_ANYONE = "sealed for anyone, and not a HELLO"
+    """Only a HELLO may be sealed without naming its recipient."""
     CLOCK_SKEW = "timestamp outside the allowed clock skew"
     """Stamped too far from our clock: an old replay, or clocks that disagree."""
 
@@ -108,6 +110,7 @@ _AUTHENTICATION = frozenset(
         RejectReason.NOT_SEALED,
         RejectReason.AUTHENTICATION_FAILED,
         RejectReason.REPLAYED,
+        RejectReason.NOT_FOR_ANYONE,
         RejectReason.CLOCK_SKEW,
     }
 )

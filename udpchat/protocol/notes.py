@@ -45,6 +45,8 @@ class PeerNote:
     """True when it left saying BYE: what still waits for it will never be delivered."""
     nick: str = ""
     """Its nickname, for the reason given when messages to it fail."""
+    session: bytes = b""
+    """Its session id when present: what shared-key mode seals our datagrams to it for."""
 
 
 @dataclass(frozen=True, slots=True)

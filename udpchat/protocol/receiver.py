@@ -40,11 +40,16 @@ from .events import (
     PeerRenamed,
 )
 from .notes import AckNote, AddressNote, FarewellNote, Note, PeerNote, PongNote, RefusedNote
+from .sealing import Outgoing, seal_all
 
 if TYPE_CHECKING:
     from .crypto import Opener, Sealer
 
 _PREVIEW_BYTES = 80
+_VERIFY_TOKEN = 0
+"""The token of the PING that confirms a HELLO sealed for anyone (the send half counts
+its own PINGs from 1)."""
+_UNVERIFIED_KEPT = 64
 _REFUSED_KIND = bytes((wire.Kind.REFUSED,))
 _SOURCES_COUNTED = 1000
 """Distinct sources a rejection report counts; more are reported as this many."""
@@ -117,7 +122,10 @@ class Receiver:
         self._aliases: dict[Address, Address] = {}
         """A peer's newest address, when it is not its key -> that key."""
         self._ack_due: set[Address] = set()
-        self._outgoing: list[tuple[bytes, Address]] = []
+        self._outgoing: list[Outgoing] = []
+        self._unverified: OrderedDict[tuple[bytes, Address], wire.Hello] = OrderedDict()
+        """Shared-key mode: HELLOs sealed for anyone, kept until the PING we answered each
+        with (sealed for its session) is answered by a PONG sealed for us."""
         self._events: deque[Event] = deque()
         self._notes: deque[Note] = deque()
         self._rejected_since_report = 0
@@ -139,8 +147,9 @@ class Receiver:
             self.stats.rate_limited += 1
             return
         try:
+            addressed = True
             if self._opener is not None and data[3:4] != _REFUSED_KIND:
-                data = self._opener.open(data, self._wall_ms(now))
+                data, addressed = self._opener.open(data, self._wall_ms(now), self.session)
             datagram = wire.decode(data)
         except WireError as error:
             self._reject(addr, error.reason, data, error.detail)
@@ -151,15 +160,23 @@ class Receiver:
             # Our own datagram, sent back to us: never a peer (docs/protocol.md).
             self._reject(addr, RejectReason.OWN_SESSION)
             return
+        if not addressed:  # a HELLO sealed for anyone: believed once it is confirmed
+            assert isinstance(datagram, wire.Hello)
+            self._verify(datagram, addr)
+            return
         key = self._key(datagram.session, addr)
         if isinstance(datagram, wire.Ack):
             self._on_ack(datagram, key, now)
         elif isinstance(datagram, wire.Ping):
-            self._outgoing.append((wire.encode(wire.Pong(self.session, datagram.token)), addr))
+            pong = wire.encode(wire.Pong(self.session, datagram.token))
+            self._outgoing.append((pong, addr, datagram.session))
             if self._touch(datagram.session, key, now) and datagram.base:
                 self._on_base(key, self._peers[key], datagram.base)
         elif isinstance(datagram, wire.Pong):
-            if self._touch(datagram.session, key, now):
+            hello = self._unverified.pop((datagram.session, addr), None)
+            if hello is not None and datagram.token == _VERIFY_TOKEN:
+                self._on_hello(hello, key, now)
+            elif self._touch(datagram.session, key, now):
                 self._notes.append(PongNote(key, datagram.token))
         elif isinstance(datagram, wire.Data):
             self._on_data(datagram, key, now)
@@ -185,16 +202,14 @@ class Receiver:
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         """PONGs, and one ACK per peer that sent DATA since the last call (batched)."""
-        out, self._outgoing = self._outgoing, []
+        outgoing, self._outgoing = self._outgoing, []
         for addr in self._ack_due:
             peer = self._peers.get(addr)
             if peer is not None and peer.expected is not None:
-                out.append((self._ack_for(peer), peer.reply_to))
+                outgoing.append((self._ack_for(peer), peer.reply_to, peer.session))
         self.stats.acks_sent += len(self._ack_due)
         self._ack_due.clear()
-        if self._sealer is not None and out:
-            wall_ms, seal = self._wall_ms(now), self._sealer.seal
-            out = [(seal(data, wall_ms), addr) for data, addr in out]
+        out = seal_all(self._sealer, outgoing, self._wall_ms(now))
         if self._plain_outgoing:
             out += self._plain_outgoing
             self._plain_outgoing = []
@@ -280,7 +295,7 @@ class Receiver:
         if not peer.present:
             peer.present = True
             self._events.append(PeerJoined(peer=addr, nick=peer.nick))
-            self._notes.append(PeerNote(addr, present=True))
+            self._notes.append(PeerNote(addr, present=True, session=peer.session))
         return True
 
     def _peer(
@@ -311,9 +326,13 @@ class Receiver:
             if not peer.present:
                 peer.present = True
                 self._events.append(PeerJoined(peer=addr, nick=nick or peer.nick))
-                self._notes.append(PeerNote(addr, present=True, send_hello=greet or asked))
+                self._notes.append(
+                    PeerNote(addr, present=True, session=peer.session, send_hello=greet or asked)
+                )
             elif asked or hello:
-                self._notes.append(PeerNote(addr, present=True, send_hello=asked))
+                self._notes.append(
+                    PeerNote(addr, present=True, session=peer.session, send_hello=asked)
+                )
             if nick and nick != peer.nick:
                 if peer.nick:
                     self._events.append(PeerRenamed(peer=addr, old_nick=peer.nick, new_nick=nick))
@@ -329,7 +348,9 @@ class Receiver:
             peer.nick, peer.last_heard, peer.present = nick or peer.nick, now, True
             peer.ended = b""
             self._events.append(PeerJoined(peer=addr, nick=peer.nick, restarted=True))
-            self._notes.append(PeerNote(addr, present=True, send_hello=greet or asked))
+            self._notes.append(
+                PeerNote(addr, present=True, session=peer.session, send_hello=greet or asked)
+            )
             return peer
         if len(self._peers) >= self.config.max_peers and not self._forget_one():
             self.stats.window_dropped += 1
@@ -338,7 +359,9 @@ class Receiver:
         self._peers[addr] = peer
         self._by_session[session] = addr
         self._events.append(PeerJoined(peer=addr, nick=nick))
-        self._notes.append(PeerNote(addr, present=True, send_hello=greet or asked))
+        self._notes.append(
+            PeerNote(addr, present=True, session=peer.session, send_hello=greet or asked)
+        )
         return peer
 
     def _forget_one(self) -> bool:
@@ -358,6 +381,18 @@ class Receiver:
         self._notes.append(PeerNote(addr, present=False, bye=bye, nick=peer.nick))
 
     # -- datagram kinds -------------------------------------------------------
+
+    def _verify(self, hello: wire.Hello, addr: Address) -> None:
+        """Shared-key mode: a HELLO sealed for anyone may be a copy replayed from any
+        address, so it changes nothing yet. It is answered with a PING sealed for its
+        session; only the real sender at `addr` can answer that with a PONG sealed for
+        us, and that PONG lets the HELLO in (docs/protocol.md, "Shared-key mode")."""
+        self._unverified[(hello.session, addr)] = hello
+        self._unverified.move_to_end((hello.session, addr))
+        if len(self._unverified) > _UNVERIFIED_KEPT:
+            self._unverified.popitem(last=False)
+        ping = wire.encode(wire.Ping(self.session, _VERIFY_TOKEN, 0))
+        self._outgoing.append((ping, addr, hello.session))
 
     def _on_hello(self, hello: wire.Hello, addr: Address, now: float) -> None:
         # A HELLO that asks for none is itself a reply: answering it would never end.
@@ -381,9 +416,10 @@ class Receiver:
 
     def _on_refused(self, refused: wire.Refused, addr: Address) -> None:
         peer = self._peers.get(addr)
-        if peer is not None and peer.present:
-            return  # we read each other: a forgery, or news too old to matter
-        self._events.append(DatagramsRefused(peer=addr, reason=refused.reason))
+        if peer is None or not peer.present:
+            self._events.append(DatagramsRefused(peer=addr, reason=refused.reason))
+        # From a present peer this is forged, or the peer restarted and can no longer
+        # open what we seal for its old session: the send half greets whoever is there.
         self._notes.append(RefusedNote(addr, refused.reason))
 
     def _on_bye(self, bye: wire.Bye, addr: Address) -> None:

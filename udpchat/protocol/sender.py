@@ -35,6 +35,7 @@ from .errors import LocalProtocolError, MessageTooLong, NoPeers, OutboxFull, Rej
 from .events import Address, DeliveryFailed, Event, MessageDelivered
 from .nick import validate_nick
 from .notes import AckNote, AddressNote, FarewellNote, Note, PeerNote, PongNote, RefusedNote
+from .sealing import ANYONE, Outgoing, seal_all
 
 if TYPE_CHECKING:
     from .crypto import Sealer
@@ -88,6 +89,11 @@ class _Target:
     addr: Address
     """Where its datagrams go: where the peer was last heard from (its key in
     `Sender._targets` is the address it is known by)."""
+    session: bytes = ANYONE
+    """The peer's session id, once it has been heard from: what our datagrams to it are
+    sealed for in shared-key mode."""
+    greeted_anyone: float = float("-inf")
+    """When a refusal last made us greet it with a HELLO sealed for anyone."""
     confirmed: bool = False
     """The peer has been heard from (so PING it and send it DATA) rather than not yet (so
     greet it with HELLOs, and let its DATA wait: a peer named by an address it is already
@@ -163,7 +169,7 @@ class Sender:
             self._sealer = crypto.Sealer(config.key, session, crypto.ORIGIN_SEND)
             self._overhead = crypto.OVERHEAD
         self._targets: dict[Address, _Target] = {}
-        self._outgoing: list[tuple[bytes, Address]] = []
+        self._outgoing: list[Outgoing] = []
         self._events: deque[Event] = deque()
         self._next_message_id = 1
         self._next_token = 1
@@ -195,7 +201,7 @@ class Sender:
         for delivery in list(target.deliveries.values()):
             self._fail(key, target, delivery, now, "peer removed")
         if target.confirmed or target.configured:
-            self._outgoing.append((self._bye(key), target.addr))
+            self._outgoing.append((self._bye(key), target.addr, target.session))
         target.configured = target.active = target.confirmed = False
         target.next_probe = None
 
@@ -204,7 +210,7 @@ class Sender:
         self.nick = validate_nick(nick)
         for target in self._targets.values():
             if target.confirmed:
-                self._send_hello(target.addr, wants_reply=False)
+                self._send_hello(target, wants_reply=False)
 
     def send_message(
         self,
@@ -262,7 +268,7 @@ class Sender:
         receive half reported in its `FarewellNote` (pass that note first)."""
         for addr, target in self._targets.items():
             if target.configured or target.confirmed:
-                self._outgoing.append((self._bye(addr), target.addr))
+                self._outgoing.append((self._bye(addr), target.addr, target.session))
 
     def take_farewell(self, note: FarewellNote) -> None:
         """Keep what the receive half received of each peer, for `close`'s BYEs."""
@@ -289,7 +295,9 @@ class Sender:
                 self._on_peer(note, now)
             case RefusedNote():
                 target = self._targets.get(note.peer)
-                if target is not None:
+                if target is not None and target.confirmed:
+                    self._greet_anyone(target, now)
+                elif target is not None:
                     target.refused = note.reason
             case AddressNote():
                 self._on_address(note.peer, note.address)
@@ -337,10 +345,8 @@ class Sender:
                 while unsent and unsent[0].seq < base + window:
                     self.stats.data_sent += 1
                     self._transmit(addr, target, unsent.popleft(), now)
-        out, self._outgoing = self._outgoing, []
-        if self._sealer is not None and out:
-            wall_ms, seal = int((now + self._wall_offset) * 1000), self._sealer.seal
-            out = [(seal(data, wall_ms), addr) for data, addr in out]
+        outgoing, self._outgoing = self._outgoing, []
+        out = seal_all(self._sealer, outgoing, int((now + self._wall_offset) * 1000))
         self.stats.datagrams_sent += len(out)
         self.stats.bytes_sent += sum(len(data) for data, _ in out)
         return out
@@ -396,7 +402,8 @@ class Sender:
         fragment.retransmit_at = now + min(timeout, self.config.max_rto)
         target.in_flight[fragment.seq] = fragment
         heapq.heappush(target.retransmit_heap, (fragment.retransmit_at, fragment.seq))
-        self._outgoing.append((wire.with_base(fragment.datagram, target.base()), target.addr))
+        datagram = wire.with_base(fragment.datagram, target.base())
+        self._outgoing.append((datagram, target.addr, target.session))
 
     def _on_ack(self, note: AckNote, now: float) -> None:
         target = self._targets.get(note.peer)
@@ -531,6 +538,8 @@ class Sender:
             target = _Target(False, True, note.peer, rto=self.config.initial_rto)
             self._targets[note.peer] = target
         was_confirmed, target.confirmed = target.confirmed, note.present
+        if note.present and note.session:
+            target.session = note.session
         if note.present:
             target.active = True
             target.refused = None
@@ -549,7 +558,7 @@ class Sender:
                 for delivery in list(target.deliveries.values()):
                     self._fail(note.peer, target, delivery, now, reason)
         if note.send_hello:
-            self._send_hello(target.addr, wants_reply=False)
+            self._send_hello(target, wants_reply=False)
 
     def _probe(self, addr: Address, target: _Target, now: float) -> None:
         if target.confirmed:
@@ -559,7 +568,8 @@ class Sender:
             target.pings[token] = (now, base)
             while len(target.pings) > _PINGS_REMEMBERED:
                 del target.pings[next(iter(target.pings))]
-            self._outgoing.append((wire.encode(wire.Ping(self.session, token, base)), target.addr))
+            ping = wire.encode(wire.Ping(self.session, token, base))
+            self._outgoing.append((ping, target.addr, target.session))
             if target.base_known:
                 target.next_probe = now + self.config.keepalive_interval
             else:
@@ -567,13 +577,23 @@ class Sender:
                 keepalive = self.config.keepalive_interval
                 target.probe_backoff = min(target.probe_backoff * 2, keepalive)
         else:
-            self._send_hello(target.addr, wants_reply=True)
+            self._send_hello(target, wants_reply=True)
             target.next_probe = now + target.probe_backoff
             target.probe_backoff = min(target.probe_backoff * 2, self.config.hello_retry_max)
 
-    def _send_hello(self, addr: Address, *, wants_reply: bool) -> None:
+    def _greet_anyone(self, target: _Target, now: float) -> None:
+        """A peer we talk to says it cannot open our datagrams: if it restarted, it can
+        open only a HELLO sealed for anyone, so send one (at most one per interval, since
+        a refusal is not authenticated)."""
+        if now < target.greeted_anyone + self.config.reject_report_interval:
+            return
+        target.greeted_anyone = now
+        hello = wire.Hello(self.session, self.nick, True)
+        self._outgoing.append((wire.encode(hello), target.addr, ANYONE))
+
+    def _send_hello(self, target: _Target, *, wants_reply: bool) -> None:
         hello = wire.Hello(self.session, self.nick, wants_reply)
-        self._outgoing.append((wire.encode(hello), addr))
+        self._outgoing.append((wire.encode(hello), target.addr, target.session))
 
     def _find(self, addr: Address) -> tuple[Address, _Target | None]:
         """The target known as `addr`, or else the one now reached at `addr`."""

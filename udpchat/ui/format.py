@@ -247,7 +247,8 @@ def describe_rejection(event: DatagramRejected) -> str:
 
 
 AUTH_HINTS = {
-    RejectReason.AUTHENTICATION_FAILED: "different key?",
+    RejectReason.AUTHENTICATION_FAILED: "different key, or sealed for another peer?",
+    RejectReason.NOT_FOR_ANYONE: "forged by someone who has the key?",
     RejectReason.REPLAYED: "a copy of an earlier datagram, dropped",
     RejectReason.CLOCK_SKEW: "replayed, or the clocks differ by over 60 s",
     RejectReason.NOT_SEALED: "the peer has no shared key",

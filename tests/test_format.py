@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from udpchat.protocol import MessageReceived
-from udpchat.ui.format import deliveries, describe, escape, json_line, to_json
+from udpchat.protocol import LeaveReason, MessageReceived, PeerJoined, PeerLeft, PeerRenamed
+from udpchat.ui.format import Names, deliveries, describe, escape, json_line, to_json
 
 ZALGO = "Z" + "\u0301\u0316" * 500 + "algo"
 
@@ -51,3 +51,39 @@ def test_jsonl_escapes_the_separators_and_extra_marks_and_keeps_the_text_exact()
 
 def test_deliveries_are_counted_in_good_english() -> None:
     assert [deliveries(n) for n in (0, 1, 2)] == ["0 deliveries", "1 delivery", "2 deliveries"]
+
+
+BOB_HOME, BOB_AWAY, CAROL = ("10.0.0.2", 9000), ("10.0.0.3", 9000), ("10.0.0.4", 9000)
+
+
+def test_two_peers_with_one_nickname_are_told_apart_and_keep_their_names() -> None:
+    names = Names()
+    assert names.of(BOB_HOME, "bob") == "bob"
+    assert names.of(BOB_AWAY, "bob") == "bob (2)"
+    assert names.of(CAROL, "carol") == "carol"
+    assert names.of(BOB_HOME, "bob") == "bob"  # asked again, or back after leaving
+    assert names.of(BOB_AWAY, "bob") == "bob (2)"
+    assert names.of(CAROL, "bob") == "bob (3)"  # Carol renames herself bob
+    assert names.of(BOB_HOME, "robert") == "robert"
+    assert names.of(BOB_AWAY, "robert") == "robert (2)"
+    assert names.of(CAROL, "") == ""  # a nickname not known yet is no name
+
+
+def test_line_mode_names_each_peer_with_the_same_nickname_apart() -> None:
+    names = Names()
+    lines = [
+        describe(PeerJoined(peer=BOB_HOME, nick="bob"), names=names),
+        describe(PeerJoined(peer=BOB_AWAY, nick="bob"), names=names),
+        describe(MessageReceived(peer=BOB_AWAY, nick="bob", text="hi", sent_at_ms=0), None, names),
+        describe(MessageReceived(peer=BOB_HOME, nick="bob", text="yo", sent_at_ms=0), None, names),
+        describe(PeerRenamed(peer=BOB_AWAY, old_nick="bob", new_nick="bobby"), names=names),
+        describe(PeerLeft(peer=BOB_HOME, nick="bob", reason=LeaveReason.BYE), names=names),
+    ]
+    assert lines == [
+        "* bob (10.0.0.2:9000) joined",
+        "* bob (2) (10.0.0.3:9000) joined",
+        "bob (2): hi",
+        "bob: yo",
+        "* bob (2) (10.0.0.3:9000) is now bobby",
+        "* bob (10.0.0.2:9000) left",
+    ]

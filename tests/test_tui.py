@@ -455,6 +455,20 @@ async def test_incoming_messages_and_peer_events_become_lines() -> None:
 
 
 @pytest.mark.asyncio
+async def test_two_peers_called_bob_are_shown_as_bob_and_bob_2() -> None:
+    runtime = FakeRuntime()
+    async with running(runtime) as chat:
+        runtime.push(PeerJoined(peer=BOB, nick="bob"))
+        runtime.push(PeerJoined(peer=CAROL, nick="bob"))
+        await chat.shows(r"\* bob \(2\) \(127\.0\.0\.1:9002\) joined$")
+        runtime.push(MessageReceived(peer=CAROL, nick="bob", text="the other one", sent_at_ms=0))
+        runtime.push(MessageReceived(peer=BOB, nick="bob", text="the first one", sent_at_ms=0))
+        await chat.shows(r"^\d\d:\d\d bob \(2\): the other one$")
+        await chat.shows(r"^\d\d:\d\d bob: the first one$")
+        await chat.until(lambda: "bob, bob (2)" in chat.ui.status_text(), "both in the status bar")
+
+
+@pytest.mark.asyncio
 async def test_a_send_the_kernel_refused_is_one_warning_line() -> None:
     runtime = FakeRuntime()
     async with running(runtime) as chat:

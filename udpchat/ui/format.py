@@ -193,20 +193,62 @@ def ago(seconds: float | None) -> str:
     return f"{seconds / 60:.0f} min ago"
 
 
-def describe(event: Event, texts: dict[int, str] | None = None) -> str | None:
-    """The line-mode text of an event (without the time), or None for a silent one."""
+class Names:
+    """The name each peer is shown by. Nicknames may collide, and a nickname is never
+    taken for a person: a peer is its address here (its session in the core), so two
+    peers called bob are shown as "bob" and "bob (2)", numbered in the order they were
+    first seen. A peer keeps its name while its nickname stays the same, also when it
+    leaves and comes back, so that a conversation never changes who said what."""
+
+    REMEMBERED = 1024
+    """Peers whose names are kept; past that, the one seen longest ago is forgotten."""
+
+    def __init__(self) -> None:
+        self._names: dict[Address, tuple[str, str]] = {}
+        """peer -> (its nickname, the name it is shown by)."""
+
+    def of(self, peer: Address, nick: str) -> str:
+        """The name `peer`, calling itself `nick`, is shown by (not yet escaped); "" for
+        a peer whose nickname is not known yet."""
+        if not nick:
+            return ""
+        known = self._names.get(peer)
+        if known is not None and known[0] == nick:
+            return known[1]
+        taken = {name for other, (_, name) in self._names.items() if other != peer}
+        name, number = nick, 1
+        while name in taken:
+            number += 1
+            name = f"{nick} ({number})"
+        self._names.pop(peer, None)
+        self._names[peer] = (nick, name)
+        if len(self._names) > self.REMEMBERED:
+            del self._names[next(iter(self._names))]
+        return name
+
+
+def describe(
+    event: Event, texts: dict[int, str] | None = None, names: Names | None = None
+) -> str | None:
+    """The line-mode text of an event (without the time), or None for a silent one.
+    `names` tells peers with the same nickname apart."""
+
+    def shown(peer: Address, nick: str) -> str:
+        return nick if names is None else names.of(peer, nick)
+
     if isinstance(event, MessageReceived):
-        return f"{escape(event.nick) or '?'}: {escape(event.text)}"
+        return f"{escape(shown(event.peer, event.nick)) or '?'}: {escape(event.text)}"
     if isinstance(event, PeerJoined):
         verb = "restarted" if event.restarted else "joined"
-        return f"* {who(event.peer, event.nick)} {verb}"
+        return f"* {who(event.peer, shown(event.peer, event.nick))} {verb}"
     if isinstance(event, PeerLeft):
         how = "left" if event.reason is LeaveReason.BYE else f"left ({event.reason.value})"
-        return f"* {who(event.peer, event.nick)} {how}"
+        return f"* {who(event.peer, shown(event.peer, event.nick))} {how}"
     if isinstance(event, PeerRenamed):
+        old_name = shown(event.peer, event.old_nick)
         return (
-            f"* {escape(event.old_nick)} ({format_address(event.peer)})"
-            f" is now {escape(event.new_nick)}"
+            f"* {escape(old_name)} ({format_address(event.peer)})"
+            f" is now {escape(shown(event.peer, event.new_nick))}"
         )
     if isinstance(event, DeliveryFailed):
         text = (texts or {}).get(event.message_id)

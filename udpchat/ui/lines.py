@@ -25,6 +25,7 @@ from typing import TextIO
 from ..protocol import DeliveryFailed, Event, LocalProtocolError
 from ..runtimes import ChatRuntime
 from .format import (
+    Names,
     clock,
     deliveries,
     describe,
@@ -69,6 +70,7 @@ class LineMode:
         self.stderr = stderr or sys.stderr
         self.failures = 0
         self._texts: OrderedDict[int, str] = OrderedDict()
+        self._names = Names()
         self._write_lock = threading.Lock()
         self._early: list[Event] | None = []
         """Events that came before the first line was printed (None once it is)."""
@@ -172,7 +174,7 @@ class LineMode:
         if self.jsonl:
             self._emit(to_json(event))
             return
-        text = describe(event, self._texts)
+        text = describe(event, self._texts, self._names)
         if text is not None:
             self._emit(f"{clock()} {text}")
 

@@ -81,7 +81,15 @@ from .commands import (
     unknown_command,
 )
 from .delivery import Deliveries, OwnMessage
-from .format import deliveries, describe, escape, format_address, reach_text, ready_text
+from .format import (
+    Names,
+    deliveries,
+    describe,
+    escape,
+    format_address,
+    reach_text,
+    ready_text,
+)
 from .pane import (
     PANE_STYLE,
     Conversation,
@@ -107,6 +115,7 @@ class TerminalUI:
         self._nick = ""
         self._address = ""
         self._present: dict[Address, str] = {}
+        self._names = Names()
         self._deliveries = Deliveries()
         self._pending = 0
         self._quitting = False
@@ -273,7 +282,7 @@ class TerminalUI:
 
     def _show(self, event: Event) -> None:
         if isinstance(event, MessageReceived):
-            self._add_message(event.nick, event.text)
+            self._add_message(self._names.of(event.peer, event.nick), event.text)
             return
         if isinstance(event, MessageDelivered):
             self._deliveries.delivered(event)
@@ -281,13 +290,13 @@ class TerminalUI:
         if isinstance(event, DeliveryFailed):
             self._line(self._deliveries.failed(event), "class:error")
             return
+        text = describe(event, names=self._names)
         if isinstance(event, PeerJoined):
-            self._present[event.peer] = event.nick
+            self._present[event.peer] = self._names.of(event.peer, event.nick)
         elif isinstance(event, PeerLeft):
             self._present.pop(event.peer, None)
         elif isinstance(event, PeerRenamed):
-            self._present[event.peer] = event.new_nick
-        text = describe(event)
+            self._present[event.peer] = self._names.of(event.peer, event.new_nick)
         if text is not None:
             warning = isinstance(event, DatagramRejected | SendFailed)
             self._line(text, "class:warning" if warning else "class:system")

@@ -424,3 +424,27 @@ def test_a_hello_sealed_for_anyone_and_replayed_restarts_and_moves_nobody(
     start = len(net.sent)
     chat_is_whole(net, ALICE, CAROL, "still at carol's")
     assert {s.dst for s in net.sent[start:] if s.src == ALICE} == {CAROL}
+
+
+@pytest.mark.parametrize("source", [STRANGER, BOB], ids=["fresh", "spoofed"])
+def test_our_own_sealed_datagrams_sent_back_to_us_are_dropped(source: Address) -> None:
+    net = trio()
+    for i in range(10):
+        net.send(ALICE, f"for bob {i}", to=[BOB])
+    net.run_until_settled()
+    reflected = [sent.data for sent in net.datagrams(src=ALICE)]
+    before = net.session(ALICE).stats()
+    for data in reflected:
+        net.inject(data, source, ALICE)
+    net.run_for(1.0)
+    # Sealed for someone else, or (a HELLO sealed for anyone) carrying our own session.
+    after = net.session(ALICE).stats()
+    anyone = sum(data[12] == ORIGIN_ANYONE for data in reflected)
+    assert after.auth_failed - before.auth_failed == len(reflected) - anyone
+    assert after.malformed_dropped - before.malformed_dropped == anyone
+    reasons = {e.reason for e in net.events(ALICE, DatagramRejected)}  # one report per 5 s
+    assert reasons and reasons <= {RejectReason.AUTHENTICATION_FAILED, RejectReason.OWN_SESSION}
+    assert net.texts(ALICE) == []
+    assert [row.peer for row in net.session(ALICE).peers(net.now)] == [BOB, CAROL]
+    chat_is_whole(net, BOB, ALICE, "from bob")
+    chat_is_whole(net, ALICE, BOB, "to bob")

@@ -411,6 +411,9 @@ class AsyncioRuntime(RuntimeBase):
         self._wake_scheduled = False
         """The loop has been asked to take `_queued` and has not yet (guarded by `_handing`)."""
         self._next_message_id = 1
+        self._taking = 0
+        """Messages the loop is taking into the chat, not yet in its published count: so
+        that `pending` never reads 0 while they cross (guarded by `_handing`)."""
 
     # -- ChatRuntime ----------------------------------------------------------
 
@@ -503,9 +506,9 @@ class AsyncioRuntime(RuntimeBase):
     def pending(self) -> int:
         """Deliveries (message, peer) not yet acknowledged or failed: as of the last call
         the loop answered and the last event it reported, which is all that changes it,
-        plus one for each message queued that the loop has not taken yet."""
+        plus one for each message queued that the loop has not counted yet."""
         with self._handing:
-            return self._pending + len(self._queued)
+            return self._pending + len(self._queued) + self._taking
 
     def stats(self) -> Stats:
         return self._ask(self._chat.stats)
@@ -530,8 +533,11 @@ class AsyncioRuntime(RuntimeBase):
         with self._handing:
             batch, self._queued = self._queued, []
             self._wake_scheduled = False
+            self._taking = len(batch)
         self._chat.send_queued(batch)
-        self._published()
+        with self._handing:
+            self._published()
+            self._taking = 0
 
     def _hand_over(self, function: Callable[[], _T]) -> concurrent.futures.Future[_T] | None:
         """Queue `function()` on the loop; its answer to come, or None when the loop takes

@@ -42,8 +42,8 @@ from ..protocol import (
     Address,
     ChatSession,
     Event,
-    NoPeers,
-    OutboxFull,
+    PeerJoined,
+    PeerLeft,
     PeerStatus,
     Stats,
     encode_text,
@@ -520,13 +520,15 @@ class AsyncioRuntime(RuntimeBase):
 
     def _check_room(self) -> None:
         """NoPeers or OutboxFull, as far as the loop's last published counts tell."""
-        # The counts can lag: we may have seen a PeerJoined the loop published before it
-        # updated them. Only a "no" is worth a round trip to confirm.
-        if self._active == 0 and not self._call(self._chat.active_peers):
-            raise NoPeers("no peer to send to")
         with self._handing:
-            if self._pending + len(self._queued) * self._active >= self._config.max_pending:
-                raise OutboxFull(f"outbox full: {self._pending} messages are waiting for delivery")
+            queued = len(self._queued) + self._taking
+        base.check_room(
+            active=self._active,
+            pending=self._pending,
+            queued=queued,
+            max_pending=self._config.max_pending,
+            active_now=lambda: self._call(self._chat.active_peers),
+        )
 
     def _take_queued(self) -> None:
         """On the loop: take every message queued since the last wake-up, flush once."""
@@ -582,8 +584,12 @@ class AsyncioRuntime(RuntimeBase):
             answer.set_result(result)
 
     def _on_chat_event(self, event: Event) -> None:
-        """On the loop: the chat's on_event."""
-        self._published()
+        """On the loop: the chat's on_event. Only a peer joining or leaving changes how
+        many are active, so only then is that counted again (it costs a pass over them)."""
+        if isinstance(event, PeerJoined | PeerLeft):
+            self._published()
+        else:
+            self._pending = self._chat.pending()
         self._outlet(event)
 
     def _published(self) -> None:

@@ -41,6 +41,8 @@ from ..protocol import (
     DeliveryFailed,
     Event,
     LocalProtocolError,
+    NoPeers,
+    OutboxFull,
     PeerStatus,
     SendFailed,
     Stats,
@@ -372,6 +374,22 @@ class Outbox(Protocol):
         to: list[Address] | None = None,
         message_id: int | None = None,
     ) -> int: ...
+
+
+def check_room(
+    *, active: int, pending: int, queued: int, max_pending: int, active_now: Callable[[], int]
+) -> None:
+    """For a `send` to every peer whose caller does not own the core (the process model's
+    parent, the asyncio model's caller): NoPeers or OutboxFull, as far as the counts the
+    core last published tell. `queued` messages were handed over and are not counted in
+    `pending` yet; each will go to every `active` peer. The counts can lag (a PeerJoined
+    may be seen before its count is published), so only a "no peers" is worth confirming
+    with `active_now()`, a round trip to the core. The core checks again when it takes
+    the message, and a refusal then is a `DeliveryFailed` (see `refused`)."""
+    if active == 0 and not active_now():
+        raise NoPeers("no peer to send to")
+    if pending + queued * active >= max_pending:
+        raise OutboxFull(f"outbox full: {pending} messages are waiting for delivery")
 
 
 def queue_message(outbox: Outbox, message: SendText, now: float) -> LocalProtocolError | None:

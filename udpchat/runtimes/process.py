@@ -46,8 +46,6 @@ from ..protocol import (
     Config,
     Event,
     LocalProtocolError,
-    NoPeers,
-    OutboxFull,
     PeerStatus,
     Receiver,
     Sender,
@@ -306,18 +304,15 @@ class ProcessRuntime(RuntimeBase):
     def _check_room(self) -> None:
         """NoPeers or OutboxFull, as far as the sending process's last status tells."""
         status = self._status
-        # The snapshot can lag: we may have seen a PeerJoined whose note the sending
-        # process has not read yet. Only a "no" is worth a round trip to confirm.
-        if status[_ACTIVE] == 0 and not self._call(
-            self._commands, Question.ACTIVE_PEERS, default=0
-        ):
-            raise NoPeers("no peer to send to")
         with self._send_lock:
             unprocessed = self._sends_issued - status[_DONE]
-            if status[_PENDING] + unprocessed * status[_ACTIVE] >= self._config.max_pending:
-                raise OutboxFull(
-                    f"outbox full: {status[_PENDING]} messages are waiting for delivery"
-                )
+        base.check_room(
+            active=status[_ACTIVE],
+            pending=status[_PENDING],
+            queued=unprocessed,
+            max_pending=self._config.max_pending,
+            active_now=lambda: int(self._call(self._commands, Question.ACTIVE_PEERS, default=0)),
+        )
 
     def _call(
         self,

@@ -28,8 +28,11 @@ class Config:
     """Retransmission timeout before any round trip has been measured (RFC 6298 2.1)."""
     min_rto: float = 0.05
     """Floor of the computed timeout; loopback and LAN round trips are far below it."""
-    max_rto: float = 8.0
-    """Cap of the timeout after exponential back-off."""
+    max_rto: float = 2.0
+    """Cap of the timeout after exponential back-off. LAN round trips are milliseconds,
+    so 2 s still backs off 40-fold from the floor, and a datagram at the end of a burst,
+    which only its timer resends, gets about twice the tries before the give-up that a
+    cap of 8 s gave it (docs/protocol.md, "Sending")."""
     keepalive_interval: float = 15.0
     """Seconds between PINGs to a peer that is present."""
     peer_timeout: float = 45.0

@@ -108,8 +108,15 @@ class MemNet:
         self.routes: dict[tuple[Address, Address], Address] = {}
         """(attached address, destination) -> the source address a datagram from that
         session to that destination carries, when it is not the attached address."""
+        self.groups: dict[Address, list[Address]] = {}
+        """A multicast or broadcast address -> the attached addresses that hear it (the
+        sender among them, as with IP_MULTICAST_LOOP). Each copy is lost on its own."""
         self._queue: list[tuple[float, int, Address, Address, bytes]] = []
         self._order = itertools.count()
+        self._timers: dict[Address, float | None] = {}
+        """Each session's timer as of its last drain: only an input changes it, and every
+        input is followed by a drain, so asking each session at every step is not needed
+        (it made runs of hundreds of sessions quadratic)."""
 
     # -- building the network -------------------------------------------------
 
@@ -120,6 +127,7 @@ class MemNet:
 
     def detach(self, addr: Address) -> ChatSession:
         """Take a session off the network; datagrams to its address are lost from now on."""
+        self._timers.pop(addr, None)
         return self.sessions.pop(addr)
 
     def cut(self, a: Address, b: Address, *, both_ways: bool = True) -> None:
@@ -163,13 +171,14 @@ class MemNet:
             self._transmit(Sent(self.now, self.routes.get((addr, dst), addr), dst, data))
         while (event := session.next_event()) is not None:
             self.log.append(Logged(self.now, addr, event))
+        self._timers[addr] = session.get_timer()
 
     # -- time -------------------------------------------------------------------
 
     def next_time(self) -> float | None:
         """When something next happens: an arrival or a session's timer."""
         times = [self._queue[0][0]] if self._queue else []
-        times += [t for s in self.sessions.values() if (t := s.get_timer()) is not None]
+        times += [t for t in self._timers.values() if t is not None]
         return min(times, default=None)
 
     def run_until(self, until: float) -> None:
@@ -197,8 +206,8 @@ class MemNet:
         while self._queue and self._queue[0][0] <= now:
             _, _, src, dst, data = heapq.heappop(self._queue)
             self._arrive(now, src, dst, data)
-        for addr, session in list(self.sessions.items()):
-            timer = session.get_timer()
+        for addr, timer in list(self._timers.items()):
+            session = self.sessions[addr]
             if timer is not None and timer <= now:
                 session.handle_timer(now)
                 self.flush(addr)
@@ -207,7 +216,11 @@ class MemNet:
 
     def _transmit(self, sent: Sent) -> None:
         self.sent.append(sent)
-        if (sent.src, sent.dst) in self.cut_links:
+        for dst in self.groups.get(sent.dst, [sent.dst]):
+            self._carry(sent, dst)
+
+    def _carry(self, sent: Sent, dst: Address) -> None:
+        if (sent.src, dst) in self.cut_links:
             return
         if self.drop_if is not None and self.drop_if(sent):
             return
@@ -218,7 +231,7 @@ class MemNet:
             delay = self.latency + self.rng.uniform(0.0, self.jitter)
             if self.reorder and self.rng.random() < self.reorder:
                 delay += self.rng.uniform(0.001, 0.010)
-            item = (sent.time + delay, next(self._order), sent.src, sent.dst, sent.data)
+            item = (sent.time + delay, next(self._order), sent.src, dst, sent.data)
             heapq.heappush(self._queue, item)
 
     def _arrive(self, now: float, src: Address, dst: Address, data: bytes) -> None:

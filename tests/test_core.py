@@ -1135,7 +1135,7 @@ def test_default_limits_are_those_of_the_spec() -> None:
         30.0,
     )
     assert (config.send_window, config.receive_window) == (64, 128)
-    assert (config.max_peers, config.max_pending, config.retired_sessions) == (64, 10_000, 4)
+    assert (config.max_peers, config.max_pending, config.retired_sessions) == (256, 10_000, 4)
     assert config.reject_report_interval == 5.0
 
 

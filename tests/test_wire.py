@@ -24,6 +24,7 @@ from udpchat.protocol.wire import (
     MAX_MESSAGE_BYTES,
     REFUSAL_CODES,
     Ack,
+    Announce,
     Bye,
     Data,
     Datagram,
@@ -61,6 +62,8 @@ CASES: list[tuple[str, Datagram, str]] = [
      "55 43 01 03" + S_HEX + "00 00 00 00 00 00 00 07  00 00 00 00 00 00 00 0c"),
     ("pong", Pong(S, 7),
      "55 43 01 04" + S_HEX + "00 00 00 00 00 00 00 07"),
+    ("announce", Announce(S, bytes.fromhex("a1a2a3a4a5a6a7a8"), "alice"),
+     "55 43 01 09" + S_HEX + "a1 a2 a3 a4 a5 a6 a7 a8  05 61 6c 69 63 65" + " 00" * 38),
     ("refused", Refused(T, RejectReason.AUTHENTICATION_FAILED),
      "55 43 01 08" + T_HEX + "01"),
     ("data-first", Data(S, 0, 0, 0, 1, "hi 你好".encode(), 1764000000000, "alice"),
@@ -152,7 +155,7 @@ def test_table_names_are_unique() -> None:
 
 def test_doc_examples_cover_every_kind() -> None:
     kinds = {type(decode(data)) for data in doc_examples().values()}
-    assert kinds == {Hello, Bye, Ping, Pong, Data, Ack, Refused}
+    assert kinds == {Hello, Bye, Ping, Pong, Data, Ack, Refused, Announce}
 
 
 def test_hello_padding_is_ignored_whatever_it_holds() -> None:
@@ -221,7 +224,10 @@ MALFORMED: list[tuple[str, bytes, RejectReason, str]] = [
      R.TOO_LONG, ""),
     ("kind-0", header(0) + bytes(8), R.UNKNOWN_KIND, "0"),
     ("kind-7-without-key", header(7), R.SEALED_WITHOUT_KEY, ""),
-    ("kind-9", header(9), R.UNKNOWN_KIND, "9"),
+    ("kind-10", header(10), R.UNKNOWN_KIND, "10"),
+    ("announce-short", header(9) + bytes(8), R.TRUNCATED, "ANNOUNCE"),
+    ("announce-nick-cut", header(9) + bytes(8) + b"\x05ab", R.TRUNCATED, "ANNOUNCE"),
+    ("announce-no-nick", header(9) + bytes(8) + b"\x00", R.BAD_NICK, "length"),
     ("refused-without-reason", header(Kind.REFUSED), R.BAD_LENGTH, "REFUSED"),
     ("refused-two-byte-body", header(Kind.REFUSED) + b"\x01\x01", R.BAD_LENGTH, "REFUSED"),
     ("refused-reason-0", header(Kind.REFUSED) + b"\x00", R.BAD_VALUE, "REFUSED reason"),

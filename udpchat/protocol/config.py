@@ -44,7 +44,7 @@ class Config:
     selective map reaches every datagram in flight."""
     receive_window: int = 128
     """Out-of-order DATA datagrams held back per peer; the sender's window fits inside."""
-    max_peers: int = 64
+    max_peers: int = 256
     """Peers remembered at once; the least recently heard absent one is forgotten first."""
     max_pending: int = 10_000
     """Messages accepted by `send_message` and not yet delivered or failed, all peers."""
@@ -63,6 +63,13 @@ class Config:
     """Burst allowed above `unknown_rate` from such an address."""
     max_sources: int = 1024
     """Addresses whose rate is tracked; the least recently seen is forgotten first."""
+    announce_to: tuple[tuple[str, int], ...] = ()
+    """Discovery: where ANNOUNCE datagrams go (the group and broadcast addresses the
+    runtime chose, docs/protocol.md, "Discovery"); empty turns announcing off."""
+    announce_period: float = 30.0
+    """Discovery: the steady interval between announcements, after the start-up ones."""
+    instance: bytes = field(default=bytes(8), repr=False)
+    """This installation's 8-byte instance id, carried in ANNOUNCE."""
     transform: MessageTransform | None = None
     """Work applied to every message's text on the send and the receive path (the
     benchmark's CPU-bound scenario), or None."""
@@ -76,6 +83,10 @@ class Config:
             raise ValueError("need 0 < min_rto <= initial_rto <= max_rto")
         if self.key is not None and len(self.key) != 32:
             raise ValueError("key must be the 32-byte master key")
+        if len(self.instance) != 8:
+            raise ValueError("instance must be 8 bytes")
+        if self.announce_period < 4:
+            raise ValueError("announce_period must be at least 4 s")
         if self.give_up_after <= 0 or self.max_peers < 1 or self.max_pending < 1:
             raise ValueError("give_up_after, max_peers and max_pending must be positive")
 
@@ -115,6 +126,10 @@ class Stats:
     (or sealed when we have none, or plain when we have one)."""
     rate_limited: int = 0
     """Datagrams from an unknown address beyond `unknown_rate`, dropped unread."""
+    announcements_sent: int = 0
+    """Discovery announcements (one per period, whatever the number of addresses)."""
+    announcements_received: int = 0
+    """ANNOUNCE datagrams from others that passed the checks."""
 
     def __add__(self, other: Stats) -> Stats:
         return Stats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))

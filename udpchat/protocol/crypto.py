@@ -6,8 +6,8 @@ the inner datagram's kind and body encrypted with ChaCha20-Poly1305. Rules:
 - each datagram is sealed for its recipient: the associated data ends with the 8-byte
   session id of the peer it is for, which is not sent (the receiver puts its own there),
   so a datagram sealed for one peer fails authentication at any other. Only a HELLO to
-  an address that has not answered yet, whose session is unknown, is sealed "to anyone"
-  (origin 2, eight zero bytes in its place);
+  an address that has not answered yet, whose session is unknown, and an ANNOUNCE are
+  sealed "to anyone" (origin 2, eight zero bytes in its place);
 - the passphrase becomes a 32-byte master key once, with scrypt; each session's key is
   HKDF(master, "udpchat v1 session" + session id), so a key is never used by two runs;
 - the nonce is (origin, counter): origin 0 is the send half, 1 the receive half (they may
@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from .errors import AuthenticationError, RejectReason
-from .sealing import ANYONE
+from .sealing import ANYONE, FOR_ANYONE
 from .wire import HEADER, MAGIC, VERSION, Kind
 
 SEALED = Kind.SEALED
@@ -118,10 +118,10 @@ class Opener:
 
     def open(self, data: bytes, wall_ms: int, own_session: bytes) -> tuple[bytes, bool]:
         """The plaintext datagram inside `data`, and whether it was sealed for us (True)
-        rather than for anyone (False: a HELLO). Raises AuthenticationError if it is not
-        authentic (or was sealed for another peer), is replayed or is too old, or is
-        sealed for anyone and is not a HELLO; nothing is remembered of a datagram that
-        fails."""
+        rather than for anyone (False: a HELLO or an ANNOUNCE). Raises
+        AuthenticationError if it is not authentic (or was sealed for another peer), is
+        replayed or is too old, or is sealed for anyone and is neither; nothing is
+        remembered of a datagram that fails."""
         if len(data) < _AAD_SIZE + 1 + TAG_SIZE or data[2] != VERSION or data[3] != SEALED:
             raise AuthenticationError(
                 RejectReason.NOT_SEALED if data[:2] == MAGIC else RejectReason.NOT_UDPCHAT
@@ -144,7 +144,7 @@ class Opener:
             inner = entry[0].decrypt(nonce, data[_AAD_SIZE:], data[:_AAD_SIZE] + recipient)
         except InvalidTag:
             raise AuthenticationError(RejectReason.AUTHENTICATION_FAILED) from None
-        if origin == ORIGIN_ANYONE and inner[:1] != bytes((Kind.HELLO,)):
+        if origin == ORIGIN_ANYONE and inner[0] not in FOR_ANYONE:
             raise AuthenticationError(RejectReason.NOT_FOR_ANYONE)
         window.accept(counter)
         self._remember(session, entry)

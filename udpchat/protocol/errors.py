@@ -90,7 +90,7 @@ class RejectReason(Enum):
     """Forged, altered, or sealed with another key."""
     REPLAYED = "replayed"
     """A sealed datagram accepted before."""
-    NOT_FOR_ANYONE = "sealed for anyone, and not a HELLO"
+    NOT_FOR_ANYONE = "sealed for anyone, and not a HELLO or ANNOUNCE"
     """Only a HELLO may be sealed without naming its recipient."""
     CLOCK_SKEW = "timestamp outside the allowed clock skew"
     """Stamped too far from our clock: an old replay, or clocks that disagree."""

@@ -74,6 +74,9 @@ class _Peer:
     retired: deque[bytes] = field(default_factory=deque)
     ended: bytes = b""
     """The session that said BYE, which a HELLO may bring back (`/peer add`)."""
+    heard_direct: bool = False
+    """A unicast datagram of this session has arrived (anything but an ANNOUNCE): it
+    knows us, so its announcements need no answer."""
 
     def restart(self, session: bytes, keep: int) -> None:
         if self.session:
@@ -86,6 +89,7 @@ class _Peer:
         self.partial.clear()
         self.partial_bytes = 0
         self.duplicate = 0
+        self.heard_direct = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,14 +161,25 @@ class Receiver:
                 self._refuse(data, addr, error.reason, now)
             return
         if datagram.session == self.session:
-            # Our own datagram, sent back to us: never a peer (docs/protocol.md).
-            self._reject(addr, RejectReason.OWN_SESSION)
+            # Our own datagram, sent back to us: never a peer (docs/protocol.md). Our
+            # announcements come back from the group by design.
+            if not isinstance(datagram, wire.Announce):
+                self._reject(addr, RejectReason.OWN_SESSION)
+            return
+        if isinstance(datagram, wire.Announce):
+            self._on_announce(datagram, addr, now, verified=addressed)
             return
         if not addressed:  # a HELLO sealed for anyone: believed once it is confirmed
             assert isinstance(datagram, wire.Hello)
             self._verify(datagram, addr)
             return
         key = self._key(datagram.session, addr)
+        self._dispatch(datagram, key, addr, now)
+        peer = self._peers.get(key)
+        if peer is not None and peer.session == datagram.session:
+            peer.heard_direct = True
+
+    def _dispatch(self, datagram: wire.Datagram, key: Address, addr: Address, now: float) -> None:
         if isinstance(datagram, wire.Ack):
             self._on_ack(datagram, key, now)
         elif isinstance(datagram, wire.Ping):
@@ -184,7 +199,7 @@ class Receiver:
             self._on_hello(datagram, key, now)
         elif isinstance(datagram, wire.Refused):
             self._on_refused(datagram, key)
-        else:
+        elif isinstance(datagram, wire.Bye):
             self._on_bye(datagram, key)
 
     def handle_timer(self, now: float) -> None:
@@ -393,6 +408,28 @@ class Receiver:
             self._unverified.popitem(last=False)
         ping = wire.encode(wire.Ping(self.session, _VERIFY_TOKEN, 0))
         self._outgoing.append((ping, addr, hello.session))
+
+    def _on_announce(
+        self, announce: wire.Announce, addr: Address, now: float, *, verified: bool
+    ) -> None:
+        """An announcement from the discovery group (docs/protocol.md, "Discovery"). A
+        peer that has talked to us directly is only kept present by it; anyone else is
+        answered as a HELLO that asks for a reply would be (in shared-key mode, once
+        confirmed), so that it learns of us by unicast. A lost answer is made good by its
+        next announcement."""
+        self.stats.announcements_received += 1
+        known = self._by_session.get(announce.session)
+        if known is not None:
+            peer = self._peers[known]
+            if peer.present and peer.heard_direct:
+                if verified:
+                    peer.last_heard = now
+                return
+        hello = wire.Hello(announce.session, announce.nick, True)
+        if verified:
+            self._on_hello(hello, self._key(announce.session, addr), now)
+        else:
+            self._verify(hello, addr)
 
     def _on_hello(self, hello: wire.Hello, addr: Address, now: float) -> None:
         # A HELLO that asks for none is itself a reply: answering it would never end.

@@ -2,8 +2,9 @@
 
 In shared-key mode a datagram is sealed for its recipient's session (docs/protocol.md,
 "Shared-key mode"), so the halves queue (datagram, address, recipient session). Before a
-peer has been heard from its session is unknown (`ANYONE`), and only a HELLO may then
-go out: anything else would be refused by every receiver. This module does not import
+peer has been heard from its session is unknown (`ANYONE`), and only a HELLO (or an
+ANNOUNCE, which is for every listener) may then go out: anything else would be refused
+by every receiver. This module does not import
 the cryptography package, so a chat without a key never loads it.
 """
 
@@ -16,6 +17,8 @@ from .wire import Kind
 
 ANYONE = bytes(8)
 """The recipient of a datagram whose peer's session is not known yet."""
+FOR_ANYONE = frozenset({Kind.HELLO, Kind.ANNOUNCE})
+"""The kinds that may be sealed for ANYONE."""
 
 Outgoing = tuple[bytes, Address, bytes]
 """(plaintext datagram, address, the session it is for, or ANYONE)."""
@@ -35,5 +38,5 @@ def seal_all(
     return [
         (sealer.seal(data, wall_ms, recipient), addr)
         for data, addr, recipient in outgoing
-        if recipient != ANYONE or data[3] == Kind.HELLO
+        if recipient != ANYONE or data[3] in FOR_ANYONE
     ]

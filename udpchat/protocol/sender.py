@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from . import wire
 from .config import Config, Stats
+from .discovery import Announcer
 from .errors import LocalProtocolError, MessageTooLong, NoPeers, OutboxFull, RejectReason
 from .events import Address, DeliveryFailed, Event, MessageDelivered
 from .nick import validate_nick
@@ -175,6 +176,7 @@ class Sender:
         self._next_token = 1
         self._pending = 0
         self._farewell: dict[Address, tuple[bytes, int, int]] = {}
+        self._announcer = Announcer(session, config.announce_period, bool(config.announce_to))
 
     # -- caller's API ---------------------------------------------------------
 
@@ -269,6 +271,7 @@ class Sender:
         for addr, target in self._targets.items():
             if target.configured or target.confirmed:
                 self._outgoing.append((self._bye(addr), target.addr, target.session))
+        self._announcer.stop()
 
     def take_farewell(self, note: FarewellNote) -> None:
         """Keep what the receive half received of each peer, for `close`'s BYEs."""
@@ -305,7 +308,10 @@ class Sender:
                 self.take_farewell(note)
 
     def handle_timer(self, now: float) -> None:
-        """Give up on late deliveries, retransmit what is due, send due probes."""
+        """Give up on late deliveries, retransmit what is due, send due probes and the
+        due announcement."""
+        if self._announcer.due(now):
+            self._announce()
         for addr, target in self._targets.items():
             while target.deliveries:
                 delivery = next(iter(target.deliveries.values()))
@@ -352,8 +358,9 @@ class Sender:
         return out
 
     def get_timer(self) -> float | None:
-        """The earliest deadline, probe or retransmission; None when there is none."""
-        soonest: float | None = None
+        """The earliest deadline, probe, retransmission or announcement; None when there
+        is none."""
+        soonest = self._announcer.next_at
         for target in self._targets.values():
             heap = target.retransmit_heap
             while heap:
@@ -590,6 +597,13 @@ class Sender:
         target.greeted_anyone = now
         hello = wire.Hello(self.session, self.nick, True)
         self._outgoing.append((wire.encode(hello), target.addr, ANYONE))
+
+    def _announce(self) -> None:
+        """One ANNOUNCE to each discovery address, sealed for anyone in shared-key mode."""
+        announce = wire.encode(wire.Announce(self.session, self.config.instance, self.nick))
+        for addr in self.config.announce_to:
+            self._outgoing.append((announce, addr, ANYONE))
+        self.stats.announcements_sent += 1
 
     def _send_hello(self, target: _Target, *, wants_reply: bool) -> None:
         hello = wire.Hello(self.session, self.nick, wants_reply)

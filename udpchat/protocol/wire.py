@@ -16,6 +16,10 @@ from typing import NamedTuple
 from .errors import RejectReason, WireError
 
 __all__ = [
+    "ANNOUNCE_PERIOD",
+    "DISCOVERY_GROUP",
+    "DISCOVERY_GROUP6",
+    "DISCOVERY_PORT",
     "FIRST_FRAGMENT_OVERHEAD",
     "HEADER",
     "HELLO_MIN_SIZE",
@@ -28,6 +32,7 @@ __all__ = [
     "REFUSED_SIZE",
     "VERSION",
     "Ack",
+    "Announce",
     "Bye",
     "Data",
     "Datagram",
@@ -62,6 +67,15 @@ _TOKEN = struct.Struct("!Q")
 _PING = struct.Struct("!QQ")  # token, base
 _BYE_ACK = struct.Struct("!8sQQ")  # acknowledged session, cumulative, selective
 _HELLO = struct.Struct("!BB")  # flags, nick length
+_ANNOUNCE = struct.Struct("!8sB")  # instance id, nick length
+
+# "Discovery: ANNOUNCE datagrams go to the multicast group 239.255.77.77 (IPv6: ff02::7777,
+# link-local) and to the broadcast address 255.255.255.255, all on UDP port 21277."
+DISCOVERY_GROUP = "239.255.77.77"
+DISCOVERY_GROUP6 = "ff02::7777"
+DISCOVERY_PORT = 21277
+# "Steady state: one ANNOUNCE every 30 s."
+ANNOUNCE_PERIOD = 30.0
 
 DATA_HEADER_SIZE = HEADER.size + _DATA.size
 FIRST_FRAGMENT_OVERHEAD = _FIRST.size
@@ -93,6 +107,9 @@ class Kind(IntEnum):
     REFUSED = 8
     """"Your datagram failed my shared-key checks", and why; always plain text, so that a
     peer with another key (or none) can read it."""
+    ANNOUNCE = 9
+    """"I am here": sent to the discovery group and broadcast address, never answered in
+    kind; a receiver that does not know the sender greets it with a unicast HELLO."""
 
 
 class Hello(NamedTuple):
@@ -102,6 +119,15 @@ class Hello(NamedTuple):
     """Sender's nickname, 1 to 32 bytes of UTF-8."""
     wants_reply: bool = False
     """True when the receiver should answer with a HELLO of its own."""
+
+
+class Announce(NamedTuple):
+    session: bytes
+    """Sender's session id."""
+    instance: bytes
+    """Sender's 8-byte instance id: the same for every run of one installation."""
+    nick: str
+    """Sender's nickname, 1 to 32 bytes of UTF-8."""
 
 
 class Bye(NamedTuple):
@@ -185,7 +211,7 @@ _REFUSAL_REASONS = {code: reason for reason, code in REFUSAL_CODES.items()}
 REFUSED_SIZE = HEADER.size + 1
 
 
-Datagram = Hello | Bye | Ping | Pong | Data | Ack | Refused
+Datagram = Hello | Bye | Ping | Pong | Data | Ack | Refused | Announce
 
 
 def _header(kind: Kind, session: bytes) -> bytes:
@@ -224,6 +250,15 @@ def encode(datagram: Datagram) -> bytes:
         return _header(Kind.PING, datagram.session) + _PING.pack(datagram.token, datagram.base)
     if isinstance(datagram, Pong):
         return _header(Kind.PONG, datagram.session) + _TOKEN.pack(datagram.token)
+    if isinstance(datagram, Announce):
+        if len(datagram.instance) != 8:
+            raise ValueError("instance id must be 8 bytes")
+        nick = _nick_bytes(datagram.nick)
+        head = _header(Kind.ANNOUNCE, datagram.session)
+        out = head + _ANNOUNCE.pack(datagram.instance, len(nick)) + nick
+        # Padded as a HELLO that asks for a reply is: the HELLO that answers an
+        # announcement is never larger than it.
+        return out + bytes(max(0, HELLO_MIN_SIZE - len(out)))
     if isinstance(datagram, Hello):
         nick = _nick_bytes(datagram.nick)
         flags = HELLO_WANTS_REPLY if datagram.wants_reply else 0
@@ -311,6 +346,15 @@ def decode(data: bytes) -> Datagram:
         if reason is None:
             raise WireError(RejectReason.BAD_VALUE, "REFUSED reason")
         return Refused(session, reason)
+    if kind == Kind.ANNOUNCE:
+        if size - at < _ANNOUNCE.size:
+            raise WireError(RejectReason.TRUNCATED, "ANNOUNCE")
+        instance, nick_len = _ANNOUNCE.unpack_from(data, at)
+        at += _ANNOUNCE.size
+        if size < at + nick_len:
+            raise WireError(RejectReason.TRUNCATED, "ANNOUNCE")
+        # Bytes after the nickname are padding and are ignored.
+        return Announce(session, instance, _decode_nick(data[at : at + nick_len]))
     if kind == Kind.SEALED:
         raise WireError(RejectReason.SEALED_WITHOUT_KEY)
     raise WireError(RejectReason.UNKNOWN_KIND, str(kind))

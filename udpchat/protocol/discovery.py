@@ -25,6 +25,11 @@ class Announcer:
         self.next_at: float | None = 0.0 if enabled else None
         """When the next announcement is due; 0.0 (at once) before the first."""
 
+    def start(self) -> None:
+        """Announce at once, then on the start-up schedule (again, if it ran before)."""
+        self._sent = 0
+        self.next_at = 0.0
+
     def due(self, now: float) -> bool:
         """True when an announcement is due at `now`; the next one is then scheduled."""
         if self.next_at is None or now < self.next_at:

@@ -177,6 +177,7 @@ class Sender:
         self._pending = 0
         self._farewell: dict[Address, tuple[bytes, int, int]] = {}
         self._announcer = Announcer(session, config.announce_period, bool(config.announce_to))
+        self._announce_to = config.announce_to
 
     # -- caller's API ---------------------------------------------------------
 
@@ -206,6 +207,15 @@ class Sender:
             self._outgoing.append((self._bye(key), target.addr, target.session))
         target.configured = target.active = target.confirmed = False
         target.next_probe = None
+
+    def start_announcing(self, addresses: tuple[Address, ...]) -> None:
+        """Announce ourselves to `addresses` (the discovery group, the broadcast address)
+        from now on: at once, then on the schedule of `discovery`."""
+        self._announce_to = addresses
+        if addresses:
+            self._announcer.start()
+        else:
+            self._announcer.stop()
 
     def set_nick(self, nick: str) -> None:
         """Change our nickname and announce it to every peer that is present."""
@@ -601,7 +611,7 @@ class Sender:
     def _announce(self) -> None:
         """One ANNOUNCE to each discovery address, sealed for anyone in shared-key mode."""
         announce = wire.encode(wire.Announce(self.session, self.config.instance, self.nick))
-        for addr in self.config.announce_to:
+        for addr in self._announce_to:
             self._outgoing.append((announce, addr, ANYONE))
         self.stats.announcements_sent += 1
 

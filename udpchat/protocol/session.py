@@ -96,6 +96,11 @@ class ChatSession:
     def set_nick(self, nick: str) -> None:
         self.sender.set_nick(nick)
 
+    def start_announcing(self, addresses: tuple[Address, ...]) -> None:
+        """Announce this chat to `addresses` (docs/protocol.md, "Discovery"); see
+        `Sender.start_announcing`. `Config.announce_to` does the same from the start."""
+        self.sender.start_announcing(addresses)
+
     def send_message(
         self,
         text: str,

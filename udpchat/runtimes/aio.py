@@ -91,6 +91,8 @@ class AsyncioChat(asyncio.DatagramProtocol, Endpoint):
         self._closed = False
         self._sending = False
         """True while `_sendto` is inside the transport's sendto."""
+        self._listening: asyncio.BaseTransport | None = None
+        """The discovery socket's transport, when there is one."""
 
     # -- public API -----------------------------------------------------------
 
@@ -115,6 +117,18 @@ class AsyncioChat(asyncio.DatagramProtocol, Endpoint):
             sock.close()
             raise
         self._sock = sock
+        if self._discovery is not None:
+            try:
+                self._listening, _ = await loop.create_datagram_endpoint(
+                    lambda: _Listener(self), sock=self._discovery.listener
+                )
+            except BaseException:
+                self._transport = None
+                sock.close()
+                self._close_discovery()
+                raise
+            self._transmitter = Transmitter(self._sendto, self._publish, quiet=self._announce_to)
+            self._core.start_announcing(self._announce_to)
         # Reading the socket behind the transport's back is only safe where the transport
         # itself reads with a plain non-blocking recvfrom (not e.g. a proactor's overlapped
         # reads, which would reorder datagrams).
@@ -133,6 +147,8 @@ class AsyncioChat(asyncio.DatagramProtocol, Endpoint):
             return
         self._closed = True
         self._core.close()
+        if self._listening is not None:
+            self._listening.close()
         transport, lost = self._transport, self._lost
         if transport is not None and lost is not None:
             self._transmit()
@@ -280,6 +296,13 @@ class AsyncioChat(asyncio.DatagramProtocol, Endpoint):
             self._core.receive_datagram(data, source, now)
         self._transmit(now)
 
+    def heard(self, data: bytes, addr: Address) -> None:
+        """A datagram on the discovery socket: an announcement, most likely."""
+        if not self._closed:
+            now = self._now()
+            self._core.receive_datagram(data, addr, now)
+            self._transmit(now)
+
     def error_received(self, exc: Exception) -> None:
         if self._sending:
             # The selector transport calls this from inside its sendto when the kernel
@@ -369,6 +392,16 @@ class AsyncioChat(asyncio.DatagramProtocol, Endpoint):
         return self._loop_or_fail().time()
 
 
+class _Listener(asyncio.DatagramProtocol):
+    """The discovery socket's protocol: what it hears goes to the chat's core."""
+
+    def __init__(self, chat: AsyncioChat) -> None:
+        self._chat = chat
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self._chat.heard(data, normalize(addr))
+
+
 class AsyncioRuntime(RuntimeBase):
     """`ChatRuntime` over an `AsyncioChat` whose event loop runs in a background thread.
 
@@ -391,6 +424,7 @@ class AsyncioRuntime(RuntimeBase):
             peers=self._initial_peers,
             config=self._config,
             on_event=self._on_chat_event,
+            discovery_port=self._discovery_port,
         )
         self._nick = nick
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -47,6 +47,7 @@ from ..protocol import (
     SendFailed,
     Stats,
 )
+from .discovery import Discovery, open_discovery
 from .sockets import bind_socket, normalize
 
 if TYPE_CHECKING:
@@ -138,6 +139,7 @@ class RuntimeOptions(TypedDict, total=False):
     peers: Sequence[Address]
     config: Config | None
     on_event: EventCallback | None
+    discovery_port: int | None
 
 
 class Endpoint:
@@ -152,13 +154,18 @@ class Endpoint:
         peers: Sequence[Address] = (),
         config: Config | None = None,
         on_event: EventCallback | None = None,
+        discovery_port: int | None = None,
     ) -> None:
         """Chat as `nick` (1-32 bytes) on a UDP socket bound to `bind`:`port` (0: any free
         port), greeting `peers` at `open`; `on_event` is called with every event (see the
-        contract above; None: events are dropped)."""
+        contract above; None: events are dropped). With `discovery_port`, listen for
+        announcements there and announce this chat (docs/protocol.md, "Discovery");
+        None: no discovery."""
         self._config = config or Config()
         self._bind, self._port, self._initial_peers = bind, port, list(peers)
         self._on_event = on_event
+        self._discovery_port = discovery_port
+        self._discovery: Discovery | None = None
         self._address: Address | None = None
 
     @property
@@ -169,10 +176,25 @@ class Endpoint:
         return self._address
 
     def _bind_socket(self) -> socket.socket:
-        """The socket, bound (AddressError with a one-line reason if it cannot be)."""
+        """The socket, bound, and the discovery socket if asked for (AddressError with a
+        one-line reason if either cannot be)."""
         sock = bind_socket(self._bind, self._port)
+        if self._discovery_port is not None:
+            try:
+                self._discovery = open_discovery(sock, self._bind, self._discovery_port)
+            except BaseException:
+                sock.close()
+                raise
         self._address = normalize(sock.getsockname())
         return sock
+
+    @property
+    def _announce_to(self) -> tuple[Address, ...]:
+        return self._discovery.announce_to if self._discovery is not None else ()
+
+    def _close_discovery(self) -> None:
+        if self._discovery is not None:
+            self._discovery.close()
 
 
 class RuntimeBase(Endpoint):
@@ -284,12 +306,16 @@ class Transmitter:
         publish: Callable[[list[Event]], None],
         *,
         clock: Callable[[], float] = time.monotonic,
+        quiet: Iterable[Address] = (),
     ) -> None:
         """`send` puts one datagram on the wire (a socket's `sendto`); `publish` hands a
-        flush's events on (to `on_event`, or to the process that calls it)."""
+        flush's events on (to `on_event`, or to the process that calls it). Errors sending
+        to a `quiet` address (discovery's group and broadcast) are not reported: a LAN
+        without multicast or a route to it is the network's business, not the user's."""
         self._send = send
         self._publish = publish
         self._send_errors = SendErrors(clock)
+        self._quiet = frozenset(quiet)
 
     def transmit(self, flushed: Flushed) -> None:
         """Send the flush's datagrams, then publish its events (and any SendFailed)."""
@@ -298,6 +324,8 @@ class Transmitter:
             try:
                 self._send(data, addr)
             except OSError as error:
+                if addr in self._quiet:
+                    continue
                 failure = self._send_errors.failed(addr, error)
                 if failure is not None:
                     events.append(failure)

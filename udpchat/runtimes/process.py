@@ -25,6 +25,7 @@ and shutting down is the parent's decision. Works under fork, spawn and forkserv
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import multiprocessing
 import multiprocessing.connection
@@ -175,6 +176,8 @@ class ProcessRuntime(RuntimeBase):
 
     def open(self) -> None:
         self._sock = sock = self._bind_socket()
+        listener = self._discovery.listener if self._discovery is not None else None
+        config = dataclasses.replace(self._config, announce_to=self._announce_to)
         ctx, session = _context(self._start_method), os.urandom(8)
         self._status = ctx.RawArray("q", 3)
         lifeline_r, self._lifeline = ctx.Pipe(duplex=False)
@@ -185,7 +188,7 @@ class ProcessRuntime(RuntimeBase):
         self._from_sender, sender_events = ctx.Pipe(duplex=False)
         self._receiver = ctx.Process(
             target=_receiver_main,
-            args=(sock, session, self._config),
+            args=(sock, listener, session, config),
             kwargs={
                 "pipes": _Pipes(control_r, notes_w, receiver_events, lifeline_r, self._lifeline)
             },
@@ -194,7 +197,7 @@ class ProcessRuntime(RuntimeBase):
         )
         self._sender = ctx.Process(
             target=_sender_main,
-            args=(sock, session, self._nick, self._config, self._initial_peers, self._status),
+            args=(sock, session, self._nick, config, self._initial_peers, self._status),
             kwargs={
                 "pipes": _Pipes(commands_r, notes_r, sender_events, lifeline_r, self._lifeline)
             },
@@ -247,6 +250,7 @@ class ProcessRuntime(RuntimeBase):
         for conn in (self._commands, self._control, self._lifeline):
             conn.close()
         self._sock.close()
+        self._close_discovery()
         for waiter in list(self._replies.values()):
             waiter.put(None)  # wakes every call still waiting, wait_delivered included
         self._outlet.shut()
@@ -412,21 +416,33 @@ def _to_parent(events: Connection) -> Callable[[list[Event]], None]:
     return lambda batch: events.send(Events(batch))
 
 
-def _receiver_main(sock: socket.socket, session: bytes, config: Config, *, pipes: _Pipes) -> None:
-    """Receiving process: socket in, receive half, ACKs out, notes and events onward."""
+def _receiver_main(
+    sock: socket.socket,
+    listener: socket.socket | None,
+    session: bytes,
+    config: Config,
+    *,
+    pipes: _Pipes,
+) -> None:
+    """Receiving process: sockets in, receive half, ACKs out, notes and events onward."""
     _child_setup(pipes)
     try:
         receiver = Receiver(session, config, wall_offset=base.wall_offset())
-        _receive_loop(sock, receiver, pipes)
+        _receive_loop(sock, listener, receiver, pipes)
     finally:
         sock.close()
+        if listener is not None:
+            listener.close()
         pipes.close()
 
 
-def _receive_loop(sock: socket.socket, receiver: Receiver, pipes: _Pipes) -> None:
+def _receive_loop(
+    sock: socket.socket, listener: socket.socket | None, receiver: Receiver, pipes: _Pipes
+) -> None:
     control, lifeline = pipes.calls, pipes.lifeline
     poller = select.poll()
-    for fd in (sock.fileno(), control.fileno(), lifeline.fileno()):
+    sockets = [sock] if listener is None else [sock, listener]
+    for fd in [s.fileno() for s in sockets] + [control.fileno(), lifeline.fileno()]:
         poller.register(fd, select.POLLIN)
     transmitter = Transmitter(sock.sendto, _to_parent(pipes.events))
     pipes.events.send(Ready())
@@ -451,11 +467,12 @@ def _receive_loop(sock: socket.socket, receiver: Receiver, pipes: _Pipes) -> Non
                     pipes.events.send(Reply(request_id, receiver.stats))
                 case Request(request_id, Question.PEERS):
                     pipes.events.send(Reply(request_id, receiver.peers()))
-        if sock.fileno() in ready:
-            datagrams: list[tuple[bytes, Address]] = []
-            read_queued(sock, datagrams)
-            for data, source in datagrams:
-                receiver.receive_datagram(data, source, now)
+        datagrams: list[tuple[bytes, Address]] = []
+        for readable in sockets:
+            if readable.fileno() in ready:
+                read_queued(readable, datagrams)
+        for data, source in datagrams:
+            receiver.receive_datagram(data, source, now)
         if timer is not None and timer <= now:
             receiver.handle_timer(now)
         flushed = base.flush(receiver, now)
@@ -505,7 +522,9 @@ def _send_loop(sock: socket.socket, sender: Sender, status: Any, pipes: _Pipes) 
     sends_done = 0
     stopping = False
     sources = [commands, notes, lifeline]
-    transmitter = Transmitter(sock.sendto, _to_parent(pipes.events))
+    transmitter = Transmitter(
+        sock.sendto, _to_parent(pipes.events), quiet=sender.config.announce_to
+    )
     while True:
         # A fresh clock: handling a backlog of queued sends can take longer than an RTO,
         # and stamping the window with the time we woke would make it all look overdue.

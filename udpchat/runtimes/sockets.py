@@ -20,6 +20,7 @@ import errno
 import fcntl
 import ipaddress
 import re
+import selectors
 import socket
 import struct
 import sys
@@ -54,6 +55,54 @@ def read_queued(sock: socket.socket, batch: list[tuple[bytes, Address]]) -> None
             # meets and handles.
             return
         batch.append((data, normalize(addr)))
+
+
+class Reader:
+    """What a receiving thread waits on: the chat socket, and the discovery socket when
+    there is one. `read()` blocks until datagrams arrive and returns them (up to DRAIN
+    per socket), or None once the chat socket is shut down for reading (`close`)."""
+
+    def __init__(self, sock: socket.socket, listener: socket.socket | None) -> None:
+        self._sock = sock
+        self._listener = listener
+        self._selector: selectors.BaseSelector | None = None
+        if listener is not None:
+            self._selector = selectors.DefaultSelector()
+            self._selector.register(sock, selectors.EVENT_READ)
+            self._selector.register(listener, selectors.EVENT_READ)
+
+    def read(self) -> list[tuple[bytes, Address]] | None:
+        if self._selector is None:  # one socket: block in recvfrom, no select per read
+            return self._first_and_queued(self._sock, block=True)
+        batch: list[tuple[bytes, Address]] = []
+        for key, _ in self._selector.select():
+            if key.fileobj is self._sock:
+                more = self._first_and_queued(self._sock, block=False)
+                if more is None:
+                    return None
+                batch += more
+            else:
+                read_queued(self._listener, batch)  # type: ignore[arg-type]
+        return batch
+
+    def close(self) -> None:
+        if self._selector is not None:
+            self._selector.close()
+
+    @staticmethod
+    def _first_and_queued(
+        sock: socket.socket, *, block: bool
+    ) -> list[tuple[bytes, Address]] | None:
+        try:
+            data, addr = sock.recvfrom(RECEIVE_BUFFER, 0 if block else socket.MSG_DONTWAIT)
+        except OSError:
+            # Nothing after all, or an ICMP error reported on the socket: nothing to read.
+            return []
+        if addr is None:  # shut down for reading: the runtime is closing
+            return None
+        batch = [(data, normalize(addr))]
+        read_queued(sock, batch)
+        return batch
 
 
 def normalize(addr: tuple[object, ...]) -> Address:
@@ -264,6 +313,17 @@ def _interfaces() -> Iterator[tuple[str, int, ipaddress.IPv4Address | None, set[
                     if network.prefixlen < 31:  # a /31 or /32 has no broadcast address
                         broadcasts.add(str(network.broadcast_address))
             yield name, flags, address, broadcasts
+
+
+def interfaces_up(*, ipv4_only: bool = True) -> list[tuple[str, str, set[str]]]:
+    """(name, IPv4 address, its broadcast addresses) of each interface that is up,
+    loopback included; with `ipv4_only=False` also those without an IPv4 address (the
+    address is then ""). Empty where the interfaces cannot be read (only Linux's can)."""
+    return [
+        (name, str(address) if address is not None else "", broadcasts)
+        for name, flags, address, broadcasts in _interfaces()
+        if flags & _IFF_UP and (address is not None or not ipv4_only)
+    ]
 
 
 def _local_broadcasts() -> set[ipaddress.IPv4Address]:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from ..protocol import Address, ChatSession, PeerStatus, Stats
 from . import base
 from .base import CLOSED, Flushed, RuntimeBase, Transmitter
-from .sockets import RECEIVE_BUFFER, normalize, read_queued
+from .sockets import Reader, normalize
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -63,9 +63,14 @@ class ThreadRuntime(RuntimeBase):
 
     def open(self) -> None:
         self._sock = self._bind_socket()
-        self._transmitter = Transmitter(self._sock.sendto, self._outlet.publish)
+        listener = self._discovery.listener if self._discovery is not None else None
+        self._reader = Reader(self._sock, listener)
+        self._transmitter = Transmitter(
+            self._sock.sendto, self._outlet.publish, quiet=self._announce_to
+        )
         with self._lock:
             now = time.monotonic()
+            self._core.start_announcing(self._announce_to)
             for addr in self._initial_peers:
                 self._core.add_peer(addr, now)
         self._threads = [
@@ -86,6 +91,8 @@ class ThreadRuntime(RuntimeBase):
         _wake_receiver(self._sock)
         receiver.join(timeout=0.5)
         self._sock.close()
+        self._reader.close()
+        self._close_discovery()
         self._outlet.shut()
         with self._lock:
             self._lock.notify_all()  # wakes wait_delivered: nothing more will be delivered
@@ -135,19 +142,12 @@ class ThreadRuntime(RuntimeBase):
     # -- the two threads ------------------------------------------------------
 
     def _receive_loop(self) -> None:
-        sock = self._sock
-        assert sock is not None
         while True:
-            try:
-                data, addr = sock.recvfrom(RECEIVE_BUFFER)
-            except OSError:
-                if self._closing:
-                    return
-                continue  # e.g. an ICMP error reported on the socket: nothing to read
-            if addr is None or self._closing:  # woken by close()
+            batch = self._reader.read()
+            if batch is None or self._closing:  # woken by close()
                 return
-            batch = [(data, normalize(addr))]
-            read_queued(sock, batch)
+            if not batch:
+                continue
             with self._lock:
                 now = time.monotonic()
                 for data, source in batch:

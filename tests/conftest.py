@@ -61,6 +61,17 @@ def next_event(runtime: object, timeout: float) -> Event | None:
 pytest_plugins = ["lan"]
 
 
+@pytest.fixture(autouse=True)
+def private_xdg_dirs(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every test, and every udpchat it starts, keeps its state (the instance id) and data
+    in folders of its own, never in the user's."""
+    root = tmp_path_factory.mktemp("xdg")
+    for name in ("XDG_STATE_HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME"):
+        monkeypatch.setenv(name, str(root / name.lower()))
+
+
 @pytest.fixture(params=MODELS)
 def model(request: pytest.FixtureRequest) -> str:
     return str(request.param)

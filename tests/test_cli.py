@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from udpchat.runtimes import MODELS, create_runtime
+from udpchat.runtimes import DEFAULT_PORT, MODELS, create_runtime
 
 LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
 
@@ -29,10 +29,17 @@ LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
 class Chat:
     """One `udpchat` process with its stdin as a pipe and its output read line by line."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, discovery_port: int | None = None) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # No discovery unless asked for, on a private port: most of these chats name
+        # their peers, and none may announce on this machine's LAN (bound to 127.0.0.1,
+        # a chat's announcements stay on loopback).
+        if discovery_port is None:
+            discovery = ["--no-discovery"]
+        else:
+            discovery = ["--discovery-port", str(discovery_port)]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "udpchat", "--bind", "127.0.0.1", *args],
+            [sys.executable, "-m", "udpchat", *discovery, "--bind", "127.0.0.1", *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -227,8 +234,8 @@ def test_a_chat_whose_output_nobody_reads_still_quits_on_ctrl_c(model: str) -> N
     """Line mode prints on the runtime's thread: a full stdout pipe stalls the chat, but
     must not keep it from quitting."""
     chat = subprocess.Popen(
-        [sys.executable, "-m", "udpchat", "--plain", "--bind", "127.0.0.1", "--port", "0",
-         "--model", model],
+        [sys.executable, "-m", "udpchat", "--no-discovery", "--plain", "--bind", "127.0.0.1",
+         "--port", "0", "--model", model],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
@@ -316,7 +323,7 @@ def test_jsonl_warns_of_invalid_utf8_and_reports_a_refused_message(chats: list[C
 
 def run_error(*args: str) -> tuple[int, str]:
     result = subprocess.run(
-        [sys.executable, "-m", "udpchat", *args],
+        [sys.executable, "-m", "udpchat", "--no-discovery", *args],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         timeout=30,
@@ -387,6 +394,52 @@ def test_port_in_use_is_a_one_line_error_suggesting_another_port() -> None:
         code, stderr = run_error("--bind", "127.0.0.1", "--port", port)
     assert code == 2 and stderr.count("\n") == 1
     assert f"UDP port {port} on 127.0.0.1 is already in use; choose another with --port" in stderr
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_chats_started_with_no_peer_find_each_other(chats: list[Chat], model: str) -> None:
+    discovery = free_udp_port()
+    alice = Chat("--plain", "--port", "0", "--name", "alice", "--model", model,
+                 discovery_port=discovery)  # fmt: skip
+    bob = Chat("--plain", "--port", "0", "--name", "bob", "--model", model,
+               discovery_port=discovery)  # fmt: skip
+    chats += [alice, bob]
+    alice.expect(r"\* bob .*joined")
+    bob.expect(r"\* alice .*joined")
+    alice.say("found you")
+    bob.expect(r"alice: found you")
+
+
+def test_default_port_taken_by_another_chat_falls_back_to_a_free_one_with_discovery(
+    chats: list[Chat],
+) -> None:
+    discovery = free_udp_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        try:
+            taken.bind(("127.0.0.1", DEFAULT_PORT))
+        except OSError:
+            pass  # taken already, by someone else: the same case
+        chat = Chat("--plain", "--name", "second", discovery_port=discovery)
+        chats.append(chat)
+        port = int(chat.expect(LISTENING.pattern).group(1))
+    assert port != DEFAULT_PORT
+
+
+def test_default_port_taken_without_discovery_is_still_an_error() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        try:
+            taken.bind(("127.0.0.1", DEFAULT_PORT))
+        except OSError:
+            pass
+        code, stderr = run_error("--bind", "127.0.0.1")
+    assert code == 2 and f"UDP port {DEFAULT_PORT} on 127.0.0.1 is already in use" in stderr
 
 
 def test_shared_key_chat_works_and_a_wrong_key_is_reported(

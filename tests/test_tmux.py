@@ -63,7 +63,10 @@ class Tmux:
         """
         status = self.directory / f"{name}.status"
         status.unlink(missing_ok=True)
-        chat = shlex.join(["env", "TERM=xterm-256color", sys.executable, "-m", "udpchat", *args])
+        state = f"XDG_STATE_HOME={self.directory / 'state'}"
+        # No discovery: these chats name their peers, and none may announce on the LAN.
+        argv = [sys.executable, "-m", "udpchat", "--no-discovery", *args]
+        chat = shlex.join(["env", "TERM=xterm-256color", state, *argv])
         command = f"{chat}; echo $? > {shlex.quote(str(status))}"
         self.run(
             "new-session", "-d", "-s", name, "-x", str(WIDTH), "-y", str(HEIGHT),

@@ -20,9 +20,18 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from . import __version__
+from .identity import instance_id
 from .protocol import MAX_NICK_BYTES, Config
-from .runtimes import DEFAULT_PORT, MODELS, AddressError, create_runtime, resolve_peer
-from .runtimes.sockets import family_of, parse_port
+from .protocol.wire import DISCOVERY_PORT
+from .runtimes import (
+    DEFAULT_PORT,
+    MODELS,
+    AddressError,
+    ChatRuntime,
+    create_runtime,
+    resolve_peer,
+)
+from .runtimes.sockets import PortInUse, family_of, parse_port
 from .ui.format import escape
 from .ui.lines import LineMode
 
@@ -60,9 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bind", default="0.0.0.0", metavar="ADDR", help="local IP to listen on")
     parser.add_argument(
         "--port",
-        default=str(DEFAULT_PORT),
         metavar="N",
-        help=f"local UDP port (default: {DEFAULT_PORT}; 0 picks a free one)",
+        help=(
+            f"local UDP port (default: {DEFAULT_PORT}, or a free one if that is taken and"
+            " discovery is on; 0 picks a free one)"
+        ),
     )
     parser.add_argument(
         "--peer",
@@ -72,6 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"someone to chat with (repeatable; default port {DEFAULT_PORT})",
     )
     parser.add_argument("--name", metavar="NICK", help="your nickname (default: your user name)")
+    parser.add_argument(
+        "--no-discovery",
+        action="store_true",
+        help="do not announce this chat on the LAN nor look for others (use --peer)",
+    )
+    parser.add_argument(
+        "--discovery-port",
+        default=str(DISCOVERY_PORT),
+        metavar="N",
+        help=f"UDP port where chats announce themselves (default: {DISCOVERY_PORT})",
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
         "--plain",
@@ -192,7 +214,10 @@ def run(argv: Sequence[str] | None = None) -> int:
         raise UsageError(f"unknown model {args.model!r}; choose from {', '.join(MODELS)}")
     nick = _nick(args.name)
     give_up = _seconds(args.give_up)
-    port = parse_port(args.port)
+    port = parse_port(args.port if args.port is not None else str(DEFAULT_PORT))
+    discovery_port = None if args.no_discovery else parse_port(args.discovery_port)
+    if discovery_port == 0:
+        raise UsageError("--discovery-port must be 1 to 65535 (all chats must agree on it)")
     family_of(args.bind)  # a bad --bind is reported before any peer
     peers = [resolve_peer(text, args.bind) for text in args.peer]
     in_terminal = _is_terminal(sys.stdin) and _is_terminal(sys.stdout)
@@ -207,16 +232,34 @@ def run(argv: Sequence[str] | None = None) -> int:
         ui = LineMode(
             jsonl=args.jsonl, drain_timeout=give_up + 5, stdin=stdin, shared_key=key_source
         )
-    runtime = create_runtime(
-        args.model,
-        nick,
-        bind=args.bind,
-        port=port,
-        peers=peers,
-        config=Config(give_up_after=give_up, key=shared_key[0] if shared_key else None),
-        on_event=ui.on_event,
+    config = Config(
+        give_up_after=give_up,
+        key=shared_key[0] if shared_key else None,
+        instance=instance_id(),
     )
-    runtime.open()
+
+    def runtime_on(port: int) -> ChatRuntime:
+        runtime = create_runtime(
+            args.model,
+            nick,
+            bind=args.bind,
+            port=port,
+            peers=peers,
+            config=config,
+            on_event=ui.on_event,
+            discovery_port=discovery_port,
+        )
+        runtime.open()
+        return runtime
+
+    try:
+        runtime = runtime_on(port)
+    except PortInUse:
+        # The default port is taken (another chat on this machine): with discovery the
+        # others find us on any port, so take a free one rather than fail.
+        if args.port is not None or discovery_port is None:
+            raise
+        runtime = runtime_on(0)
     try:
         return ui.run(runtime)
     finally:

@@ -39,6 +39,10 @@ class AddressError(ValueError):
     """A peer or bind address that cannot be used; the message is one line for the user."""
 
 
+class PortInUse(AddressError):
+    """The chat's own port is taken (by another chat on this machine, most often)."""
+
+
 DRAIN = 64
 """Datagrams a runtime reads per wake-up before it flushes the core, so that a burst is
 answered with one ACK per peer rather than one per datagram."""
@@ -140,7 +144,7 @@ def bind_socket(bind: str, port: int) -> socket.socket:
     except OSError as error:
         sock.close()
         if error.errno == errno.EADDRINUSE:
-            raise AddressError(
+            raise PortInUse(
                 f"UDP port {port} on {bind} is already in use; choose another with --port"
             ) from None
         if error.errno == errno.EADDRNOTAVAIL:

@@ -111,7 +111,7 @@ class MemNet:
         self.groups: dict[Address, list[Address]] = {}
         """A multicast or broadcast address -> the attached addresses that hear it (the
         sender among them, as with IP_MULTICAST_LOOP). Each copy is lost on its own."""
-        self._queue: list[tuple[float, int, Address, Address, bytes]] = []
+        self._queue: list[tuple[float, int, Address, Address, bytes, bool]] = []
         self._order = itertools.count()
         self._timers: dict[Address, float | None] = {}
         """Each session's timer as of its last drain: only an input changes it, and every
@@ -204,8 +204,8 @@ class MemNet:
     def _step(self, now: float) -> None:
         self.now = now
         while self._queue and self._queue[0][0] <= now:
-            _, _, src, dst, data = heapq.heappop(self._queue)
-            self._arrive(now, src, dst, data)
+            _, _, src, dst, data, announced = heapq.heappop(self._queue)
+            self._arrive(now, src, dst, data, announced=announced)
         for addr, timer in list(self._timers.items()):
             session = self.sessions[addr]
             if timer is not None and timer <= now:
@@ -216,10 +216,13 @@ class MemNet:
 
     def _transmit(self, sent: Sent) -> None:
         self.sent.append(sent)
-        for dst in self.groups.get(sent.dst, [sent.dst]):
-            self._carry(sent, dst)
+        members = self.groups.get(sent.dst)
+        for dst in members if members is not None else [sent.dst]:
+            self._carry(sent, dst, announced=members is not None)
 
-    def _carry(self, sent: Sent, dst: Address) -> None:
+    def _carry(self, sent: Sent, dst: Address, *, announced: bool) -> None:
+        """One copy towards `dst`; `announced`: it was sent to a group, and arrives as
+        on a runtime's discovery socket."""
         if (sent.src, dst) in self.cut_links:
             return
         if self.drop_if is not None and self.drop_if(sent):
@@ -231,16 +234,18 @@ class MemNet:
             delay = self.latency + self.rng.uniform(0.0, self.jitter)
             if self.reorder and self.rng.random() < self.reorder:
                 delay += self.rng.uniform(0.001, 0.010)
-            item = (sent.time + delay, next(self._order), sent.src, dst, sent.data)
+            item = (sent.time + delay, next(self._order), sent.src, dst, sent.data, announced)
             heapq.heappush(self._queue, item)
 
-    def _arrive(self, now: float, src: Address, dst: Address, data: bytes) -> None:
+    def _arrive(
+        self, now: float, src: Address, dst: Address, data: bytes, *, announced: bool = False
+    ) -> None:
         host = self.also_at.get(dst, dst)
         session = self.sessions.get(host)
         if session is None:
             return
         self.arrived.append(Sent(now, src, dst, data))
-        session.receive_datagram(data, src, now)
+        session.receive_datagram(data, src, now, announced=announced)
         self.flush(host)
 
     # -- looking at what happened ---------------------------------------------------

@@ -12,6 +12,8 @@ from udpchat.protocol import (
     ChatSession,
     Config,
     DatagramRejected,
+    LeaveReason,
+    MessageDelivered,
     PeerJoined,
     PeerLeft,
     wire,
@@ -265,6 +267,39 @@ def test_keyed_chats_find_each_other_and_a_chat_without_the_key_is_not_shown() -
     net.run_for(1)
     assert net.texts(addrs[1]) == net.texts(addrs[2]) == ["keyed only"]
     assert net.texts(addrs[3]) == []
+    # Announcements they cannot read are counted, neither reported nor answered.
+    for addr in addrs:
+        assert net.events(addr, DatagramRejected) == []
+        assert net.session(addr).stats().discovery_dropped > 0
+    assert not [s for s in net.sent if s.data[3] == wire.Kind.REFUSED]
+
+
+def test_a_chat_without_a_key_and_keyed_chats_ignore_each_others_announcements() -> None:
+    net = MemNet()
+    keyed, plain = host(0), host(1)
+    net.groups[GROUP] = [keyed, plain]
+    net.attach(keyed, ChatSession("keyed", config=Config(announce_to=(GROUP,), key=KEY)))
+    net.attach(plain, ChatSession("plain", config=DISCOVERING))
+    net.run_for(60)
+    for addr in (keyed, plain):
+        assert net.session(addr).peers(net.now) == []
+        assert net.events(addr, DatagramRejected) == []
+        assert net.session(addr).stats().discovery_dropped >= 6
+    assert {s.dst for s in net.sent} == {GROUP}  # nothing but announcements
+
+
+def test_anything_but_an_announcement_on_the_discovery_port_is_dropped_quietly() -> None:
+    net = lan(2)
+    net.run_for(5)
+    a, stranger = host(0), ("10.9.9.9", 5555)
+    session = net.session(a)
+    hello = wire.encode(wire.Hello(b"stranger", "mallory", wants_reply=True))
+    session.receive_datagram(hello, stranger, net.now, announced=True)
+    session.receive_datagram(b"not udpchat at all", stranger, net.now, announced=True)
+    net.flush(a)
+    assert stranger not in seen_by(net, a)
+    assert net.events(a, DatagramRejected) == []
+    assert session.stats().discovery_dropped == 2
 
 
 def test_keyed_announcement_replayed_from_another_address_makes_no_peer() -> None:
@@ -282,3 +317,34 @@ def test_keyed_announcement_replayed_from_another_address_makes_no_peer() -> Non
         net.inject(copy.data, spoofer, b)
     net.run_for(5)
     assert spoofer not in seen_by(net, b)
+
+
+def test_a_vanished_peer_we_are_talking_to_is_gone_within_fifteen_seconds() -> None:
+    net = lan(3)
+    net.run_for(60)
+    talker, bystander, gone = host(0), host(1), host(2)
+    net.detach(gone)
+    vanished = net.now
+    net.send(talker, "are you there?")
+    net.run_for(16)
+    (left,) = [e for e in net.events(talker, PeerLeft) if e.peer == gone]
+    assert left.reason is LeaveReason.TIMED_OUT
+    assert max(net.times(talker, PeerLeft)) - vanished <= 15.0
+    assert net.events(bystander, PeerLeft) == []  # not talking to it: the 45 s rule
+    net.run_for(45)
+    assert [e.peer for e in net.events(bystander, PeerLeft)] == [gone]
+
+
+def test_a_peer_whose_acks_are_lost_but_which_keeps_talking_is_not_reported_gone() -> None:
+    net = lan(2)
+    net.run_for(10)
+    a, b = host(0), host(1)
+    net.drop_if = lambda sent: sent.src == b and isinstance(sent.record, wire.Ack)
+    net.send(a, "unacknowledged for a while")
+    for second in range(20):  # past `suspect_after`, short of the 30 s give-up
+        net.send(b, f"still here {second}")
+        net.run_for(1)
+    net.heal()
+    net.run_for(5)
+    assert net.events(a, PeerLeft) == []
+    assert len(net.events(a, MessageDelivered)) == 1

@@ -37,6 +37,10 @@ class Config:
     """Seconds between PINGs to a peer that is present."""
     peer_timeout: float = 45.0
     """A peer silent for this long is reported as left ("timed out")."""
+    suspect_after: float = 13.0
+    """A peer silent for this long while our DATA to it goes unacknowledged (we are
+    retransmitting, at least every `max_rto`) is reported as left ("timed out") at the
+    next retransmission: within 15 s when we are talking to it."""
     hello_retry_max: float = 30.0
     """Cap of the back-off between HELLOs to a configured peer that has not answered."""
     send_window: int = 64
@@ -130,6 +134,9 @@ class Stats:
     """Discovery announcements (one per period, whatever the number of addresses)."""
     announcements_received: int = 0
     """ANNOUNCE datagrams from others that passed the checks."""
+    discovery_dropped: int = 0
+    """Datagrams on the discovery port that were not an ANNOUNCE we could read (another
+    key or none, another program): dropped without a report or an answer."""
 
     def __add__(self, other: Stats) -> Stats:
         return Stats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))

@@ -142,8 +142,15 @@ class Receiver:
 
     # -- inputs ---------------------------------------------------------------
 
-    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
-        """Handle one datagram from `addr`. Never raises on its content."""
+    def receive_datagram(
+        self, data: bytes, addr: Address, now: float, *, announced: bool = False
+    ) -> None:
+        """Handle one datagram from `addr`. Never raises on its content.
+
+        `announced`: it came to the discovery port, where only an ANNOUNCE we can read
+        counts. Anything else there (chats with another key or none, other programs) is
+        counted in `discovery_dropped`, never reported nor answered: a LAN may carry many
+        chats that are not ours."""
         self._now = now
         self.stats.datagrams_received += 1
         self.stats.bytes_received += len(data)
@@ -156,9 +163,15 @@ class Receiver:
                 data, addressed = self._opener.open(data, self._wall_ms(now), self.session)
             datagram = wire.decode(data)
         except WireError as error:
+            if announced:
+                self.stats.discovery_dropped += 1
+                return
             self._reject(addr, error.reason, data, error.detail)
             if error.reason in wire.REFUSAL_CODES:
                 self._refuse(data, addr, error.reason, now)
+            return
+        if announced and not isinstance(datagram, wire.Announce):
+            self.stats.discovery_dropped += 1
             return
         if datagram.session == self.session:
             # Our own datagram, sent back to us: never a peer (docs/protocol.md). Our
@@ -201,6 +214,16 @@ class Receiver:
             self._on_refused(datagram, key)
         elif isinstance(datagram, wire.Bye):
             self._on_bye(datagram, key)
+
+    def suspect(self, peers: list[Address], now: float) -> None:
+        """The send half is retransmitting to `peers`: each that has been silent for
+        `suspect_after` seconds is gone ("timed out"), without waiting for `peer_timeout`
+        (docs/protocol.md, "Discovery": within 15 s when we are talking to it)."""
+        for addr in peers:
+            peer = self._peers.get(addr)
+            silent = peer is not None and now - peer.last_heard >= self.config.suspect_after
+            if peer is not None and peer.present and silent:
+                self._leave(addr, peer, LeaveReason.TIMED_OUT)
 
     def handle_timer(self, now: float) -> None:
         """Report peers that have been silent for longer than `peer_timeout`."""

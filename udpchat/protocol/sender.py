@@ -178,6 +178,7 @@ class Sender:
         self._farewell: dict[Address, tuple[bytes, int, int]] = {}
         self._announcer = Announcer(session, config.announce_period, bool(config.announce_to))
         self._announce_to = config.announce_to
+        self._unanswered: list[Address] = []
 
     # -- caller's API ---------------------------------------------------------
 
@@ -344,6 +345,8 @@ class Sender:
                 self.stats.retransmissions += len(due_now)
                 for fragment in due_now:
                     self._transmit(addr, target, fragment, now)
+                if target.confirmed:
+                    self._unanswered.append(addr)
             if target.loss_time is not None and target.loss_time <= now:
                 self._resend_lost(addr, target, now)
             if target.next_probe is not None and target.next_probe <= now:
@@ -392,6 +395,12 @@ class Sender:
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
+
+    def take_unanswered(self) -> list[Address]:
+        """Peers we retransmitted to since the last call: the receive half's
+        `Receiver.suspect` reports those that have been silent too long as gone."""
+        unanswered, self._unanswered = self._unanswered, []
+        return unanswered
 
     def pending(self) -> int:
         """Deliveries (message, peer) neither acknowledged nor failed yet."""

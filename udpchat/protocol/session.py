@@ -115,15 +115,22 @@ class ChatSession:
             text, now, sent_at_ms=sent_at_ms, to=to, message_id=message_id
         )
 
-    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
-        """Take one datagram from the network. Never raises on its content."""
-        self.receiver.receive_datagram(data, addr, now)
+    def receive_datagram(
+        self, data: bytes, addr: Address, now: float, *, announced: bool = False
+    ) -> None:
+        """Take one datagram from the network (`announced`: from the discovery port).
+        Never raises on its content."""
+        self.receiver.receive_datagram(data, addr, now, announced=announced)
         self._pass_notes(now)
 
     def handle_timer(self, now: float) -> None:
         self.receiver.handle_timer(now)
         self._pass_notes(now)
         self.sender.handle_timer(now)
+        unanswered = self.sender.take_unanswered()
+        if unanswered:
+            self.receiver.suspect(unanswered, now)
+            self._pass_notes(now)
 
     def close(self) -> None:
         """Queue a BYE to every peer; drain `datagrams_to_send` once more after this."""

@@ -300,7 +300,7 @@ class AsyncioChat(asyncio.DatagramProtocol, Endpoint):
         """A datagram on the discovery socket: an announcement, most likely."""
         if not self._closed:
             now = self._now()
-            self._core.receive_datagram(data, addr, now)
+            self._core.receive_datagram(data, addr, now, announced=True)
             self._transmit(now)
 
     def error_received(self, exc: Exception) -> None:

@@ -25,6 +25,7 @@ and shutting down is the parent's decision. Works under fork, spawn and forkserv
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import multiprocessing
@@ -119,6 +120,14 @@ class Request:
 @dataclass(frozen=True, slots=True)
 class Stop:
     """End: the sending process says BYE first."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unanswered:
+    """Sending process to receiving process, through the parent: the peers it has just
+    retransmitted to (`Sender.take_unanswered`, for `Receiver.suspect`)."""
+
+    peers: list[Address]
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +244,8 @@ class ProcessRuntime(RuntimeBase):
         # acknowledge (docs/protocol.md, "BYE").
         for conn, process in ((self._control, self._receiver), (self._commands, self._sender)):
             try:
-                conn.send(Stop())
+                with self._send_lock:  # the events thread may be forwarding to it
+                    conn.send(Stop())
             except OSError:
                 pass  # that child is gone already
             process.join(_JOIN_TIMEOUT)
@@ -362,6 +372,9 @@ class ProcessRuntime(RuntimeBase):
                             waiter.put(value)
                     case Ready():
                         self._ready[id(conn)].put(True)
+                    case Unanswered():
+                        with self._send_lock, contextlib.suppress(OSError):
+                            self._control.send(message)
         for conn in (self._from_receiver, self._from_sender):
             conn.close()
 
@@ -467,12 +480,15 @@ def _receive_loop(
                     pipes.events.send(Reply(request_id, receiver.stats))
                 case Request(request_id, Question.PEERS):
                     pipes.events.send(Reply(request_id, receiver.peers()))
-        datagrams: list[tuple[bytes, Address]] = []
+                case Unanswered(peers):
+                    receiver.suspect(peers, now)
         for readable in sockets:
             if readable.fileno() in ready:
+                datagrams: list[tuple[bytes, Address]] = []
                 read_queued(readable, datagrams)
-        for data, source in datagrams:
-            receiver.receive_datagram(data, source, now)
+                announced = readable is listener
+                for data, source in datagrams:
+                    receiver.receive_datagram(data, source, now, announced=announced)
         if timer is not None and timer <= now:
             receiver.handle_timer(now)
         flushed = base.flush(receiver, now)
@@ -581,6 +597,9 @@ def _send_loop(sock: socket.socket, sender: Sender, status: Any, pipes: _Pipes) 
         timer = sender.get_timer()
         if timer is not None and timer <= now:
             sender.handle_timer(now)
+            unanswered = sender.take_unanswered()
+            if unanswered:
+                outbox.append(Unanswered(unanswered))
         if stopping:
             sender.close()
 

@@ -64,7 +64,8 @@ def read_queued(sock: socket.socket, batch: list[tuple[bytes, Address]]) -> None
 class Reader:
     """What a receiving thread waits on: the chat socket, and the discovery socket when
     there is one. `read()` blocks until datagrams arrive and returns them (up to DRAIN
-    per socket), or None once the chat socket is shut down for reading (`close`)."""
+    per socket): those of the chat socket, then those of the discovery socket; or None
+    once the chat socket is shut down for reading (`close`)."""
 
     def __init__(self, sock: socket.socket, listener: socket.socket | None) -> None:
         self._sock = sock
@@ -75,10 +76,14 @@ class Reader:
             self._selector.register(sock, selectors.EVENT_READ)
             self._selector.register(listener, selectors.EVENT_READ)
 
-    def read(self) -> list[tuple[bytes, Address]] | None:
+    def read(
+        self,
+    ) -> tuple[list[tuple[bytes, Address]], list[tuple[bytes, Address]]] | None:
         if self._selector is None:  # one socket: block in recvfrom, no select per read
-            return self._first_and_queued(self._sock, block=True)
+            only = self._first_and_queued(self._sock, block=True)
+            return None if only is None else (only, [])
         batch: list[tuple[bytes, Address]] = []
+        announced: list[tuple[bytes, Address]] = []
         for key, _ in self._selector.select():
             if key.fileobj is self._sock:
                 more = self._first_and_queued(self._sock, block=False)
@@ -86,8 +91,8 @@ class Reader:
                     return None
                 batch += more
             else:
-                read_queued(self._listener, batch)  # type: ignore[arg-type]
-        return batch
+                read_queued(self._listener, announced)  # type: ignore[arg-type]
+        return batch, announced
 
     def close(self) -> None:
         if self._selector is not None:

@@ -143,15 +143,18 @@ class ThreadRuntime(RuntimeBase):
 
     def _receive_loop(self) -> None:
         while True:
-            batch = self._reader.read()
-            if batch is None or self._closing:  # woken by close()
+            read = self._reader.read()
+            if read is None or self._closing:  # woken by close()
                 return
-            if not batch:
+            batch, announced = read
+            if not (batch or announced):
                 continue
             with self._lock:
                 now = time.monotonic()
                 for data, source in batch:
                     self._core.receive_datagram(data, source, now)
+                for data, source in announced:
+                    self._core.receive_datagram(data, source, now, announced=True)
                 flushed, turn = self._flush(now)
                 timer = flushed.timer
                 wake = timer is not None and (self._armed is None or timer < self._armed)

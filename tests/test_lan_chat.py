@@ -1,0 +1,169 @@
+"""Real `udpchat` processes on the virtual LAN (tests/lan.py): found with no `--peer`.
+
+Every host is a network namespace of its own, so every chat uses the default ports (9000
+for the chat, 21277 for discovery) and its default bind address, 0.0.0.0, as on a real
+LAN. Chats run in `--jsonl` mode, read line by line with a timeout per line.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import pytest
+from lan import Host, VirtualLan, read_line
+
+from udpchat.runtimes import MODELS
+
+OpenLan = Callable[..., VirtualLan]
+LINE_TIMEOUT = 15.0
+JOIN_LIMIT = 2.0
+"""Seconds from the last chat's start to everyone seeing everyone: the issue's target."""
+
+
+class LanChat:
+    """One udpchat in line mode on a host of the virtual LAN."""
+
+    def __init__(self, lan: VirtualLan, host: Host, model: str, *args: str) -> None:
+        self.host = host
+        self.process = lan.run(
+            host,
+            [sys.executable, "-m", "udpchat", "--jsonl", "--name", host.name, "--model", model,
+             *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={"PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        self.seen: list[dict[str, Any]] = []
+        self.expect(lambda e: e["event"] == "ready")
+
+    def expect(
+        self, match: Callable[[dict[str, Any]], bool], timeout: float = LINE_TIMEOUT
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = read_line(self.process, left)
+            except TimeoutError:
+                break
+            event: dict[str, Any] = json.loads(line)
+            self.seen.append(event)
+            if match(event):
+                return event
+        pytest.fail(f"{self.host.name}: nothing matching within {timeout} s; saw {self.seen}")
+
+    def joined(self, nicks: set[str]) -> None:
+        left = set(nicks)
+        while left:
+            event = self.expect(lambda e: e["event"] == "peer_joined")
+            left.discard(event["nick"])
+
+    def say(self, text: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(text.encode("utf-8") + b"\n")
+        self.process.stdin.flush()
+
+
+def stamp(event: dict[str, Any]) -> float:
+    """An event's `time` (ISO 8601 with milliseconds) as seconds since the epoch."""
+    return datetime.fromisoformat(event["time"]).timestamp()
+
+
+def start_all(lan: VirtualLan, models: tuple[str, ...], *args: str) -> list[LanChat]:
+    return [LanChat(lan, host, model, *args) for host, model in zip(lan.hosts, models, strict=True)]
+
+
+MIXES = [pytest.param((m, m, m), id=m) for m in MODELS] + [
+    pytest.param(tuple(MODELS), id="-".join(MODELS))
+]
+
+
+@pytest.mark.parametrize("models", MIXES)
+def test_three_hosts_started_with_no_peer_chat_within_two_seconds(
+    open_lan: OpenLan, models: tuple[str, ...]
+) -> None:
+    lan = open_lan(hosts=3)
+    chats = start_all(lan, models)
+    names = {host.name for host in lan.hosts}
+    for chat in chats:
+        chat.joined(names - {chat.host.name})
+    # From the chats' own stamps: the last one ready, the last join anyone saw.
+    last_ready = max(stamp(e) for chat in chats for e in chat.seen if e["event"] == "ready")
+    last_join = max(stamp(e) for chat in chats for e in chat.seen if e["event"] == "peer_joined")
+    took = last_join - last_ready
+    assert took < JOIN_LIMIT, f"everyone saw everyone {took:.3f} s after the last start"
+    print(f"\n[{'-'.join(models)}] everyone saw everyone {took * 1000:.0f} ms after the last start")
+    chats[0].say("hello, LAN")
+    for chat in chats[1:]:
+        event = chat.expect(lambda e: e["event"] == "message_received")
+        assert (event["text"], event["nick"]) == ("hello, LAN", "h1")
+    chats[0].expect(lambda e: e["event"] == "message_delivered")
+    chats[0].expect(lambda e: e["event"] == "message_delivered")
+
+
+def test_hosts_find_each_other_by_broadcast_where_multicast_is_dropped(
+    open_lan: OpenLan,
+) -> None:
+    lan = open_lan(hosts=3)
+    lan.block_multicast()
+    chats = start_all(lan, ("thread", "process", "asyncio"))
+    names = {host.name for host in lan.hosts}
+    for chat in chats:
+        chat.joined(names - {chat.host.name})
+
+
+def test_discovery_finds_each_other_through_thirty_percent_loss(open_lan: OpenLan) -> None:
+    lan = open_lan(hosts=3)
+    lan.set_loss(30)
+    chats = start_all(lan, ("thread", "process", "asyncio"))
+    names = {host.name for host in lan.hosts}
+    for chat in chats:
+        # The start-up announcements (0, 1, 2, 4, 8, 16 s), each sent to the group and
+        # broadcast, and the answers: all lost only rarely.
+        chat.joined(names - {chat.host.name})
+    chats[0].say("through the loss")
+    for chat in chats[1:]:
+        chat.expect(lambda e: e["event"] == "message_received", timeout=30)
+
+
+def test_without_discovery_nobody_is_found_but_peer_still_works(open_lan: OpenLan) -> None:
+    lan = open_lan(hosts=3)
+    h1, h2, h3 = lan.hosts
+    quiet = LanChat(lan, h1, "thread", "--no-discovery", "--peer", h2.address)
+    named = LanChat(lan, h2, "thread", "--no-discovery")
+    third = LanChat(lan, h3, "thread")  # announces, but nobody listens
+    quiet.joined({"h2"})
+    named.joined({"h1"})
+    quiet.say("only to h2")
+    named.expect(lambda e: e["event"] == "message_received" and e["text"] == "only to h2")
+    third.say("anyone?")
+    third.expect(lambda e: e["event"] == "message_refused" and "no peer" in e["reason"])
+    assert not [e for e in third.seen if e["event"] == "peer_joined"]
+
+
+@pytest.mark.parametrize("victim", [0, 1, 2], ids=["thread", "process", "asyncio"])
+def test_a_host_killed_with_sigkill_is_gone_within_fifteen_seconds_for_who_talks_to_it(
+    open_lan: OpenLan, victim: int
+) -> None:
+    lan = open_lan(hosts=3)
+    chats = start_all(lan, ("thread", "process", "asyncio"))
+    names = {host.name for host in lan.hosts}
+    for chat in chats:
+        chat.joined(names - {chat.host.name})
+    dead = chats[victim]
+    talker, other = (chat for chat in chats if chat is not dead)
+    lan.kill(dead.process)  # SIGKILL: no BYE
+    killed = time.monotonic()
+    talker.say("who is still here?")
+    left = talker.expect(lambda e: e["event"] == "peer_left", timeout=20)
+    # The process model's children outlive their parent long enough to say BYE.
+    reason = "bye" if victim == 1 else "timed out"
+    assert (left["nick"], left["reason"]) == (dead.host.name, reason)
+    assert time.monotonic() - killed < 15.0 + 1.0  # 1 s for reading the line
+    event = other.expect(lambda e: e["event"] == "message_received")
+    assert event["text"] == "who is still here?"

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Protocol
 
+from .wire import ANNOUNCE_PERIOD
+
 
 class MessageTransform(Protocol):
     """Per-message work on the text, run by the core where each model runs its halves:
@@ -70,8 +72,10 @@ class Config:
     announce_to: tuple[tuple[str, int], ...] = ()
     """Discovery: where ANNOUNCE datagrams go (the group and broadcast addresses the
     runtime chose, docs/protocol.md, "Discovery"); empty turns announcing off."""
-    announce_period: float = 30.0
-    """Discovery: the steady interval between announcements, after the start-up ones."""
+    announce_period: float = ANNOUNCE_PERIOD
+    """Discovery: the steady interval between announcements, after the start-up ones. A
+    peer that announces itself is kept present by its announcements rather than by
+    keepalive PINGs, and is gone after three periods of silence."""
     instance: bytes = field(default=bytes(8), repr=False)
     """This installation's 8-byte instance id, carried in ANNOUNCE."""
     transform: MessageTransform | None = None

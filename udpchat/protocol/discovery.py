@@ -1,7 +1,7 @@
 """When to announce ourselves on the LAN (docs/protocol.md, "Discovery").
 
 Rules, after mDNS (RFC 6762, 8.3): announce at once, again 1 s later, then back off,
-doubling the interval up to the steady period (30 s by default). The steady interval is
+doubling the interval up to the steady period (60 s by default). The steady interval is
 spread by up to ±10 %, derived from the session id, so that chats started together do
 not keep announcing in step. The schedule is all this module knows; the send half builds
 the datagrams and the runtime chose where they go (`Config.announce_to`).
@@ -9,7 +9,7 @@ the datagrams and the runtime chose where they go (`Config.announce_to`).
 
 from __future__ import annotations
 
-START_INTERVALS = (1.0, 1.0, 2.0, 4.0, 8.0, 16.0)
+START_INTERVALS = (1.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 """Intervals after the first announcements; then the steady period."""
 SPREAD = 0.1
 """The steady interval varies by up to this share either way."""

@@ -74,4 +74,12 @@ class RefusedNote:
     reason: RejectReason
 
 
-Note = AckNote | PongNote | PeerNote | RefusedNote | AddressNote | FarewellNote
+@dataclass(frozen=True, slots=True)
+class AnnouncedNote:
+    """`peer` announces itself on our LAN: its announcements keep it present, so it
+    needs no keepalive PINGs."""
+
+    peer: Address
+
+
+Note = AckNote | PongNote | PeerNote | RefusedNote | AddressNote | FarewellNote | AnnouncedNote

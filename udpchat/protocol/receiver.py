@@ -39,7 +39,16 @@ from .events import (
     PeerLeft,
     PeerRenamed,
 )
-from .notes import AckNote, AddressNote, FarewellNote, Note, PeerNote, PongNote, RefusedNote
+from .notes import (
+    AckNote,
+    AddressNote,
+    AnnouncedNote,
+    FarewellNote,
+    Note,
+    PeerNote,
+    PongNote,
+    RefusedNote,
+)
 from .sealing import Outgoing, seal_all
 
 if TYPE_CHECKING:
@@ -77,6 +86,9 @@ class _Peer:
     heard_direct: bool = False
     """A unicast datagram of this session has arrived (anything but an ANNOUNCE): it
     knows us, so its announcements need no answer."""
+    announced: bool = False
+    """This session announces itself on our LAN: its announcements keep it present, so
+    it is gone only after three announcement periods of silence."""
 
     def restart(self, session: bytes, keep: int) -> None:
         if self.session:
@@ -90,6 +102,7 @@ class _Peer:
         self.partial_bytes = 0
         self.duplicate = 0
         self.heard_direct = False
+        self.announced = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,15 +241,15 @@ class Receiver:
     def handle_timer(self, now: float) -> None:
         """Report peers that have been silent for longer than `peer_timeout`."""
         for addr, peer in self._peers.items():
-            if peer.present and now >= peer.last_heard + self.config.peer_timeout:
+            if peer.present and now >= peer.last_heard + self._timeout(peer):
                 self._leave(addr, peer, LeaveReason.TIMED_OUT)
 
     # -- outputs --------------------------------------------------------------
 
     def get_timer(self) -> float | None:
         """When `handle_timer` next has something to do, or None."""
-        deadlines = [p.last_heard for p in self._peers.values() if p.present]
-        return min(deadlines) + self.config.peer_timeout if deadlines else None
+        deadlines = [p.last_heard + self._timeout(p) for p in self._peers.values() if p.present]
+        return min(deadlines) if deadlines else None
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         """PONGs, and one ACK per peer that sent DATA since the last call (batched)."""
@@ -445,14 +458,33 @@ class Receiver:
         if known is not None:
             peer = self._peers[known]
             if peer.present and peer.heard_direct:
-                if verified:
+                # Sealed for anyone, it is still that session's own (the key and the
+                # replay window say so) when it comes from where the peer is.
+                if verified or addr == peer.reply_to:
                     peer.last_heard = now
+                    self._mark_announced(known, peer)
                 return
         hello = wire.Hello(announce.session, announce.nick, True)
-        if verified:
-            self._on_hello(hello, self._key(announce.session, addr), now)
-        else:
+        if not verified:
             self._verify(hello, addr)
+            return
+        key = self._key(announce.session, addr)
+        self._on_hello(hello, key, now)
+        joined = self._peers.get(key)
+        if joined is not None and joined.session == announce.session:
+            self._mark_announced(key, joined)
+
+    def _mark_announced(self, key: Address, peer: _Peer) -> None:
+        if not peer.announced:
+            peer.announced = True
+            self._notes.append(AnnouncedNote(key))
+
+    def _timeout(self, peer: _Peer) -> float:
+        """How long `peer` may be silent before it is gone (docs/protocol.md, PING and
+        "Discovery")."""
+        if peer.announced:
+            return max(self.config.peer_timeout, 3 * self.config.announce_period)
+        return self.config.peer_timeout
 
     def _on_hello(self, hello: wire.Hello, addr: Address, now: float) -> None:
         # A HELLO that asks for none is itself a reply: answering it would never end.

@@ -35,7 +35,16 @@ from .discovery import Announcer
 from .errors import LocalProtocolError, MessageTooLong, NoPeers, OutboxFull, RejectReason
 from .events import Address, DeliveryFailed, Event, MessageDelivered
 from .nick import validate_nick
-from .notes import AckNote, AddressNote, FarewellNote, Note, PeerNote, PongNote, RefusedNote
+from .notes import (
+    AckNote,
+    AddressNote,
+    AnnouncedNote,
+    FarewellNote,
+    Note,
+    PeerNote,
+    PongNote,
+    RefusedNote,
+)
 from .sealing import ANYONE, Outgoing, seal_all
 
 if TYPE_CHECKING:
@@ -131,6 +140,8 @@ class _Target:
     """False from a give-up until a PONG confirms the peer has heard our new base."""
     refused: RejectReason | None = None
     """Why the peer last said it could not authenticate our datagrams, if it did."""
+    announced: bool = False
+    """It announces itself on our LAN, which keeps it present: no keepalive PINGs."""
 
     def base(self) -> int:
         for seq in self.in_flight:
@@ -317,6 +328,10 @@ class Sender:
                 self._on_address(note.peer, note.address)
             case FarewellNote():
                 self.take_farewell(note)
+            case AnnouncedNote():
+                target = self._targets.get(note.peer)
+                if target is not None:
+                    target.announced = True
 
     def handle_timer(self, now: float) -> None:
         """Give up on late deliveries, retransmit what is due, send due probes and the
@@ -597,7 +612,10 @@ class Sender:
             ping = wire.encode(wire.Ping(self.session, token, base))
             self._outgoing.append((ping, target.addr, target.session))
             if target.base_known:
-                target.next_probe = now + self.config.keepalive_interval
+                # A peer that announces itself needs no keepalive: its announcements
+                # keep it present (docs/protocol.md, "Discovery").
+                keepalive = None if target.announced else self.config.keepalive_interval
+                target.next_probe = None if keepalive is None else now + keepalive
             else:
                 target.next_probe = now + target.probe_backoff
                 keepalive = self.config.keepalive_interval

@@ -74,8 +74,8 @@ _ANNOUNCE = struct.Struct("!8sB")  # instance id, nick length
 DISCOVERY_GROUP = "239.255.77.77"
 DISCOVERY_GROUP6 = "ff02::7777"
 DISCOVERY_PORT = 21277
-# "Steady state: one ANNOUNCE every 30 s."
-ANNOUNCE_PERIOD = 30.0
+# "Steady state: one ANNOUNCE every 60 s."
+ANNOUNCE_PERIOD = 60.0
 
 DATA_HEADER_SIZE = HEADER.size + _DATA.size
 FIRST_FRAGMENT_OVERHEAD = _FIRST.size

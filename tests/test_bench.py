@@ -342,3 +342,28 @@ def test_cpu_work_goes_into_the_core_so_each_model_runs_it_in_its_workers(
     seen.clear()
     assert peer.ChatEndpoint("thread", None).work_runs_in == "nowhere"
     assert seen["config"].transform is None
+
+
+def test_presence_scenario_measures_a_small_lan() -> None:
+    from udpchat.bench.presence import measure, render
+
+    row = measure(5, window=10)
+    assert row["chats"] == 5 and row["converged_s"] < 0.1
+    # One announcement a minute (±10 %), to two addresses, 64 bytes each; nothing else.
+    assert 1.6 <= row["datagrams_per_chat_minute"] <= 2.4
+    assert row["bytes_per_chat_minute"] == round(64 * row["datagrams_per_chat_minute"])
+    assert 0 < row["message_to_all_ms"] < 5
+    assert "| 5 | 0% |" in render([row])
+
+
+@pytest.mark.parametrize(
+    "args", [["--chats", "1"], ["--loss", "2"], ["--window", "x"], ["--bogus"]]
+)
+def test_presence_usage_errors_are_one_line(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from udpchat.bench.presence import main
+
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("udpchat bench presence: error:") and err.count("\n") == 1

@@ -50,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             f"--quick is {quick.repeat} round of {quick.messages} messages and "
-            f"{quick.pings} pings (under a minute). Exit status: 0, 1 if a step failed, "
-            "2 for a usage error."
+            f"{quick.pings} pings (under a minute). 'udpchat bench presence' measures "
+            "discovery and membership instead (--help there). Exit status: 0, 1 if a step "
+            "failed, 2 for a usage error."
         ),
     )
     parser.add_argument(
@@ -251,8 +252,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     what follows the word "bench" (default: `sys.argv[1:]`)."""
     from .plot import PlotUnavailable
 
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["presence"]:
+        from .presence import main as presence_main
+
+        return presence_main(arguments[1:])
     try:
-        return run(list(sys.argv[1:] if argv is None else argv))
+        return run(arguments)
     except (UsageError, PlotUnavailable) as error:
         print(f"udpchat bench: error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -248,7 +248,13 @@ class Receiver:
 
     def get_timer(self) -> float | None:
         """When `handle_timer` next has something to do, or None."""
-        deadlines = [p.last_heard + self._timeout(p) for p in self._peers.values() if p.present]
+        plain = self.config.peer_timeout
+        announced = max(plain, 3 * self.config.announce_period)  # as in `_timeout`
+        deadlines = [
+            p.last_heard + (announced if p.announced else plain)
+            for p in self._peers.values()
+            if p.present
+        ]
         return min(deadlines) if deadlines else None
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:

@@ -390,6 +390,8 @@ class Sender:
         is none."""
         soonest = self._announcer.next_at
         for target in self._targets.values():
+            if not target.deliveries and target.next_probe is None and target.loss_time is None:
+                continue  # idle (most peers of a quiet LAN): nothing in flight, no probe due
             heap = target.retransmit_heap
             while heap:
                 fragment = target.in_flight.get(heap[0][1])

@@ -411,6 +411,7 @@ def test_chats_started_with_no_peer_find_each_other(chats: list[Chat], model: st
     bob = Chat("--plain", "--port", "0", "--name", "bob", "--model", model,
                discovery_port=discovery)  # fmt: skip
     chats += [alice, bob]
+    alice.expect(rf"\* finding others on the LAN \(announcements on UDP port {discovery}\)")
     alice.expect(r"\* bob .*joined")
     bob.expect(r"\* alice .*joined")
     alice.say("found you")
@@ -430,6 +431,16 @@ def test_default_port_taken_by_another_chat_falls_back_to_a_free_one_with_discov
         chats.append(chat)
         port = int(chat.expect(LISTENING.pattern).group(1))
     assert port != DEFAULT_PORT
+
+
+def test_ready_says_whether_discovery_is_on(chats: list[Chat]) -> None:
+    quiet = start(chats, "--plain", "--port", "0")
+    quiet.expect(r"\* discovery off: chatting with peers named by --peer or /peer add")
+    discovery = free_udp_port()
+    scripted = Chat("--jsonl", "--port", "0", discovery_port=discovery)
+    chats.append(scripted)
+    ready = json.loads(scripted.expect(r'"event": "ready"').string)
+    assert ready["discovery_port"] == discovery
 
 
 def test_default_port_taken_without_discovery_is_still_an_error() -> None:

@@ -89,6 +89,10 @@ class FakeRuntime:
         return ("127.0.0.1", 9000)
 
     @property
+    def discovery_port(self) -> int | None:
+        return None
+
+    @property
     def nick(self) -> str:
         return self._nick
 

@@ -78,6 +78,12 @@ class ChatRuntime(Protocol):
     @property
     def nick(self) -> str: ...
 
+    @property
+    def discovery_port(self) -> int | None:
+        """The UDP port where this chat announces itself and hears others, or None
+        when it does not (docs/protocol.md, "Discovery")."""
+        ...
+
     def open(self) -> None:
         """Bind the socket, start the workers, greet the configured peers."""
         ...
@@ -174,6 +180,10 @@ class Endpoint:
         if self._address is None:
             raise RuntimeError("not open")
         return self._address
+
+    @property
+    def discovery_port(self) -> int | None:
+        return self._discovery_port
 
     def _bind_socket(self) -> socket.socket:
         """The socket, bound, and the discovery socket if asked for (AddressError with a

@@ -120,6 +120,13 @@ def ready_text(local: Address, nick: str, model: str, shared_key: str | None = N
     return f"listening on {format_address(local)} as {escape(nick)} ({how})"
 
 
+def discovery_text(port: int | None) -> str:
+    """The line that says whether this chat looks for others on the LAN."""
+    if port is None:
+        return "discovery off: chatting with peers named by --peer or /peer add"
+    return f"finding others on the LAN (announcements on UDP port {port})"
+
+
 REACH_LISTED = 4
 """Addresses named in the reach line; more are counted."""
 

@@ -29,6 +29,7 @@ from .format import (
     clock,
     deliveries,
     describe,
+    discovery_text,
     format_address,
     json_line,
     reach_text,
@@ -127,6 +128,7 @@ class LineMode:
                         model=model,
                         shared_key=self.shared_key,
                         reachable_at=reachable_at(local),
+                        discovery_port=runtime.discovery_port,
                     )
                 )
             else:
@@ -135,6 +137,7 @@ class LineMode:
                 reach = reach_text(local)
                 if reach is not None:
                     self._emit(f"{clock()} * {reach}")
+                self._emit(f"{clock()} * {discovery_text(runtime.discovery_port)}")
             for event in self._early or ():
                 self._show(event)
             self._early = None

@@ -85,6 +85,7 @@ from .format import (
     Names,
     deliveries,
     describe,
+    discovery_text,
     escape,
     format_address,
     reach_text,
@@ -166,6 +167,7 @@ class TerminalUI:
         reach = reach_text(runtime.local_address)
         if reach is not None:
             self._system(reach)
+        self._system(discovery_text(runtime.discovery_port))
         loop = asyncio.get_running_loop()
         with self._inbox_lock:
             self._loop = loop

@@ -167,3 +167,15 @@ def test_a_host_killed_with_sigkill_is_gone_within_fifteen_seconds_for_who_talks
     assert time.monotonic() - killed < 15.0 + 1.0  # 1 s for reading the line
     event = other.expect(lambda e: e["event"] == "message_received")
     assert event["text"] == "who is still here?"
+
+
+def test_ipv6_chats_find_each_other_by_link_local_multicast(open_lan: OpenLan) -> None:
+    lan = open_lan(hosts=3)
+    chats = start_all(lan, ("thread", "process", "asyncio"), "--bind", "::")
+    names = {host.name for host in lan.hosts}
+    for chat in chats:
+        chat.joined(names - {chat.host.name})
+    chats[2].say("over IPv6")
+    for chat in chats[:2]:
+        event = chat.expect(lambda e: e["event"] == "message_received")
+        assert event["text"] == "over IPv6"

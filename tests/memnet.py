@@ -3,6 +3,8 @@ a pair of them, at time 0."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from udpchat.bench.memnet import EPOCH_MS, Logged, MemNet, Sent
 from udpchat.protocol import Address, ChatSession, Config
 
@@ -24,25 +26,10 @@ ALICE_SESSION = bytes(range(1, 9))
 BOB_SESSION = bytes(range(0x11, 0x19))
 
 
-def pair(
-    *,
-    config: Config | None = None,
-    seed: int = 0,
-    latency: float = 0.01,
-    jitter: float = 0.0,
-    drop: float = 0.0,
-    duplicate: float = 0.0,
-    reorder: float = 0.0,
-) -> MemNet:
-    """Alice and Bob on one network, each configured with the other as a peer, at time 0."""
-    net = MemNet(
-        seed=seed,
-        latency=latency,
-        jitter=jitter,
-        drop=drop,
-        duplicate=duplicate,
-        reorder=reorder,
-    )
+def pair(*, config: Config | None = None, **network: Any) -> MemNet:
+    """Alice and Bob on one network (`network`: `MemNet`'s seed, latency and faults),
+    each configured with the other as a peer, at time 0."""
+    net = MemNet(**network)
     net.attach(ALICE, ChatSession("alice", session_id=ALICE_SESSION, config=config))
     net.attach(BOB, ChatSession("bob", session_id=BOB_SESSION, config=config))
     net.add_peer(ALICE, BOB)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 from enum import IntEnum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .errors import RejectReason, WireError
 
@@ -324,14 +324,7 @@ def decode(data: bytes) -> Datagram:
             raise WireError(RejectReason.BAD_LENGTH, "PONG")
         return Pong(session, *_TOKEN.unpack_from(data, at))
     if kind == Kind.HELLO:
-        if size - at < _HELLO.size:
-            raise WireError(RejectReason.TRUNCATED, "HELLO")
-        flags, nick_len = _HELLO.unpack_from(data, at)
-        at += _HELLO.size
-        if size < at + nick_len:
-            raise WireError(RejectReason.TRUNCATED, "HELLO")
-        # Bytes after the nickname are padding and are ignored.
-        nick = _decode_nick(data[at : at + nick_len])
+        (flags, _), nick = _fields_then_nick(_HELLO, data, at, "HELLO")
         return Hello(session, nick, bool(flags & HELLO_WANTS_REPLY))
     if kind == Kind.BYE:
         if size == at:
@@ -347,17 +340,26 @@ def decode(data: bytes) -> Datagram:
             raise WireError(RejectReason.BAD_VALUE, "REFUSED reason")
         return Refused(session, reason)
     if kind == Kind.ANNOUNCE:
-        if size - at < _ANNOUNCE.size:
-            raise WireError(RejectReason.TRUNCATED, "ANNOUNCE")
-        instance, nick_len = _ANNOUNCE.unpack_from(data, at)
-        at += _ANNOUNCE.size
-        if size < at + nick_len:
-            raise WireError(RejectReason.TRUNCATED, "ANNOUNCE")
-        # Bytes after the nickname are padding and are ignored.
-        return Announce(session, instance, _decode_nick(data[at : at + nick_len]))
+        (instance, _), nick = _fields_then_nick(_ANNOUNCE, data, at, "ANNOUNCE")
+        return Announce(session, instance, nick)
     if kind == Kind.SEALED:
         raise WireError(RejectReason.SEALED_WITHOUT_KEY)
     raise WireError(RejectReason.UNKNOWN_KIND, str(kind))
+
+
+def _fields_then_nick(
+    fields: struct.Struct, data: bytes, at: int, kind: str
+) -> tuple[tuple[Any, ...], str]:
+    """HELLO and ANNOUNCE: fixed `fields` ending in the nick length, the nickname, then
+    padding, which is ignored."""
+    if len(data) - at < fields.size:
+        raise WireError(RejectReason.TRUNCATED, kind)
+    values = fields.unpack_from(data, at)
+    at += fields.size
+    nick_len = values[-1]
+    if len(data) < at + nick_len:
+        raise WireError(RejectReason.TRUNCATED, kind)
+    return values, _decode_nick(data[at : at + nick_len])
 
 
 def _decode_data(session: bytes, data: bytes, at: int) -> Data:

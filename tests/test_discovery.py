@@ -12,6 +12,7 @@ from udpchat.protocol import (
     ChatSession,
     Config,
     DatagramRejected,
+    DeliveryFailed,
     LeaveReason,
     MessageDelivered,
     PeerJoined,
@@ -358,3 +359,28 @@ def test_a_peer_whose_acks_are_lost_but_which_keeps_talking_is_not_reported_gone
     net.run_for(5)
     assert net.events(a, PeerLeft) == []
     assert len(net.events(a, MessageDelivered)) == 1
+
+
+# -- strangers -------------------------------------------------------------------------
+
+
+def test_a_hundred_hellos_from_a_hundred_ports_make_at_most_eight_peers() -> None:
+    """The issue's phantom peers: one program greets from 100 source ports. Its host gets
+    `max_peers_per_host` peers; real members' messages are not failed by the others."""
+    net = lan(3)
+    net.run_for(5)
+    alice, bob = host(0), host(1)
+    phantom_host = "10.9.9.9"
+    for port in range(100):
+        hello = wire.Hello(port.to_bytes(8, "big"), f"phantom{port}", wants_reply=True)
+        net.inject(wire.encode(hello), (phantom_host, 20000 + port), alice)
+    phantoms = [p for p in seen_by(net, alice) if p[0] == phantom_host]
+    assert len(phantoms) == Config().max_peers_per_host
+    rejected = net.events(alice, DatagramRejected)
+    assert rejected and rejected[0].reason.value == "too many peers at one address"
+    net.send(alice, "to the real members")
+    net.run_for(60)
+    assert net.texts(bob) == net.texts(host(2)) == ["to the real members"]
+    failed = [e for e in net.events(alice, DeliveryFailed) if e.peer is not None]
+    assert {e.peer[0] for e in failed} == {phantom_host}  # only the phantoms, which never ack
+    assert len(failed) == Config().max_peers_per_host

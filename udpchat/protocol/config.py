@@ -52,6 +52,9 @@ class Config:
     """Out-of-order DATA datagrams held back per peer; the sender's window fits inside."""
     max_peers: int = 256
     """Peers remembered at once; the least recently heard absent one is forgotten first."""
+    max_peers_per_host: int = 8
+    """Present peers at one IP address: several chats on one machine are common, a
+    hundred are one program making up peers from as many ports."""
     max_pending: int = 10_000
     """Messages accepted by `send_message` and not yet delivered or failed, all peers."""
     retired_sessions: int = 4
@@ -95,6 +98,8 @@ class Config:
             raise ValueError("instance must be 8 bytes")
         if self.announce_period < 4:
             raise ValueError("announce_period must be at least 4 s")
+        if self.max_peers_per_host < 1:
+            raise ValueError("max_peers_per_host must be positive")
         if self.give_up_after <= 0 or self.max_peers < 1 or self.max_pending < 1:
             raise ValueError("give_up_after, max_peers and max_pending must be positive")
 

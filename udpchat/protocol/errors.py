@@ -44,6 +44,8 @@ class Counter(Enum):
     """udpchat, but broken."""
     AUTHENTICATION = "auth_failed"
     """Shared-key mode mismatches."""
+    CROWDED = "window_dropped"
+    """No room: the peer table, or the share of it one host may take."""
 
 
 class RejectReason(Enum):
@@ -94,6 +96,9 @@ class RejectReason(Enum):
     """Only a HELLO may be sealed without naming its recipient."""
     CLOCK_SKEW = "timestamp outside the allowed clock skew"
     """Stamped too far from our clock: an old replay, or clocks that disagree."""
+    TOO_MANY_AT_HOST = "too many peers at one address"
+    """A new session from an IP address that already has `max_peers_per_host` present
+    peers: one program making up peers from many ports."""
 
     @property
     def counter(self) -> Counter:
@@ -101,6 +106,8 @@ class RejectReason(Enum):
             return Counter.FOREIGN
         if self in _AUTHENTICATION:
             return Counter.AUTHENTICATION
+        if self is RejectReason.TOO_MANY_AT_HOST:
+            return Counter.CROWDED
         return Counter.MALFORMED
 
 

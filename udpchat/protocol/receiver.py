@@ -412,6 +412,11 @@ class Receiver:
         if len(self._peers) >= self.config.max_peers and not self._forget_one():
             self.stats.window_dropped += 1
             return None
+        host = addr[0]
+        at_host = sum(1 for a, p in self._peers.items() if p.present and a[0] == host)
+        if at_host >= self.config.max_peers_per_host:
+            self._reject(addr, RejectReason.TOO_MANY_AT_HOST, detail=host)
+            return None
         peer = _Peer(session, nick, now, addr)
         self._peers[addr] = peer
         self._by_session[session] = addr

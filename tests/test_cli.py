@@ -411,7 +411,7 @@ def test_chats_started_with_no_peer_find_each_other(chats: list[Chat], model: st
     bob = Chat("--plain", "--port", "0", "--name", "bob", "--model", model,
                discovery_port=discovery)  # fmt: skip
     chats += [alice, bob]
-    alice.expect(rf"\* finding others on the LAN \(announcements on UDP port {discovery}\)")
+    alice.expect(rf"\* finding others on this machine \(announcements on UDP port {discovery}\)")
     alice.expect(r"\* bob .*joined")
     bob.expect(r"\* alice .*joined")
     alice.say("found you")

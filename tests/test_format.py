@@ -87,3 +87,13 @@ def test_line_mode_names_each_peer_with_the_same_nickname_apart() -> None:
         "* bob (2) (10.0.0.3:9000) is now bobby",
         "* bob (10.0.0.2:9000) left",
     ]
+
+
+def test_discovery_line_says_where_others_are_looked_for() -> None:
+    from udpchat.ui.format import discovery_text
+
+    assert discovery_text(None).startswith("discovery off")
+    assert "on the LAN" in discovery_text(21277, ("0.0.0.0", 9000))
+    assert "on this machine" in discovery_text(21277, ("127.0.0.1", 9000))
+    assert "on this machine" in discovery_text(21277, ("::1", 9000))
+    assert "on the LAN" in discovery_text(21277, ("fe80::1%eth0", 9000))

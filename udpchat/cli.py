@@ -55,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="udpchat",
         description="Chat over UDP with people on the same LAN (or terminals on one machine).",
         epilog=(
-            "Two terminals on one machine: 'udpchat --port 9000 --peer 127.0.0.1:9001' and "
-            "'udpchat --port 9001 --peer 127.0.0.1:9000'. "
+            "Chats on one LAN (or one machine) find each other: just run 'udpchat' in each. "
+            "Where announcements cannot reach, name a peer: 'udpchat --peer 192.168.1.20'. "
             "'udpchat bench' compares the three concurrency models (udpchat bench --help)."
         ),
     )

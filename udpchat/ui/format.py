@@ -120,11 +120,19 @@ def ready_text(local: Address, nick: str, model: str, shared_key: str | None = N
     return f"listening on {format_address(local)} as {escape(nick)} ({how})"
 
 
-def discovery_text(port: int | None) -> str:
-    """The line that says whether this chat looks for others on the LAN."""
+def discovery_text(port: int | None, local: Address | None = None) -> str:
+    """The line that says whether this chat looks for others, on the LAN or (bound to a
+    loopback address, `local`) on this machine."""
     if port is None:
         return "discovery off: chatting with peers named by --peer or /peer add"
-    return f"finding others on the LAN (announcements on UDP port {port})"
+    where = "the LAN"
+    if local is not None:
+        try:
+            if ipaddress.ip_address(local[0].split("%")[0]).is_loopback:
+                where = "this machine"
+        except ValueError:
+            pass
+    return f"finding others on {where} (announcements on UDP port {port})"
 
 
 REACH_LISTED = 4

@@ -137,7 +137,9 @@ class LineMode:
                 reach = reach_text(local)
                 if reach is not None:
                     self._emit(f"{clock()} * {reach}")
-                self._emit(f"{clock()} * {discovery_text(runtime.discovery_port)}")
+                self._emit(
+                    f"{clock()} * {discovery_text(runtime.discovery_port, runtime.local_address)}"
+                )
             for event in self._early or ():
                 self._show(event)
             self._early = None

@@ -167,7 +167,7 @@ class TerminalUI:
         reach = reach_text(runtime.local_address)
         if reach is not None:
             self._system(reach)
-        self._system(discovery_text(runtime.discovery_port))
+        self._system(discovery_text(runtime.discovery_port, runtime.local_address))
         loop = asyncio.get_running_loop()
         with self._inbox_lock:
             self._loop = loop

@@ -336,6 +336,9 @@ def run_error(*args: str) -> tuple[int, str]:
     [
         (["--port", "abc"], "port must be a number from 0 to 65535, not 'abc'"),
         (["--port", "70000"], "port must be a number from 0 to 65535, not '70000'"),
+        (["--discovery-port", "abc"], "--discovery-port must be a number from 1 to 65535"),
+        (["--discovery-port", "0"], "--discovery-port must be a number from 1 to 65535"),
+        (["--discovery-port", "65536"], "(the same for every chat), not '65536'"),
         (["--peer", "127.0.0.1:99999"], "port must be a number from 0 to 65535"),
         (["--peer", "127.0.0.1:0"], "peer port must be 1 to 65535"),
         (["--peer", "[::1"], "malformed peer address '[::1'"),

@@ -215,9 +215,13 @@ def run(argv: Sequence[str] | None = None) -> int:
     nick = _nick(args.name)
     give_up = _seconds(args.give_up)
     port = parse_port(args.port if args.port is not None else str(DEFAULT_PORT))
-    discovery_port = None if args.no_discovery else parse_port(args.discovery_port)
-    if discovery_port == 0:
-        raise UsageError("--discovery-port must be 1 to 65535 (all chats must agree on it)")
+    text = args.discovery_port
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise UsageError(
+            f"--discovery-port must be a number from 1 to 65535 (the same for every chat),"
+            f" not {text!r}"
+        )
+    discovery_port = None if args.no_discovery else int(text)
     family_of(args.bind)  # a bad --bind is reported before any peer
     peers = [resolve_peer(text, args.bind) for text in args.peer]
     in_terminal = _is_terminal(sys.stdin) and _is_terminal(sys.stdout)

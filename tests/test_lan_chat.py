@@ -179,3 +179,62 @@ def test_ipv6_chats_find_each_other_by_link_local_multicast(open_lan: OpenLan) -
     for chat in chats[:2]:
         event = chat.expect(lambda e: e["event"] == "message_received")
         assert event["text"] == "over IPv6"
+
+
+def test_a_host_behind_a_router_is_reached_with_peer_while_the_lan_finds_itself(
+    open_lan: OpenLan,
+) -> None:
+    lan = open_lan(hosts=2, remote_hosts=1)
+    h1, h2 = lan.hosts
+    (r1,) = lan.remote_hosts
+    local = [LanChat(lan, h1, "thread"), LanChat(lan, h2, "asyncio")]
+    remote = LanChat(lan, r1, "process", "--peer", h1.address)
+    local[0].joined({"h2", "r1"})
+    local[1].joined({"h1"})
+    remote.joined({"h1"})
+    remote.say("from behind the router")
+    event = local[0].expect(lambda e: e["event"] == "message_received")
+    assert (event["nick"], event["text"]) == ("r1", "from behind the router")
+    # Announcements do not cross the router: h2 never hears of r1, nor r1 of h2.
+    local[0].say("to both")
+    remote.expect(lambda e: e["event"] == "message_received" and e["text"] == "to both")
+    local[1].expect(lambda e: e["event"] == "message_received" and e["text"] == "to both")
+    assert not [e for e in local[1].seen if e["event"] == "peer_joined" and e["nick"] == "r1"]
+    assert not [e for e in remote.seen if e["event"] == "peer_joined" and e["nick"] == "h2"]
+
+
+def test_two_chats_on_one_host_and_one_on_another_all_find_each_other(
+    open_lan: OpenLan,
+) -> None:
+    lan = open_lan(hosts=2)
+    h1, h2 = lan.hosts
+    first = LanChat(lan, h1, "thread")
+    # Same host, no --port: 9000 is taken, so it takes a free port; discovery finds it.
+    second = LanChat(lan, h1, "asyncio", "--name", "h1-second")
+    other = LanChat(lan, h2, "process")
+    first.joined({"h1-second", "h2"})
+    second.joined({"h1", "h2"})
+    other.joined({"h1", "h1-second"})
+    ports = {e["address"] for chat in (first, second) for e in chat.seen if e["event"] == "ready"}
+    assert len(ports) == 2 and "0.0.0.0:9000" in ports
+
+
+def test_a_host_whose_cable_is_pulled_is_gone_and_comes_back_when_plugged_in(
+    open_lan: OpenLan,
+) -> None:
+    lan = open_lan(hosts=3)
+    chats = start_all(lan, ("thread", "process", "asyncio"))
+    names = {host.name for host in lan.hosts}
+    for chat in chats:
+        chat.joined(names - {chat.host.name})
+    h3 = lan.hosts[2]
+    lan.disconnect(h3)
+    chats[0].say("is h3 there?")
+    left = chats[0].expect(lambda e: e["event"] == "peer_left", timeout=20)
+    assert (left["nick"], left["reason"]) == ("h3", "timed out")
+    lan.reconnect(h3)
+    chats[2].say("back again")  # its first datagram through shows it present again
+    event = chats[0].expect(lambda e: e["event"] == "peer_joined", timeout=20)
+    assert event["nick"] == "h3"
+    received = chats[0].expect(lambda e: e["event"] == "message_received")
+    assert received["text"] == "back again"

@@ -51,7 +51,9 @@ class ChatProcess:
         self.model = model
         self.terminal = terminal
         command = [sys.executable, "-m", "udpchat", "--model", model, "--name", name]
-        command += ["--bind", "127.0.0.1", "--port", "0"]
+        # No discovery: the pair names each other, and a chat the user runs on this
+        # machine must neither hear the benchmark's chats nor be heard by them.
+        command += ["--bind", "127.0.0.1", "--port", "0", "--no-discovery"]
         if peer_port is not None:
             command += ["--peer", f"127.0.0.1:{peer_port}"]
         if not terminal:

@@ -211,7 +211,7 @@ def test_steady_state_costs_two_datagrams_per_peer_per_minute() -> None:
         (2, 0.3, 40.0),
         (10, 0.3, 40.0),
         # 200 at 30 % loss converges too (at the announcement 32 s after start, seed
-        # 200), but takes a minute of CPU in memory; `udpchat bench` runs it.
+        # 200), but takes 40 s of CPU in memory; `udpchat bench presence` runs it.
         (50, 0.3, 40.0),
     ],
 )

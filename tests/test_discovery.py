@@ -384,3 +384,51 @@ def test_a_hundred_hellos_from_a_hundred_ports_make_at_most_eight_peers() -> Non
     failed = [e for e in net.events(alice, DeliveryFailed) if e.peer is not None]
     assert {e.peer[0] for e in failed if e.peer} == {phantom_host}  # only the phantoms
     assert len(failed) == Config().max_peers_per_host
+
+
+# -- identity ----------------------------------------------------------------------------
+
+
+def instance_config(instance: bytes) -> Config:
+    return Config(announce_to=(GROUP,), instance=instance)
+
+
+def test_a_restart_at_another_address_is_recognised_from_the_instance_id() -> None:
+    net = MemNet()
+    a, b_old, b_new = host(0), host(1), ("10.0.0.2", 4001)  # b_new: bob's new port
+    net.groups[GROUP] = [a, b_old, b_new]
+    net.attach(a, ChatSession("alice", config=instance_config(b"alice-01")))
+    net.attach(b_old, ChatSession("bob", config=instance_config(b"bob-0001")))
+    net.run_for(10)
+    net.detach(b_old)  # killed: no BYE
+    net.attach(b_new, ChatSession("bob", config=instance_config(b"bob-0001")))
+    net.run_for(0.1)
+    (left,) = net.events(a, PeerLeft)
+    assert (left.peer, left.reason) == (b_old, LeaveReason.RESTARTED_ELSEWHERE)
+    assert net.events(a, PeerJoined)[-1].peer == b_new
+    assert seen_by(net, a) == {b_new}
+
+
+def test_two_installations_that_share_a_nickname_are_two_peers() -> None:
+    net = MemNet()
+    a, b1, b2 = host(0), host(1), host(2)
+    net.groups[GROUP] = [a, b1, b2]
+    net.attach(a, ChatSession("alice", config=instance_config(b"alice-01")))
+    net.attach(b1, ChatSession("bob", config=instance_config(b"bob-0001")))
+    net.attach(b2, ChatSession("bob", config=instance_config(b"bob-0002")))
+    net.run_for(10)
+    assert seen_by(net, a) == {b1, b2}
+    assert net.events(a, PeerLeft) == []
+
+
+def test_without_instance_ids_a_restart_elsewhere_waits_for_the_timeout() -> None:
+    net = MemNet()
+    a, b_old, b_new = host(0), host(1), ("10.0.0.2", 4001)
+    net.groups[GROUP] = [a, b_old, b_new]
+    net.attach(a, ChatSession("alice", config=DISCOVERING))
+    net.attach(b_old, ChatSession("bob", config=DISCOVERING))
+    net.run_for(10)
+    net.detach(b_old)
+    net.attach(b_new, ChatSession("bob", config=DISCOVERING))
+    net.run_for(0.1)
+    assert net.events(a, PeerLeft) == [] and seen_by(net, a) == {b_old, b_new}

@@ -33,6 +33,9 @@ class LeaveReason(Enum):
     """It said goodbye."""
     TIMED_OUT = "timed out"
     """Nothing was heard from it for longer than the peer timeout."""
+    RESTARTED_ELSEWHERE = "restarted at another address"
+    """Its installation (instance id) announced a new session from another address: the
+    old one is gone (the new one joins on its own)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -138,6 +138,8 @@ class Receiver:
         """Live session id -> the key of its peer in `_peers`."""
         self._aliases: dict[Address, Address] = {}
         """A peer's newest address, when it is not its key -> that key."""
+        self._by_instance: OrderedDict[bytes, Address] = OrderedDict()
+        """Instance id (from ANNOUNCE) -> the key of the peer that last announced it."""
         self._ack_due: set[Address] = set()
         self._outgoing: list[Outgoing] = []
         self._unverified: OrderedDict[tuple[bytes, Address], wire.Hello] = OrderedDict()
@@ -474,16 +476,39 @@ class Receiver:
                 if verified or addr == peer.reply_to:
                     peer.last_heard = now
                     self._mark_announced(known, peer)
+                    self._remember_instance(announce.instance, known)
                 return
         hello = wire.Hello(announce.session, announce.nick, True)
         if not verified:
             self._verify(hello, addr)
             return
         key = self._key(announce.session, addr)
+        self._restarted_elsewhere(announce, key)
         self._on_hello(hello, key, now)
         joined = self._peers.get(key)
         if joined is not None and joined.session == announce.session:
             self._mark_announced(key, joined)
+            self._remember_instance(announce.instance, key)
+
+    def _restarted_elsewhere(self, announce: wire.Announce, key: Address) -> None:
+        """A new session of an installation we know, from another address (a new port,
+        a new DHCP lease): its old session is gone at once, not after its timeout
+        (docs/protocol.md, "Discovery"). At the same address, the usual restart rule
+        applies."""
+        old_key = self._by_instance.get(announce.instance)
+        if old_key is None or old_key == key or announce.instance == bytes(8):
+            return
+        old = self._peers.get(old_key)
+        if old is not None and old.present and old.session != announce.session:
+            self._leave(old_key, old, LeaveReason.RESTARTED_ELSEWHERE)
+
+    def _remember_instance(self, instance: bytes, key: Address) -> None:
+        if instance == bytes(8):  # no instance id: a chat that keeps none
+            return
+        self._by_instance[instance] = key
+        self._by_instance.move_to_end(instance)
+        while len(self._by_instance) > self.config.max_peers:
+            self._by_instance.popitem(last=False)
 
     def _mark_announced(self, key: Address, peer: _Peer) -> None:
         if not peer.announced:

@@ -432,3 +432,12 @@ def test_without_instance_ids_a_restart_elsewhere_waits_for_the_timeout() -> Non
     net.attach(b_new, ChatSession("bob", config=DISCOVERING))
     net.run_for(0.1)
     assert net.events(a, PeerLeft) == [] and seen_by(net, a) == {b_old, b_new}
+
+
+def test_this_machines_own_chats_are_not_limited_per_host() -> None:
+    """A class running a dozen terminals on one machine: loopback is exempt."""
+    bob = ChatSession("bob")
+    for port in range(12):
+        hello = wire.Hello(port.to_bytes(8, "big"), f"local{port}", wants_reply=True)
+        bob.receive_datagram(wire.encode(hello), ("127.0.0.1", 30000 + port), 0.0)
+    assert len([row for row in bob.peers(0.0) if row.present]) == 12

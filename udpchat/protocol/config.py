@@ -54,7 +54,8 @@ class Config:
     """Peers remembered at once; the least recently heard absent one is forgotten first."""
     max_peers_per_host: int = 8
     """Present peers at one IP address: several chats on one machine are common, a
-    hundred are one program making up peers from as many ports."""
+    hundred are one program making up peers from as many ports. Loopback addresses are
+    exempt: this machine's own chats number as many as its user starts."""
     max_pending: int = 10_000
     """Messages accepted by `send_message` and not yet delivered or failed, all peers."""
     retired_sessions: int = 4

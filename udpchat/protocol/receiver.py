@@ -415,10 +415,11 @@ class Receiver:
             self.stats.window_dropped += 1
             return None
         host = addr[0]
-        at_host = sum(1 for a, p in self._peers.items() if p.present and a[0] == host)
-        if at_host >= self.config.max_peers_per_host:
-            self._reject(addr, RejectReason.TOO_MANY_AT_HOST, detail=host)
-            return None
+        if not _is_loopback(host):  # this machine's own chats: as many as its user runs
+            at_host = sum(1 for a, p in self._peers.items() if p.present and a[0] == host)
+            if at_host >= self.config.max_peers_per_host:
+                self._reject(addr, RejectReason.TOO_MANY_AT_HOST, detail=host)
+                return None
         peer = _Peer(session, nick, now, addr)
         self._peers[addr] = peer
         self._by_session[session] = addr
@@ -704,6 +705,11 @@ class Receiver:
         )
         self._rejected_since_report = 0
         sources.clear()
+
+
+def _is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1, or 127.x.y.z mapped into IPv6 (a dual-stack socket's view)."""
+    return host.startswith(("127.", "::ffff:127.")) or host == "::1"
 
 
 def _preview(data: bytes) -> str:

@@ -78,6 +78,15 @@ def start_all(lan: VirtualLan, models: tuple[str, ...], *args: str) -> list[LanC
     return [LanChat(lan, host, model, *args) for host, model in zip(lan.hosts, models, strict=True)]
 
 
+def start_and_meet(lan: VirtualLan, models: tuple[str, ...], *args: str) -> list[LanChat]:
+    """A chat of each model on each host, once every one has seen every other join."""
+    chats = start_all(lan, models, *args)
+    names = {host.name for host in lan.hosts}
+    for chat in chats:
+        chat.joined(names - {chat.host.name})
+    return chats
+
+
 MIXES = [pytest.param((m, m, m), id=m) for m in MODELS] + [
     pytest.param(tuple(MODELS), id="-".join(MODELS))
 ]
@@ -88,10 +97,7 @@ def test_three_hosts_started_with_no_peer_chat_within_two_seconds(
     open_lan: OpenLan, models: tuple[str, ...]
 ) -> None:
     lan = open_lan(hosts=3)
-    chats = start_all(lan, models)
-    names = {host.name for host in lan.hosts}
-    for chat in chats:
-        chat.joined(names - {chat.host.name})
+    chats = start_and_meet(lan, models)
     # From the chats' own stamps: the last one ready, the last join anyone saw.
     last_ready = max(stamp(e) for chat in chats for e in chat.seen if e["event"] == "ready")
     last_join = max(stamp(e) for chat in chats for e in chat.seen if e["event"] == "peer_joined")
@@ -111,21 +117,15 @@ def test_hosts_find_each_other_by_broadcast_where_multicast_is_dropped(
 ) -> None:
     lan = open_lan(hosts=3)
     lan.block_multicast()
-    chats = start_all(lan, ("thread", "process", "asyncio"))
-    names = {host.name for host in lan.hosts}
-    for chat in chats:
-        chat.joined(names - {chat.host.name})
+    start_and_meet(lan, ("thread", "process", "asyncio"))  # fails unless all meet
 
 
 def test_discovery_finds_each_other_through_thirty_percent_loss(open_lan: OpenLan) -> None:
     lan = open_lan(hosts=3)
     lan.set_loss(30)
-    chats = start_all(lan, ("thread", "process", "asyncio"))
-    names = {host.name for host in lan.hosts}
-    for chat in chats:
-        # The start-up announcements (0, 1, 2, 4, 8, 16 s), each sent to the group and
-        # broadcast, and the answers: all lost only rarely.
-        chat.joined(names - {chat.host.name})
+    # The start-up announcements (0, 1, 2, 4, 8, 16 s and on), each sent to the group
+    # and broadcast, and their answers: all lost only rarely.
+    chats = start_and_meet(lan, ("thread", "process", "asyncio"))
     chats[0].say("through the loss")
     for chat in chats[1:]:
         chat.expect(lambda e: e["event"] == "message_received", timeout=30)
@@ -151,10 +151,7 @@ def test_a_host_killed_with_sigkill_is_gone_within_fifteen_seconds_for_who_talks
     open_lan: OpenLan, victim: int
 ) -> None:
     lan = open_lan(hosts=3)
-    chats = start_all(lan, ("thread", "process", "asyncio"))
-    names = {host.name for host in lan.hosts}
-    for chat in chats:
-        chat.joined(names - {chat.host.name})
+    chats = start_and_meet(lan, ("thread", "process", "asyncio"))
     dead = chats[victim]
     talker, other = (chat for chat in chats if chat is not dead)
     lan.kill(dead.process)  # SIGKILL: no BYE
@@ -171,10 +168,7 @@ def test_a_host_killed_with_sigkill_is_gone_within_fifteen_seconds_for_who_talks
 
 def test_ipv6_chats_find_each_other_by_link_local_multicast(open_lan: OpenLan) -> None:
     lan = open_lan(hosts=3)
-    chats = start_all(lan, ("thread", "process", "asyncio"), "--bind", "::")
-    names = {host.name for host in lan.hosts}
-    for chat in chats:
-        chat.joined(names - {chat.host.name})
+    chats = start_and_meet(lan, ("thread", "process", "asyncio"), "--bind", "::")
     chats[2].say("over IPv6")
     for chat in chats[:2]:
         event = chat.expect(lambda e: e["event"] == "message_received")
@@ -223,10 +217,7 @@ def test_a_host_whose_cable_is_pulled_is_gone_and_comes_back_when_plugged_in(
     open_lan: OpenLan,
 ) -> None:
     lan = open_lan(hosts=3)
-    chats = start_all(lan, ("thread", "process", "asyncio"))
-    names = {host.name for host in lan.hosts}
-    for chat in chats:
-        chat.joined(names - {chat.host.name})
+    chats = start_and_meet(lan, ("thread", "process", "asyncio"))
     h3 = lan.hosts[2]
     lan.disconnect(h3)
     chats[0].say("is h3 there?")

@@ -112,6 +112,9 @@ class Tmux:
 
     def kill(self) -> None:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=10)
+        # The server leaves its socket file behind; -L puts it in tmux's own directory.
+        sockets = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}"
+        (sockets / self.socket).unlink(missing_ok=True)
 
 
 @pytest.fixture

@@ -441,3 +441,24 @@ def test_this_machines_own_chats_are_not_limited_per_host() -> None:
         hello = wire.Hello(port.to_bytes(8, "big"), f"local{port}", wants_reply=True)
         bob.receive_datagram(wire.encode(hello), ("127.0.0.1", 30000 + port), 0.0)
     assert len([row for row in bob.peers(0.0) if row.present]) == 12
+
+
+def test_an_idle_peer_whose_first_copy_is_lost_is_not_reported_gone() -> None:
+    """Silence counts from when we started waiting for it: a peer heard last by its
+    announcement 40 s ago is idle, not gone, when our first DATA to it is lost."""
+    net = lan(2)
+    net.run_for(100)  # b last announced at 64 s: idle, silent for 36 s
+    a, b = host(0), host(1)
+    lost: list[Sent] = []
+
+    def lose_first_data(sent: Sent) -> bool:
+        if not lost and isinstance(sent.record, wire.Data):
+            lost.append(sent)
+            return True
+        return False
+
+    net.drop_if = lose_first_data
+    net.send(a, "are you idle?")
+    net.run_for(5)
+    assert lost and net.texts(b) == ["are you idle?"]
+    assert net.events(a, PeerLeft) == []

@@ -138,6 +138,9 @@ class Receiver:
         """Live session id -> the key of its peer in `_peers`."""
         self._aliases: dict[Address, Address] = {}
         """A peer's newest address, when it is not its key -> that key."""
+        self._announced_timeout = max(config.peer_timeout, 3 * config.announce_period)
+        """How long a peer that announces itself may be silent: three announcement
+        periods, and never less than `peer_timeout`."""
         self._by_instance: OrderedDict[bytes, Address] = OrderedDict()
         """Instance id (from ANNOUNCE) -> the key of the peer that last announced it."""
         self._ack_due: set[Address] = set()
@@ -250,8 +253,7 @@ class Receiver:
 
     def get_timer(self) -> float | None:
         """When `handle_timer` next has something to do, or None."""
-        plain = self.config.peer_timeout
-        announced = max(plain, 3 * self.config.announce_period)  # as in `_timeout`
+        plain, announced = self.config.peer_timeout, self._announced_timeout
         deadlines = [
             p.last_heard + (announced if p.announced else plain)
             for p in self._peers.values()
@@ -519,9 +521,7 @@ class Receiver:
     def _timeout(self, peer: _Peer) -> float:
         """How long `peer` may be silent before it is gone (docs/protocol.md, PING and
         "Discovery")."""
-        if peer.announced:
-            return max(self.config.peer_timeout, 3 * self.config.announce_period)
-        return self.config.peer_timeout
+        return self._announced_timeout if peer.announced else self.config.peer_timeout
 
     def _on_hello(self, hello: wire.Hello, addr: Address, now: float) -> None:
         # A HELLO that asks for none is itself a reply: answering it would never end.

@@ -142,6 +142,9 @@ class _Target:
     """Why the peer last said it could not authenticate our datagrams, if it did."""
     announced: bool = False
     """It announces itself on our LAN, which keeps it present: no keepalive PINGs."""
+    answered_at: float = float("-inf")
+    """When the receive half last passed on an ACK, a PONG or a sign of presence from it:
+    only a peer silent for `suspect_after` is worth reporting as unanswered."""
 
     def base(self) -> int:
         for seq in self.in_flight:
@@ -310,6 +313,8 @@ class Sender:
                 self._on_ack(note, now)
             case PongNote():
                 target = self._targets.get(note.peer)
+                if target is not None:
+                    target.answered_at = now
                 ping = target.pings.pop(note.token, None) if target else None
                 if target is not None and ping is not None:
                     sent, base = ping
@@ -360,7 +365,11 @@ class Sender:
                 self.stats.retransmissions += len(due_now)
                 for fragment in due_now:
                     self._transmit(addr, target, fragment, now)
-                if target.confirmed:
+                # Waiting since the oldest DATA in flight left, or since the last answer
+                # if that came later: a peer merely idle before we wrote to it is not
+                # silent towards us yet.
+                waiting_since = max(target.answered_at, target.in_flight[head].first_sent_at)
+                if target.confirmed and now - waiting_since >= self.config.suspect_after:
                     self._unanswered.append(addr)
             if target.loss_time is not None and target.loss_time <= now:
                 self._resend_lost(addr, target, now)
@@ -414,8 +423,11 @@ class Sender:
         return self._events.popleft() if self._events else None
 
     def take_unanswered(self) -> list[Address]:
-        """Peers we retransmitted to since the last call: the receive half's
-        `Receiver.suspect` reports those that have been silent too long as gone."""
+        """Peers we retransmitted to since the last call and that have not answered for
+        `suspect_after` (no ACK, PONG or sign of presence): the receive half's
+        `Receiver.suspect` reports those it has not heard from either as gone. Filtered
+        here, so that retransmissions under ordinary loss cost the receive half nothing
+        (in the process model, a message through the parent)."""
         unanswered, self._unanswered = self._unanswered, []
         return unanswered
 
@@ -450,6 +462,8 @@ class Sender:
 
     def _on_ack(self, note: AckNote, now: float) -> None:
         target = self._targets.get(note.peer)
+        if target is not None:
+            target.answered_at = now
         if target is None or not target.in_flight:
             return
         acked: list[_Fragment] = []
@@ -586,6 +600,7 @@ class Sender:
         if note.present:
             target.active = True
             target.refused = None
+            target.answered_at = now
             if not was_confirmed or not target.base_known or target.next_probe is None:
                 target.next_probe = now + (
                     0 if not target.base_known else self.config.keepalive_interval

@@ -14,6 +14,7 @@ __all__ = [
     "BOB",
     "BOB_SESSION",
     "EPOCH_MS",
+    "LOBBY",
     "Logged",
     "MemNet",
     "Sent",
@@ -24,6 +25,8 @@ ALICE: Address = ("10.0.0.1", 4000)
 BOB: Address = ("10.0.0.2", 4000)
 ALICE_SESSION = bytes(range(1, 9))
 BOB_SESSION = bytes(range(0x11, 0x19))
+LOBBY = ("lobby",)
+"""The rooms a chat starts in by default."""
 
 
 def pair(*, config: Config | None = None, **network: Any) -> MemNet:

@@ -126,7 +126,9 @@ class Recorder(asyncio.DatagramProtocol):
         if isinstance(record, wire.Hello) and record.wants_reply and not self.answered:
             self.answered = True
             assert self.transport is not None
-            self.transport.sendto(wire.encode(wire.Hello(b"recorder", "mute")), addr)
+            self.transport.sendto(
+                wire.encode(wire.Hello(b"recorder", "mute", rooms=("lobby",))), addr
+            )
 
     async def next_data(self, timeout: float = TIMEOUT) -> tuple[float, wire.Data]:
         """Arrival time and record of the next DATA datagram (HELLOs are skipped)."""
@@ -493,7 +495,7 @@ def test_runtime_message_refused_after_it_was_queued_fails_with_no_peer() -> Non
             then(lambda: alice._chat.remove_peer(nobody))  # the last peer goes first
         failed = wait_for(alice, lambda e: isinstance(e, DeliveryFailed))
         assert failed == DeliveryFailed(
-            message_id=message_id, peer=None, elapsed=0.0, reason="no peer to send to"
+            message_id=message_id, peer=None, elapsed=0.0, reason="nobody else is in #lobby"
         )
         assert alice.pending() == 0
 

@@ -118,9 +118,9 @@ def test_two_plain_chats_talk_both_ways_and_end_cleanly(chats: list[Chat], model
     alice.expect(r"\* bob \(127\.0\.0\.1:\d+\) joined")
     bob.expect(r"\* alice \(127\.0\.0\.1:\d+\) joined")
     alice.say("你好, bob! 🙂")
-    bob.expect(r"^\d\d:\d\d:\d\d alice: 你好, bob! 🙂$")
+    bob.expect(r"^\d\d:\d\d:\d\d #lobby alice: 你好, bob! 🙂$")
     bob.say("こんにちは alice")
-    alice.expect(r"^\d\d:\d\d:\d\d bob: こんにちは alice$")
+    alice.expect(r"^\d\d:\d\d:\d\d #lobby bob: こんにちは alice$")
     alice.end_input()
     assert alice.wait() == (0, "")
     bob.expect(r"\* alice \(127\.0\.0\.1:\d+\) left$")
@@ -315,10 +315,10 @@ def test_jsonl_warns_of_invalid_utf8_and_reports_a_refused_message(chats: list[C
     alice.process.stdin.write("你好".encode("gbk") + b" gbk\n")
     alice.end_input()
     refused = json.loads(alice.expect(r'"event": "message_refused"').string)
-    assert refused["text"].endswith(" gbk") and refused["reason"] == "no peer to send to"
+    assert refused["text"].endswith(" gbk") and refused["reason"] == "nobody else is in #lobby"
     code, stderr = alice.wait()
     assert code == 1
-    assert "not valid UTF-8" in stderr and "not sent: no peer to send to" in stderr
+    assert "not valid UTF-8" in stderr and "not sent: nobody else is in #lobby" in stderr
 
 
 def run_error(*args: str) -> tuple[int, str]:
@@ -378,7 +378,7 @@ def test_a_dual_stack_chat_on_the_ipv6_wildcard_takes_an_ipv4_peer(chats: list[C
     bob.expect(r"listening on \[::\]:\d+")
     bob.say("from the dual stack")
     alice.expect(r"bob: from the dual stack$")
-    bob.expect(rf"\* alice \(127\.0\.0\.1:{port}\) joined$")  # shown as IPv4, not ::ffff:
+    bob.expect(rf"\* alice \(127\.0\.0\.1:{port}\) joined #lobby$")  # shown as IPv4, not ::ffff:
     bob.end_input()
     assert bob.wait() == (0, "")
 

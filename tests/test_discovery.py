@@ -364,15 +364,32 @@ def test_a_peer_whose_acks_are_lost_but_which_keeps_talking_is_not_reported_gone
 # -- strangers -------------------------------------------------------------------------
 
 
-def test_a_hundred_hellos_from_a_hundred_ports_make_at_most_eight_peers() -> None:
-    """The issue's phantom peers: one program greets from 100 source ports. Its host gets
+def test_a_hundred_hellos_from_a_hundred_ports_make_no_recipient() -> None:
+    """The issue's phantom peers: one program greets from 100 source ports. A HELLO makes
+    a peer, not a member of any room: nothing said in the lobby goes to them."""
+    net = lan(3)
+    net.run_for(5)
+    alice, bob = host(0), host(1)
+    for port in range(100):
+        hello = wire.Hello(port.to_bytes(8, "big"), f"phantom{port}", wants_reply=True)
+        net.inject(wire.encode(hello), ("10.9.9.9", 20000 + port), alice)
+    net.send(alice, "to the real members")
+    net.run_for(60)
+    assert net.texts(bob) == net.texts(host(2)) == ["to the real members"]
+    assert net.events(alice, DeliveryFailed) == []
+    assert net.session(alice).sender.members("lobby") == [bob, host(2)]
+
+
+def test_a_hundred_hellos_claiming_the_lobby_make_at_most_eight_members() -> None:
+    """The same program, claiming the lobby from 100 source ports. Its host gets
     `max_peers_per_host` peers; real members' messages are not failed by the others."""
     net = lan(3)
     net.run_for(5)
     alice, bob = host(0), host(1)
     phantom_host = "10.9.9.9"
     for port in range(100):
-        hello = wire.Hello(port.to_bytes(8, "big"), f"phantom{port}", wants_reply=True)
+        session = port.to_bytes(8, "big")
+        hello = wire.Hello(session, f"phantom{port}", True, rooms=("lobby",))
         net.inject(wire.encode(hello), (phantom_host, 20000 + port), alice)
     phantoms = [p for p in seen_by(net, alice) if p[0] == phantom_host]
     assert len(phantoms) == Config().max_peers_per_host

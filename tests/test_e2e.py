@@ -107,7 +107,7 @@ def test_message_to_a_silent_peer_fails_after_the_give_up_time(
         # It answers Alice's first HELLO (a peer is sent DATA only once it has answered),
         # then never again.
         _, alice = silent.recvfrom(2048)
-        silent.sendto(wire.encode(wire.Hello(b"silent!!", "mute")), alice)
+        silent.sendto(wire.encode(wire.Hello(b"silent!!", "mute", rooms=("lobby",))), alice)
         wait_for(a, lambda e: isinstance(e, PeerJoined))
         message_id = a.send("anyone?")
         failed = wait_for(a, lambda e: isinstance(e, DeliveryFailed))

@@ -6,7 +6,16 @@ import json
 
 import pytest
 
-from udpchat.protocol import LeaveReason, MessageReceived, PeerJoined, PeerLeft, PeerRenamed
+from udpchat.protocol import (
+    LeaveReason,
+    MemberJoined,
+    MemberLeft,
+    MessageReceived,
+    PeerJoined,
+    PeerLeft,
+    PeerRenamed,
+    VersionMismatched,
+)
 from udpchat.ui.format import Names, deliveries, describe, escape, json_line, to_json
 
 ZALGO = "Z" + "\u0301\u0316" * 500 + "algo"
@@ -72,21 +81,52 @@ def test_two_peers_with_one_nickname_are_told_apart_and_keep_their_names() -> No
 def test_line_mode_names_each_peer_with_the_same_nickname_apart() -> None:
     names = Names()
     lines = [
-        describe(PeerJoined(peer=BOB_HOME, nick="bob"), names=names),
-        describe(PeerJoined(peer=BOB_AWAY, nick="bob"), names=names),
-        describe(MessageReceived(peer=BOB_AWAY, nick="bob", text="hi", sent_at_ms=0), None, names),
+        describe(PeerJoined(peer=BOB_HOME, nick="bob", rooms=("lobby",)), names=names),
+        describe(PeerJoined(peer=BOB_AWAY, nick="bob", rooms=("lobby", "dev")), names=names),
+        describe(
+            MessageReceived(peer=BOB_AWAY, nick="bob", text="hi", sent_at_ms=0, room="lobby"),
+            None,
+            names,
+        ),
         describe(MessageReceived(peer=BOB_HOME, nick="bob", text="yo", sent_at_ms=0), None, names),
+        describe(MemberLeft(peer=BOB_AWAY, nick="bob", room="dev"), names=names),
+        describe(MemberJoined(peer=BOB_HOME, nick="bob", room="dev"), names=names),
         describe(PeerRenamed(peer=BOB_AWAY, old_nick="bob", new_nick="bobby"), names=names),
         describe(PeerLeft(peer=BOB_HOME, nick="bob", reason=LeaveReason.BYE), names=names),
     ]
     assert lines == [
-        "* bob (10.0.0.2:9000) joined",
-        "* bob (2) (10.0.0.3:9000) joined",
-        "bob (2): hi",
-        "bob: yo",
+        "* bob (10.0.0.2:9000) joined #lobby",
+        "* bob (2) (10.0.0.3:9000) joined #lobby, #dev",
+        "#lobby bob (2): hi",
+        "@bob: yo",
+        "* bob (2) (10.0.0.3:9000) left #dev",
+        "* bob (10.0.0.2:9000) joined #dev",
         "* bob (2) (10.0.0.3:9000) is now bobby",
         "* bob (10.0.0.2:9000) left",
     ]
+
+
+def test_a_peer_of_another_protocol_version_is_named_once_with_what_to_do() -> None:
+    older = describe(VersionMismatched(peer=BOB_HOME, version=1))
+    assert older == (
+        "* 10.0.0.2:9000 runs udpchat protocol version 1; this one speaks version 2,"
+        " and the two cannot chat (that one needs updating)"
+    )
+    newer = describe(VersionMismatched(peer=BOB_HOME, version=3))
+    assert newer is not None and newer.endswith("(this one needs updating)")
+
+
+def test_jsonl_says_which_room_a_message_was_said_in_or_that_it_was_direct() -> None:
+    said = json.loads(
+        to_json(MessageReceived(peer=BOB_HOME, nick="bob", text="hi", sent_at_ms=0, room="dev"))
+    )
+    assert (said["room"], "direct" in said) == ("dev", False)
+    whispered = json.loads(
+        to_json(MessageReceived(peer=BOB_HOME, nick="bob", text="psst", sent_at_ms=0))
+    )
+    assert (whispered["direct"], "room" in whispered) == (True, False)
+    joined = json.loads(to_json(PeerJoined(peer=BOB_HOME, nick="bob", rooms=("lobby", "dev"))))
+    assert joined["rooms"] == ["lobby", "dev"]
 
 
 def test_discovery_line_says_where_others_are_looked_for() -> None:

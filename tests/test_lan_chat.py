@@ -107,9 +107,18 @@ def test_three_hosts_started_with_no_peer_chat_within_two_seconds(
     chats[0].say("hello, LAN")
     for chat in chats[1:]:
         event = chat.expect(lambda e: e["event"] == "message_received")
-        assert (event["text"], event["nick"]) == ("hello, LAN", "h1")
+        assert (event["text"], event["nick"], event["room"]) == ("hello, LAN", "h1", "lobby")
     chats[0].expect(lambda e: e["event"] == "message_delivered")
     chats[0].expect(lambda e: e["event"] == "message_delivered")
+    # A direct message reaches h2 alone: h3's next message from h1 is the one after it.
+    chats[0].say("/msg h2 just for h2")
+    event = chats[1].expect(lambda e: e["event"] == "message_received")
+    assert (event["text"], event.get("direct"), "room" in event) == ("just for h2", True, False)
+    delivered = chats[0].expect(lambda e: e["event"] == "message_delivered")
+    assert delivered["peer"] == f"{lan.hosts[1].address}:9000"
+    chats[0].say("after the whisper")
+    event = chats[2].expect(lambda e: e["event"] == "message_received")
+    assert event["text"] == "after the whisper"
 
 
 def test_hosts_find_each_other_by_broadcast_where_multicast_is_dropped(
@@ -131,6 +140,25 @@ def test_discovery_finds_each_other_through_thirty_percent_loss(open_lan: OpenLa
         chat.expect(lambda e: e["event"] == "message_received", timeout=30)
 
 
+def test_without_discovery_one_named_member_is_enough_to_meet_the_room(
+    open_lan: OpenLan,
+) -> None:
+    """The issue's case: h1 and h2 name each other, h3 names only h1. Before rooms, h1
+    saw a three-way chat while h2 and h3 never saw each other."""
+    lan = open_lan(hosts=3)
+    h1, h2, h3 = lan.hosts
+    chats = [
+        LanChat(lan, h1, "thread", "--no-discovery", "--peer", h2.address),
+        LanChat(lan, h2, "process", "--no-discovery", "--peer", h1.address),
+        LanChat(lan, h3, "asyncio", "--no-discovery", "--peer", h1.address),
+    ]
+    for chat, others in zip(chats, ({"h2", "h3"}, {"h1", "h3"}, {"h1", "h2"}), strict=True):
+        chat.joined(others)
+    chats[1].say("h3, I never named you")
+    event = chats[2].expect(lambda e: e["event"] == "message_received")
+    assert (event["nick"], event["text"]) == ("h2", "h3, I never named you")
+
+
 def test_without_discovery_nobody_is_found_but_peer_still_works(open_lan: OpenLan) -> None:
     lan = open_lan(hosts=3)
     h1, h2, h3 = lan.hosts
@@ -142,7 +170,7 @@ def test_without_discovery_nobody_is_found_but_peer_still_works(open_lan: OpenLa
     quiet.say("only to h2")
     named.expect(lambda e: e["event"] == "message_received" and e["text"] == "only to h2")
     third.say("anyone?")
-    third.expect(lambda e: e["event"] == "message_refused" and "no peer" in e["reason"])
+    third.expect(lambda e: e["event"] == "message_refused" and "nobody else" in e["reason"])
     assert not [e for e in third.seen if e["event"] == "peer_joined"]
 
 
@@ -175,26 +203,30 @@ def test_ipv6_chats_find_each_other_by_link_local_multicast(open_lan: OpenLan) -
         assert event["text"] == "over IPv6"
 
 
-def test_a_host_behind_a_router_is_reached_with_peer_while_the_lan_finds_itself(
+def test_a_host_behind_a_router_named_by_peer_meets_the_whole_lobby_through_one_member(
     open_lan: OpenLan,
 ) -> None:
+    """Announcements do not cross the router; h1's roster of the lobby, sent to r1 (which
+    it did not find by discovery), is how r1 and h2 meet."""
     lan = open_lan(hosts=2, remote_hosts=1)
     h1, h2 = lan.hosts
     (r1,) = lan.remote_hosts
     local = [LanChat(lan, h1, "thread"), LanChat(lan, h2, "asyncio")]
     remote = LanChat(lan, r1, "process", "--peer", h1.address)
     local[0].joined({"h2", "r1"})
-    local[1].joined({"h1"})
-    remote.joined({"h1"})
+    local[1].joined({"h1", "r1"})
+    remote.joined({"h1", "h2"})
     remote.say("from behind the router")
-    event = local[0].expect(lambda e: e["event"] == "message_received")
-    assert (event["nick"], event["text"]) == ("r1", "from behind the router")
-    # Announcements do not cross the router: h2 never hears of r1, nor r1 of h2.
-    local[0].say("to both")
-    remote.expect(lambda e: e["event"] == "message_received" and e["text"] == "to both")
-    local[1].expect(lambda e: e["event"] == "message_received" and e["text"] == "to both")
-    assert not [e for e in local[1].seen if e["event"] == "peer_joined" and e["nick"] == "r1"]
-    assert not [e for e in remote.seen if e["event"] == "peer_joined" and e["nick"] == "h2"]
+    for chat in local:
+        event = chat.expect(lambda e: e["event"] == "message_received")
+        assert (event["nick"], event["text"], event["room"]) == (
+            "r1",
+            "from behind the router",
+            "lobby",
+        )
+    local[1].say("to both")
+    for chat in (local[0], remote):
+        chat.expect(lambda e: e["event"] == "message_received" and e["text"] == "to both")
 
 
 def test_two_chats_on_one_host_and_one_on_another_all_find_each_other(

@@ -94,7 +94,7 @@ def test_sealed_example_in_the_spec_is_exact() -> None:
 def test_sealed_datagram_opens_to_the_exact_plaintext() -> None:
     for index, plain in enumerate(PLAIN):
         data = sealed(index)
-        assert data[:4] == b"UC\x01" + bytes((SEALED,)) and len(data) == len(plain) + OVERHEAD
+        assert data[:4] == b"UC\x02" + bytes((SEALED,)) and len(data) == len(plain) + OVERHEAD
         assert plain[12:] not in data or not plain[12:]  # the body is not readable
         assert Opener(KEY, max_skew=60).open(data, EPOCH_MS, BOB_SESSION) == (plain, True)
 
@@ -409,12 +409,15 @@ def test_a_hello_sealed_for_anyone_and_replayed_restarts_and_moves_nobody(
     net = trio()
     hellos = [s.data for s in net.datagrams(src=CAROL, dst=ALICE) if s.data[12] == ORIGIN_ANYONE]
     assert hellos  # Carol greeted Alice before Alice answered
-    # Bob knows Alice at ALICE: Carol's HELLO from there must not read as Alice restarting.
-    # From a stranger's address it must not make one.
+    # Bob knows Alice at ALICE (and Carol, from Alice's roster of the lobby): Carol's
+    # HELLO from Alice's address must not read as Alice restarting, and from a
+    # stranger's address it must not make a peer.
+    known = [(row.peer, row.present) for row in net.session(BOB).peers(net.now)]
+    assert known == [(ALICE, True), (CAROL, True)]
     for data in hellos:
         net.inject(data, source, BOB)
     net.run_for(1.0)
-    assert [row.peer for row in net.session(BOB).peers(net.now)] == [ALICE]
+    assert [(row.peer, row.present) for row in net.session(BOB).peers(net.now)] == known
     chat_is_whole(net, ALICE, BOB, "to bob")
     chat_is_whole(net, BOB, ALICE, "to alice")
     # And to Alice, who knows Carol, from a stranger: Carol's address does not move.

@@ -187,7 +187,8 @@ def test_two_terminal_uis_show_the_conversation_on_both_screens(tmux: Tmux, mode
             rf"^\d\d:\d\d {name}: .*{delivered}",
         )
         status_bar = screen.splitlines()[-2]
-        assert status_bar.startswith(f" {name} · 127.0.0.1:") and f"· {model} ·" in status_bar
+        assert status_bar.startswith(f" #lobby (2 members) · {name} · 127.0.0.1:")
+        assert f"· {model} ·" in status_bar
         assert status_bar.rstrip().endswith("· 0 pending")
         assert screen.splitlines()[-1].startswith(">")
 
@@ -219,11 +220,12 @@ def test_emoji_sequences_line_up_wrap_whole_and_leave_no_stale_cells(tmux: Tmux)
         pytest.fail("could not find two free UDP ports")
     # The status bar changes from "no peers" to "alice" after the family nickname: a
     # renderer that counted the family as 6 columns would redraw it 4 columns off.
-    screen = tmux.shows("bob", r"\* alice \(127\.0\.0\.1:\d+\) joined$")
+    screen = tmux.shows("bob", r"\* alice \(127\.0\.0\.1:\d+\) joined #lobby$")
     tmux.wait(
         "bob",
         lambda s: (
-            s.splitlines()[-2].rstrip() == f" {FAMILY} · 127.0.0.1:{bob_port} · thread"
+            s.splitlines()[-2].rstrip()
+            == f" #lobby (2 members) · {FAMILY} · 127.0.0.1:{bob_port} · thread"
             " · alice · 0 pending"
         ),
         "the status bar naming alice",

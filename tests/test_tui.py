@@ -48,12 +48,14 @@ from udpchat.protocol import (
     RejectReason,
     SendFailed,
     Stats,
+    validate_room,
 )
 from udpchat.runtimes import ChatRuntime, EventCallback
 from udpchat.ui.commands import peers_lines
 from udpchat.ui.pane import WRAP_INDENT, wrap
 from udpchat.ui.tui import TerminalUI
 
+LOBBY = ("lobby",)
 BOB: Address = ("127.0.0.1", 9001)
 CAROL: Address = ("127.0.0.1", 9002)
 ENTER = "\r"
@@ -75,6 +77,8 @@ class FakeRuntime:
         self.calls: list[str] = []
         self.sent: list[str] = []
         self.sent_to: list[list[Address] | None] = []
+        self.sent_in: list[str | None] = []
+        self._rooms = ["lobby"]
         self.added: list[Address] = []
         self.removed: list[Address] = []
         self.rows: list[PeerStatus] = []
@@ -109,13 +113,33 @@ class FakeRuntime:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def send(self, text: str, to: Sequence[Address] | None = None) -> int:
+    def send(
+        self, text: str, to: Sequence[Address] | None = None, *, room: str | None = None
+    ) -> int:
         if self.refuse is not None:
             raise self.refuse
         self.sent.append(text)
         self.sent_to.append(None if to is None else list(to))
+        self.sent_in.append(room)
         self.pending_count += 1
         return len(self.sent)
+
+    def join(self, room: str) -> str:
+        name = validate_room(room)
+        if name not in self._rooms:
+            self._rooms.append(name)
+        return name
+
+    def leave(self, room: str) -> str:
+        name = validate_room(room)
+        if name not in self._rooms:
+            raise LocalProtocolError(f"not in #{name}")
+        self._rooms.remove(name)
+        return name
+
+    @property
+    def rooms(self) -> tuple[str, ...]:
+        return tuple(self._rooms)
 
     def add_peer(self, addr: Address) -> None:
         self.added.append(addr)
@@ -294,8 +318,8 @@ async def test_the_first_lines_say_who_can_reach_us_and_the_status_bar_shows_a_s
 async def test_message_to_two_peers_is_delivered_when_both_acknowledge() -> None:
     runtime = FakeRuntime()
     async with running(runtime) as chat:
-        runtime.push(PeerJoined(peer=BOB, nick="bob"))
-        runtime.push(PeerJoined(peer=CAROL, nick="carol"))
+        runtime.push(PeerJoined(peer=BOB, nick="bob", rooms=LOBBY))
+        runtime.push(PeerJoined(peer=CAROL, nick="carol", rooms=LOBBY))
         await chat.until(lambda: "bob, carol" in chat.ui.status_text(), "both peers")
         chat.say("hi both")
         await chat.until(lambda: runtime.sent == ["hi both"])
@@ -435,11 +459,13 @@ async def test_history_recalls_earlier_lines_with_up_and_down() -> None:
 async def test_incoming_messages_and_peer_events_become_lines() -> None:
     runtime = FakeRuntime()
     async with running(runtime) as chat:
-        runtime.push(PeerJoined(peer=BOB, nick="bob"))
-        await chat.shows(r"^\d\d:\d\d \* bob \(127\.0\.0\.1:9001\) joined$")
+        runtime.push(PeerJoined(peer=BOB, nick="bob", rooms=LOBBY))
+        await chat.shows(r"^\d\d:\d\d \* bob \(127\.0\.0\.1:9001\) joined #lobby$")
         await chat.until(lambda: "· bob ·" in chat.ui.status_text(), "bob in the status bar")
         runtime.push(
-            MessageReceived(peer=BOB, nick="bob", text="こんにちは\nline two", sent_at_ms=0)
+            MessageReceived(
+                peer=BOB, nick="bob", text="こんにちは\nline two", sent_at_ms=0, room="lobby"
+            )
         )
         await chat.shows(r"^\d\d:\d\d bob: こんにちは\n {11}line two$")
         runtime.push(PeerRenamed(peer=BOB, old_nick="bob", new_nick="robert"))
@@ -462,11 +488,17 @@ async def test_incoming_messages_and_peer_events_become_lines() -> None:
 async def test_two_peers_called_bob_are_shown_as_bob_and_bob_2() -> None:
     runtime = FakeRuntime()
     async with running(runtime) as chat:
-        runtime.push(PeerJoined(peer=BOB, nick="bob"))
-        runtime.push(PeerJoined(peer=CAROL, nick="bob"))
-        await chat.shows(r"\* bob \(2\) \(127\.0\.0\.1:9002\) joined$")
-        runtime.push(MessageReceived(peer=CAROL, nick="bob", text="the other one", sent_at_ms=0))
-        runtime.push(MessageReceived(peer=BOB, nick="bob", text="the first one", sent_at_ms=0))
+        runtime.push(PeerJoined(peer=BOB, nick="bob", rooms=LOBBY))
+        runtime.push(PeerJoined(peer=CAROL, nick="bob", rooms=LOBBY))
+        await chat.shows(r"\* bob \(2\) \(127\.0\.0\.1:9002\) joined #lobby$")
+        runtime.push(
+            MessageReceived(
+                peer=CAROL, nick="bob", text="the other one", sent_at_ms=0, room="lobby"
+            )
+        )
+        runtime.push(
+            MessageReceived(peer=BOB, nick="bob", text="the first one", sent_at_ms=0, room="lobby")
+        )
         await chat.shows(r"^\d\d:\d\d bob \(2\): the other one$")
         await chat.shows(r"^\d\d:\d\d bob: the first one$")
         await chat.until(lambda: "bob, bob (2)" in chat.ui.status_text(), "both in the status bar")
@@ -497,7 +529,11 @@ async def test_hostile_message_is_shown_escaped_and_never_reaches_the_terminal()
             )
         )
         await chat.shows(re.escape(r"m\x1b[31mallory: \x1b[2J\x1b]0;owned\x07"))
-        runtime.push(MessageReceived(peer=BOB, nick="bob", text="\u202eevil\u0085", sent_at_ms=0))
+        runtime.push(
+            MessageReceived(
+                peer=BOB, nick="bob", text="\u202eevil\u0085", sent_at_ms=0, room="lobby"
+            )
+        )
         await chat.shows(re.escape(r"bob: \u202eevil\x85"))
         chat.say("/quit")
         await chat.exit_status()
@@ -576,7 +612,7 @@ async def test_nick_changes_the_nickname_and_a_bad_one_is_one_error_line() -> No
         chat.say("/nick 爱丽丝")
         await chat.shows(r"\* you are now 爱丽丝$")
         assert runtime.nick == "爱丽丝"
-        await chat.until(lambda: chat.ui.status_text().startswith(" 爱丽丝 ·"))
+        await chat.until(lambda: chat.ui.status_text().startswith(" #lobby (1 member) · 爱丽丝 ·"))
         chat.say("hi")
         await chat.shows(r"爱丽丝: hi  …$")
         chat.type("\x1b[200~/nick bad\x1bname\x1b[201~" + ENTER)  # pasted: ESC stays ESC
@@ -648,11 +684,15 @@ async def test_page_up_scrolls_back_and_page_down_returns_to_the_newest() -> Non
     runtime = FakeRuntime()
     async with running(runtime) as chat:
         for number in range(120):
-            runtime.push(MessageReceived(peer=BOB, nick="bob", text=f"line {number}", sent_at_ms=0))
+            runtime.push(
+                MessageReceived(
+                    peer=BOB, nick="bob", text=f"line {number}", sent_at_ms=0, room="lobby"
+                )
+            )
         await chat.shows(r"bob: line 119$")
         chat.type(PAGE_UP)
         await chat.until(lambda: "scrolled back" in chat.ui.status_text(), "scrolling back")
-        runtime.push(MessageReceived(peer=BOB, nick="bob", text="news", sent_at_ms=0))
+        runtime.push(MessageReceived(peer=BOB, nick="bob", text="news", sent_at_ms=0, room="lobby"))
         await chat.until(lambda: "1 new below" in chat.ui.status_text(), "the unseen count")
         for _ in range(10):
             chat.type(PAGE_DOWN)
@@ -774,7 +814,9 @@ async def test_no_color_draws_without_colours(monkeypatch: pytest.MonkeyPatch) -
         runtime = FakeRuntime()
         output, screen = vt100()
         async with running(runtime, output) as chat:
-            runtime.push(MessageReceived(peer=BOB, nick="bob", text="colourful?", sent_at_ms=0))
+            runtime.push(
+                MessageReceived(peer=BOB, nick="bob", text="colourful?", sent_at_ms=0, room="lobby")
+            )
             await chat.shows(r"bob: colourful\?")
             chat.say("/quit")
             await chat.exit_status()
@@ -852,7 +894,9 @@ async def test_the_screen_gives_each_grapheme_cluster_one_cell_of_its_width() ->
     runtime = FakeRuntime()
     async with running(runtime) as chat:
         runtime.push(
-            MessageReceived(peer=BOB, nick="bob", text=f"{FAMILY}{FLAG}e\u0301x", sent_at_ms=0)
+            MessageReceived(
+                peer=BOB, nick="bob", text=f"{FAMILY}{FLAG}e\u0301x", sent_at_ms=0, room="lobby"
+            )
         )
         await chat.shows("bob: ")
         chat.ui.app.invalidate()
@@ -888,5 +932,5 @@ def _row_with(ui: TerminalUI, text: str) -> dict[int, Char] | None:
 async def test_tabs_in_a_message_become_spaces() -> None:
     runtime = FakeRuntime()
     async with running(runtime) as chat:
-        runtime.push(MessageReceived(peer=BOB, nick="bob", text="a\tb", sent_at_ms=0))
+        runtime.push(MessageReceived(peer=BOB, nick="bob", text="a\tb", sent_at_ms=0, room="lobby"))
         await chat.shows(r"bob: a    b$")

@@ -19,6 +19,7 @@ from memnet import ALICE, ALICE_SESSION, BOB, BOB_SESSION, MemNet, pair
 
 from udpchat.protocol import ChatSession, MessageReceived, MessageTooLong, RejectReason, WireError
 from udpchat.protocol.wire import (
+    HELLO_MIN_SIZE,
     MAX_DATAGRAM,
     MAX_FRAGMENTS,
     MAX_MESSAGE_BYTES,
@@ -26,6 +27,7 @@ from udpchat.protocol.wire import (
     Ack,
     Announce,
     Bye,
+    Conversation,
     Data,
     Datagram,
     Hello,
@@ -46,54 +48,77 @@ T = bytes(range(0x11, 0x19))  # "11 12 ... 18", the acknowledging peer
 S_HEX = "01 02 03 04 05 06 07 08"
 T_HEX = "11 12 13 14 15 16 17 18"
 
+ROOM, DIRECT = Conversation.ROOM, Conversation.DIRECT
+MEMBERSHIP, ROSTER = Conversation.MEMBERSHIP, Conversation.ROSTER
+
 # fmt: off
 CASES: list[tuple[str, Datagram, str]] = [
     # -- the examples of docs/protocol.md, copied by hand ---------------------------
-    ("hello-wants-reply", Hello(S, "alice", wants_reply=True),
-     "55 43 01 01" + S_HEX + "01 05 61 6c 69 63 65" + " 00" * 45),
-    ("hello", Hello(S, "alice"),
-     "55 43 01 01" + S_HEX + "00 05 61 6c 69 63 65"),
+    ("hello-wants-reply", Hello(S, "alice", wants_reply=True, rooms=("lobby",)),
+     "55 43 02 01" + S_HEX + "01 05 61 6c 69 63 65  00 00 00 00 01  05 6c 6f 62 62 79"
+     + " 00" * 34),
+    ("hello", Hello(S, "alice", rooms_version=2, rooms=("lobby", "dev")),
+     "55 43 02 01" + S_HEX + "00 05 61 6c 69 63 65  00 00 00 02 02  05 6c 6f 62 62 79"
+     + "03 64 65 76"),
+    ("hello-rooms-follow", Hello(S, "alice", rooms_version=9, rooms_follow=True),
+     "55 43 02 01" + S_HEX + "02 05 61 6c 69 63 65  00 00 00 09 00"),
     ("bye", Bye(S),
-     "55 43 01 02" + S_HEX),
+     "55 43 02 02" + S_HEX),
     ("bye-ack", Bye(T, S, 5, 0b1),
-     "55 43 01 02" + T_HEX + S_HEX
+     "55 43 02 02" + T_HEX + S_HEX
      + "00 00 00 00 00 00 00 05  00 00 00 00 00 00 00 01"),
     ("ping", Ping(S, 7, 12),
-     "55 43 01 03" + S_HEX + "00 00 00 00 00 00 00 07  00 00 00 00 00 00 00 0c"),
+     "55 43 02 03" + S_HEX + "00 00 00 00 00 00 00 07  00 00 00 00 00 00 00 0c"),
     ("pong", Pong(S, 7),
-     "55 43 01 04" + S_HEX + "00 00 00 00 00 00 00 07"),
-    ("announce", Announce(S, bytes.fromhex("a1a2a3a4a5a6a7a8"), "alice"),
-     "55 43 01 09" + S_HEX + "a1 a2 a3 a4 a5 a6 a7 a8  05 61 6c 69 63 65" + " 00" * 38),
+     "55 43 02 04" + S_HEX + "00 00 00 00 00 00 00 07"),
+    ("announce", Announce(S, bytes.fromhex("a1a2a3a4a5a6a7a8"), "alice", 0, ("lobby",)),
+     "55 43 02 09" + S_HEX + "a1 a2 a3 a4 a5 a6 a7 a8  05 61 6c 69 63 65"
+     + "00 00 00 00 01 05 6c 6f 62 62 79" + " 00" * 27),
     ("refused", Refused(T, RejectReason.AUTHENTICATION_FAILED),
-     "55 43 01 08" + T_HEX + "01"),
-    ("data-first", Data(S, 0, 0, 0, 1, "hi 你好".encode(), 1764000000000, "alice"),
-     "55 43 01 05" + S_HEX
+     "55 43 02 08" + T_HEX + "01"),
+    ("data-first", Data(S, 0, 0, 0, 1, "hi 你好".encode(), 1764000000000, "alice", ROOM, "lobby"),
+     "55 43 02 05" + S_HEX
      + "00 00 00 00 00 00 00 00  00 00 00 00 00 00 00 00  00 00 00 01"
-     + "00 00 01 9a b6 97 e8 00  05 61 6c 69 63 65"
+     + "00 00 01 9a b6 97 e8 00  05 61 6c 69 63 65  01 05 6c 6f 62 62 79"
      + "68 69 20 e4 bd a0 e5 a5 bd"),
+    ("data-direct", Data(S, 1, 0, 0, 1, b"psst", 1764000000000, "alice", DIRECT),
+     "55 43 02 05" + S_HEX
+     + "00 00 00 00 00 00 00 01  00 00 00 00 00 00 00 00  00 00 00 01"
+     + "00 00 01 9a b6 97 e8 00  05 61 6c 69 63 65  00 00"
+     + "70 73 73 74"),
+    ("data-membership", Data(S, 2, 0, 0, 1, b"3\nlobby\ndev", 1764000000000, "alice", MEMBERSHIP),
+     "55 43 02 05" + S_HEX
+     + "00 00 00 00 00 00 00 02  00 00 00 00 00 00 00 00  00 00 00 01"
+     + "00 00 01 9a b6 97 e8 00  05 61 6c 69 63 65  02 00"
+     + "33 0a 6c 6f 62 62 79 0a  64 65 76"),
+    ("data-roster", Data(S, 3, 0, 0, 1, b"10.0.0.3 9000", 1764000000000, "alice", ROSTER, "lobby"),
+     "55 43 02 05" + S_HEX
+     + "00 00 00 00 00 00 00 03  00 00 00 00 00 00 00 00  00 00 00 01"
+     + "00 00 01 9a b6 97 e8 00  05 61 6c 69 63 65  03 05 6c 6f 62 62 79"
+     + "31 30 2e 30 2e 30 2e 33  20 39 30 30 30"),
     ("data-later", Data(S, 5, 3, 1, 2, b"ld"),
-     "55 43 01 05" + S_HEX
+     "55 43 02 05" + S_HEX
      + "00 00 00 00 00 00 00 05  00 00 00 00 00 00 00 03  00 01 00 02  6c 64"),
     ("ack", Ack(T, S, 5, 0b101, 3),
-     "55 43 01 06" + T_HEX + S_HEX
+     "55 43 02 06" + T_HEX + S_HEX
      + "00 00 00 00 00 00 00 05  00 00 00 00 00 00 00 05  00 00 00 00 00 00 00 03"),
     # -- more cases ------------------------------------------------------------------
-    ("hello-cjk-nick", Hello(S, "小明"),
-     "55 43 01 01" + S_HEX + "00 06 e5 b0 8f e6 98 8e"),
+    ("hello-cjk-nick-no-rooms", Hello(S, "小明"),
+     "55 43 02 01" + S_HEX + "00 06 e5 b0 8f e6 98 8e  00 00 00 00 00"),
     ("hello-wants-reply-32-byte-nick", Hello(S, "🙂" * 8, wants_reply=True),
-     "55 43 01 01" + S_HEX + "01 20" + " f0 9f 99 82" * 8 + " 00" * 18),
+     "55 43 02 01" + S_HEX + "01 20" + " f0 9f 99 82" * 8 + " 00 00 00 00 00" + " 00" * 13),
     ("ping-largest-token-and-base", Ping(T, 2**64 - 1, 2**64 - 1),
-     "55 43 01 03" + T_HEX + " ff" * 16),
+     "55 43 02 03" + T_HEX + " ff" * 16),
     ("data-empty-message", Data(T, 7, 7, 0, 1, b"", 0, "bob"),
-     "55 43 01 05" + T_HEX
+     "55 43 02 05" + T_HEX
      + "00 00 00 00 00 00 00 07  00 00 00 00 00 00 00 07  00 00 00 01"
-     + "00 00 00 00 00 00 00 00  03 62 6f 62"),
+     + "00 00 00 00 00 00 00 00  03 62 6f 62  00 00"),
     # A fragment may end or start inside a character: this is the tail of U+1F600.
     ("data-fragment-inside-a-character", Data(S, 9, 2, 2, 3, b"\x9f\x98\x80"),
-     "55 43 01 05" + S_HEX
+     "55 43 02 05" + S_HEX
      + "00 00 00 00 00 00 00 09  00 00 00 00 00 00 00 02  00 02 00 03  9f 98 80"),
     ("ack-every-bit", Ack(T, S, 2**64 - 1, 2**64 - 1, 2**64 - 1),
-     "55 43 01 06" + T_HEX + S_HEX + " ff" * 24),
+     "55 43 02 06" + T_HEX + S_HEX + " ff" * 24),
 ]
 # fmt: on
 
@@ -163,6 +188,11 @@ def test_hello_padding_is_ignored_whatever_it_holds() -> None:
     assert decode(padded[:-3] + b"xyz") == Hello(S, "alice", wants_reply=True)
 
 
+def test_a_hello_answer_carrying_many_rooms_is_longer_than_64_bytes() -> None:
+    rooms = tuple(f"room-{i}" for i in range(8))
+    assert len(encode(Hello(S, "alice", rooms=rooms))) > HELLO_MIN_SIZE
+
+
 # -- refusing to write what no peer could read ----------------------------------------
 
 
@@ -175,6 +205,8 @@ def test_hello_padding_is_ignored_whatever_it_holds() -> None:
         pytest.param(Bye(b"short"), id="short-session-id"),
         pytest.param(Data(S, 0, 0, 0, 1, b"x" * 1200, 0, "a"), id="data-over-1200-bytes"),
         pytest.param(Data(S, 0, 0, 0, 1, b"x", 0, ""), id="first-fragment-without-nick"),
+        pytest.param(Data(S, 0, 0, 0, 1, b"x", 0, "a", ROOM), id="room-message-without-room"),
+        pytest.param(Data(S, 0, 0, 0, 1, b"x", 0, "a", DIRECT, "lobby"), id="direct-in-a-room"),
     ],
 )
 def test_encoder_refuses_records_no_peer_could_read(record: Datagram) -> None:
@@ -184,7 +216,7 @@ def test_encoder_refuses_records_no_peer_could_read(record: Datagram) -> None:
 
 def test_largest_fragments_are_exactly_1200_bytes() -> None:
     nick = "n" * 32
-    first = Data(S, 0, 0, 0, 2, b"x" * (1159 - 32), 0, nick)
+    first = Data(S, 0, 0, 0, 2, b"x" * (1157 - 32 - 24), 0, nick, ROOM, "r" * 24)
     later = Data(S, 1, 0, 1, 2, b"x" * 1168)
     assert len(encode(first)) == len(encode(later)) == MAX_DATAGRAM
 
@@ -192,7 +224,7 @@ def test_largest_fragments_are_exactly_1200_bytes() -> None:
 # -- malformed datagrams ("What a receiver does with malformed datagrams") --------------
 
 
-def header(kind: int, *, version: int = 1, session: bytes = S) -> bytes:
+def header(kind: int, *, version: int = 2, session: bytes = S) -> bytes:
     return b"UC" + bytes([version, kind]) + session
 
 
@@ -218,7 +250,7 @@ MALFORMED: list[tuple[str, bytes, RejectReason, str]] = [
     ("foreign-and-too-long", b"x" * 1500, R.NOT_UDPCHAT, ""),
     ("magic-only", b"UC", R.TRUNCATED_HEADER, ""),
     ("header-cut-short", header(Kind.PING)[:11], R.TRUNCATED_HEADER, ""),
-    ("version-2", header(Kind.PING, version=2) + bytes(8), R.UNSUPPORTED_VERSION, "2"),
+    ("version-1", header(Kind.PING, version=1) + bytes(16), R.UNSUPPORTED_VERSION, "1"),
     ("version-0", header(Kind.PING, version=0) + bytes(8), R.UNSUPPORTED_VERSION, "0"),
     ("longer-than-1200", data_fields(count=2, index=1) + bytes(1201 - 32),
      R.TOO_LONG, ""),
@@ -228,6 +260,8 @@ MALFORMED: list[tuple[str, bytes, RejectReason, str]] = [
     ("announce-short", header(9) + bytes(8), R.TRUNCATED, "ANNOUNCE"),
     ("announce-nick-cut", header(9) + bytes(8) + b"\x05ab", R.TRUNCATED, "ANNOUNCE"),
     ("announce-no-nick", header(9) + bytes(8) + b"\x00", R.BAD_NICK, "length"),
+    ("announce-rooms-cut", header(9) + bytes(8) + b"\x01a" + bytes(4) + b"\x01\x03ab",
+     R.TRUNCATED, "ANNOUNCE rooms"),
     ("refused-without-reason", header(Kind.REFUSED), R.BAD_LENGTH, "REFUSED"),
     ("refused-two-byte-body", header(Kind.REFUSED) + b"\x01\x01", R.BAD_LENGTH, "REFUSED"),
     ("refused-reason-0", header(Kind.REFUSED) + b"\x00", R.BAD_VALUE, "REFUSED reason"),
@@ -243,6 +277,17 @@ MALFORMED: list[tuple[str, bytes, RejectReason, str]] = [
     ("hello-nick-not-utf8", header(Kind.HELLO) + b"\x00\x02\xff\xfe", R.BAD_NICK, "not UTF-8"),
     ("hello-nick-gbk", header(Kind.HELLO) + b"\x00\x04" + "你好".encode("gbk"),
      R.BAD_NICK, "not UTF-8"),
+    ("hello-without-rooms", header(Kind.HELLO) + b"\x00\x01a", R.TRUNCATED, "HELLO"),
+    ("hello-room-cut-short", header(Kind.HELLO) + b"\x00\x01a" + bytes(4) + b"\x01\x05lob",
+     R.TRUNCATED, "HELLO rooms"),
+    ("hello-room-upper-case", header(Kind.HELLO) + b"\x00\x01a" + bytes(4) + b"\x01\x05Lobby",
+     R.BAD_VALUE, "room name"),
+    ("hello-room-twice", header(Kind.HELLO) + b"\x00\x01a" + bytes(4) + b"\x02\x01a\x01a",
+     R.BAD_VALUE, "rooms"),
+    ("hello-nine-rooms", header(Kind.HELLO) + b"\x00\x01a" + bytes(4) + b"\x09"
+     + b"".join(b"\x01" + bytes([0x61 + i]) for i in range(9)), R.BAD_VALUE, "rooms"),
+    ("hello-follow-with-rooms", header(Kind.HELLO) + b"\x02\x01a" + bytes(4) + b"\x01\x01a",
+     R.BAD_VALUE, "HELLO rooms"),
     ("bye-with-body", header(Kind.BYE) + b"\x00", R.BAD_LENGTH, "BYE"),
     ("bye-ack-short", header(Kind.BYE) + bytes(23), R.BAD_LENGTH, "BYE"),
     ("ping-15-byte-body", header(Kind.PING) + bytes(15), R.BAD_LENGTH, "PING"),
@@ -266,6 +311,16 @@ MALFORMED: list[tuple[str, bytes, RejectReason, str]] = [
     ("data-count-59", data_fields(index=1, count=59), R.BAD_FRAGMENT, ""),
     ("data-index-equal-to-count", data_fields(index=2, count=2), R.BAD_FRAGMENT, ""),
     ("data-base-above-seq", data_fields(seq=3, base=4) + SENT_AT + b"\x01a", R.BASE_ABOVE_SEQ, ""),
+    ("data-first-without-conversation", data_fields() + SENT_AT + b"\x01a", R.TRUNCATED, "DATA"),
+    ("data-conversation-4", data_fields() + SENT_AT + b"\x01a\x04\x00", R.BAD_VALUE,
+     "conversation"),
+    ("data-room-without-name", data_fields() + SENT_AT + b"\x01a\x01\x00hi", R.BAD_VALUE,
+     "conversation room"),
+    ("data-direct-with-room", data_fields() + SENT_AT + b"\x01a\x00\x01xhi", R.BAD_VALUE,
+     "conversation room"),
+    ("data-room-cut-short", data_fields() + SENT_AT + b"\x01a\x01\x05lob", R.TRUNCATED, "DATA"),
+    ("data-room-name-with-space", data_fields() + SENT_AT + b"\x01a\x01\x03a bhi", R.BAD_VALUE,
+     "room name"),
 ]
 # fmt: on
 
@@ -316,13 +371,26 @@ def data_records(draw: st.DrawFn) -> Data:
         payload = draw(st.binary(max_size=MAX_DATAGRAM - 32))
         return Data(session, seq, base, index, count, payload)
     nick = draw(nicks)
-    room = 1159 - len(nick.encode())
-    payload = draw(st.binary(max_size=room) | st.text(max_size=room // 4).map(str.encode))
-    return Data(session, seq, base, index, count, payload, draw(u64), nick)
+    conversation = draw(st.sampled_from(Conversation))
+    room = draw(rooms) if conversation in (ROOM, ROSTER) else ""
+    space = 1157 - len(nick.encode()) - len(room.encode())
+    payload = draw(st.binary(max_size=space) | st.text(max_size=space // 4).map(str.encode))
+    return Data(session, seq, base, index, count, payload, draw(u64), nick, conversation, room)
+
+
+rooms = st.sampled_from(["lobby", "dev", "小组", "a" * 24, "x.y-z_1"])
+
+
+@st.composite
+def hello_records(draw: st.DrawFn) -> Hello:
+    follow = draw(st.booleans())
+    listed = () if follow else tuple(draw(st.lists(rooms, max_size=5, unique=True)))
+    version = draw(st.integers(0, 2**32 - 1))
+    return Hello(draw(sessions), draw(nicks), draw(st.booleans()), version, listed, follow)
 
 
 records = st.one_of(
-    st.builds(Hello, sessions, nicks, st.booleans()),
+    hello_records(),
     st.builds(Bye, sessions, st.just(b""), st.just(0), st.just(0)),
     st.builds(Bye, sessions, sessions, u64, u64),
     st.builds(Ping, sessions, u64, u64),
@@ -388,14 +456,14 @@ def test_truncated_or_extended_valid_datagrams_raise_only_wire_error(
 # -- whole messages between two sessions ----------------------------------------------
 
 
-def fragments_for(text: str, nick: str) -> int:
+def fragments_for(text: str, nick: str, room: str = "lobby") -> int:
     """Datagrams docs/protocol.md says a message takes: the first fragment carries up to
-    1159 - N bytes of text, every other one up to 1168."""
-    size, first = len(text.encode()), 1159 - len(nick.encode())
+    1157 - N - R bytes of text, every other one up to 1168."""
+    size, first = len(text.encode()), 1157 - len(nick.encode()) - len(room.encode())
     return 1 if size <= first else 1 + math.ceil((size - first) / 1168)
 
 
-FIRST_ROOM = 1159 - len("alice")
+FIRST_ROOM = 1157 - len("alice") - len("lobby")
 
 MESSAGES = [
     pytest.param("hi", id="ascii"),

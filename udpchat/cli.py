@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from . import __version__
 from .identity import instance_id
-from .protocol import MAX_NICK_BYTES, Config
+from .protocol import (
+    DEFAULT_ROOM,
+    MAX_NICK_BYTES,
+    MAX_ROOMS,
+    Config,
+    InvalidRoom,
+    validate_room,
+)
 from .protocol.wire import DISCOVERY_PORT
 from .runtimes import (
     DEFAULT_PORT,
@@ -83,6 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"someone to chat with (repeatable; default port {DEFAULT_PORT})",
     )
     parser.add_argument("--name", metavar="NICK", help="your nickname (default: your user name)")
+    parser.add_argument(
+        "--room",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=(
+            f"the room to chat in (default: {DEFAULT_ROOM}); repeat to be in several, the"
+            " first is where line mode's lines go"
+        ),
+    )
     parser.add_argument(
         "--no-discovery",
         action="store_true",
@@ -197,6 +214,20 @@ def _nick(name: str | None) -> str:
     return name
 
 
+def _rooms(names: Sequence[str]) -> tuple[str, ...]:
+    rooms: list[str] = []
+    for name in names or [DEFAULT_ROOM]:
+        try:
+            room = validate_room(name)
+        except InvalidRoom as error:
+            raise UsageError(f"--room {name!r}: {error}") from None
+        if room not in rooms:
+            rooms.append(room)
+    if len(rooms) > MAX_ROOMS:
+        raise UsageError(f"at most {MAX_ROOMS} --room options")
+    return tuple(rooms)
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -213,6 +244,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     if args.model not in MODELS:
         raise UsageError(f"unknown model {args.model!r}; choose from {', '.join(MODELS)}")
     nick = _nick(args.name)
+    rooms = _rooms(args.room)
     give_up = _seconds(args.give_up)
     port = parse_port(args.port if args.port is not None else str(DEFAULT_PORT))
     text = args.discovery_port
@@ -240,6 +272,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         give_up_after=give_up,
         key=shared_key[0] if shared_key else None,
         instance=instance_id(),
+        rooms=rooms,
     )
 
     def runtime_on(port: int) -> ChatRuntime:

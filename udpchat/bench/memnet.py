@@ -147,12 +147,23 @@ class MemNet:
         self.sessions[addr].add_peer(peer, self.now)
         self.flush(addr)
 
-    def send(self, addr: Address, text: str, *, to: list[Address] | None = None) -> int:
+    def send(
+        self, addr: Address, text: str, *, to: list[Address] | None = None, room: str | None = None
+    ) -> int:
         """`send_message` from `addr` now, stamped with the virtual wall clock."""
         sent_at_ms = EPOCH_MS + round(self.now * 1000)
-        message_id = self.sessions[addr].send_message(text, self.now, sent_at_ms=sent_at_ms, to=to)
+        session = self.sessions[addr]
+        message_id = session.send_message(text, self.now, sent_at_ms=sent_at_ms, to=to, room=room)
         self.flush(addr)
         return message_id
+
+    def join(self, addr: Address, room: str) -> None:
+        self.sessions[addr].join(room, self.now)
+        self.flush(addr)
+
+    def leave(self, addr: Address, room: str) -> None:
+        self.sessions[addr].leave(room, self.now)
+        self.flush(addr)
 
     def close(self, addr: Address) -> None:
         self.sessions[addr].close()

@@ -8,6 +8,7 @@ from .config import Config, MessageTransform, Stats
 from .errors import (
     AuthenticationError,
     InvalidNick,
+    InvalidRoom,
     LocalProtocolError,
     MessageTooLong,
     NoPeers,
@@ -23,24 +24,30 @@ from .events import (
     DeliveryFailed,
     Event,
     LeaveReason,
+    MemberJoined,
+    MemberLeft,
     MessageDelivered,
     MessageReceived,
     PeerJoined,
     PeerLeft,
     PeerRenamed,
     SendFailed,
+    VersionMismatched,
 )
 from .nick import validate_nick
 from .notes import AckNote, Note, PeerNote, PongNote, RefusedNote
 from .receiver import PeerInfo, Receiver
+from .rooms import DEFAULT_ROOM, MAX_ROOMS, validate_room
 from .sender import Sender, TargetInfo, encode_text
 from .session import ChatSession, PeerStatus, merge_peers
 from .wire import MAX_DATAGRAM, MAX_MESSAGE_BYTES, MAX_NICK_BYTES
 
 __all__ = [
+    "DEFAULT_ROOM",
     "MAX_DATAGRAM",
     "MAX_MESSAGE_BYTES",
     "MAX_NICK_BYTES",
+    "MAX_ROOMS",
     "AckNote",
     "Address",
     "AuthenticationError",
@@ -51,8 +58,11 @@ __all__ = [
     "DeliveryFailed",
     "Event",
     "InvalidNick",
+    "InvalidRoom",
     "LeaveReason",
     "LocalProtocolError",
+    "MemberJoined",
+    "MemberLeft",
     "MessageDelivered",
     "MessageReceived",
     "MessageTooLong",
@@ -75,8 +85,10 @@ __all__ = [
     "Sender",
     "Stats",
     "TargetInfo",
+    "VersionMismatched",
     "WireError",
     "encode_text",
     "merge_peers",
     "validate_nick",
+    "validate_room",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Protocol
 
+from .rooms import DEFAULT_ROOM, MAX_ROOMS, is_room
 from .wire import ANNOUNCE_PERIOD
 
 
@@ -80,6 +81,9 @@ class Config:
     """Discovery: the steady interval between announcements, after the start-up ones. A
     peer that announces itself is kept present by its announcements rather than by
     keepalive PINGs, and is gone after three periods of silence."""
+    rooms: tuple[str, ...] = (DEFAULT_ROOM,)
+    """The rooms a chat is in when it starts (`--room`); the first is where a message
+    goes when no room is named."""
     instance: bytes = field(default=bytes(8), repr=False)
     """This installation's 8-byte instance id, carried in ANNOUNCE."""
     transform: MessageTransform | None = None
@@ -99,6 +103,10 @@ class Config:
             raise ValueError("instance must be 8 bytes")
         if self.announce_period < 4:
             raise ValueError("announce_period must be at least 4 s")
+        if len(self.rooms) > MAX_ROOMS or not all(is_room(room) for room in self.rooms):
+            raise ValueError(f"rooms must be at most {MAX_ROOMS} valid room names")
+        if len(set(self.rooms)) != len(self.rooms):
+            raise ValueError("rooms must not repeat")
         if self.max_peers_per_host < 1:
             raise ValueError("max_peers_per_host must be positive")
         if self.give_up_after <= 0 or self.max_peers < 1 or self.max_pending < 1:

@@ -35,6 +35,10 @@ class InvalidNick(LocalProtocolError, ValueError):
     """A nickname the protocol cannot carry or a terminal could not show safely."""
 
 
+class InvalidRoom(LocalProtocolError, ValueError):
+    """A room name that breaks the rule of `rooms.validate_room`."""
+
+
 class Counter(Enum):
     """Which `Stats` counter a dropped datagram adds to."""
 

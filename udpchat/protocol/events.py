@@ -24,6 +24,8 @@ class PeerJoined:
     """Its nickname, or "" when its first datagram did not carry one."""
     restarted: bool = False
     """True when an address we knew came back with a new session id."""
+    rooms: tuple[str, ...] = ()
+    """The rooms it is in, as far as known yet (a later `MemberJoined` tells more)."""
 
 
 class LeaveReason(Enum):
@@ -59,6 +61,35 @@ class PeerRenamed:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MemberJoined:
+    peer: Address
+    """The peer, present already, that joined a room (or whose rooms we just learned)."""
+    nick: str
+    """Its nickname."""
+    room: str
+    """The room it is in now."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemberLeft:
+    peer: Address
+    """The peer, still present, that left a room."""
+    nick: str
+    """Its nickname."""
+    room: str
+    """The room it is no longer in."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VersionMismatched:
+    peer: Address
+    """A udpchat that speaks another version of the protocol (reported once per
+    address): the two cannot chat."""
+    version: int
+    """The version byte of its datagrams."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MessageReceived:
     peer: Address
     """The sender's address."""
@@ -68,6 +99,8 @@ class MessageReceived:
     """The message text, exactly as sent (may hold any Unicode, control characters too)."""
     sent_at_ms: int
     """The sender's wall clock when it sent the message, ms since the Unix epoch."""
+    room: str = ""
+    """The room it was said in, or "" for a direct message (to us alone)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,6 +168,9 @@ Event = (
     PeerJoined
     | PeerLeft
     | PeerRenamed
+    | MemberJoined
+    | MemberLeft
+    | VersionMismatched
     | MessageReceived
     | MessageDelivered
     | DeliveryFailed

@@ -47,6 +47,10 @@ class PeerNote:
     """Its nickname, for the reason given when messages to it fail."""
     session: bytes = b""
     """Its session id when present: what shared-key mode seals our datagrams to it for."""
+    rooms: tuple[str, ...] | None = None
+    """The rooms it is in, when this note brings news of them (else None)."""
+    announced: bool = False
+    """It announces itself on our LAN (see `AnnouncedNote`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,4 +86,33 @@ class AnnouncedNote:
     peer: Address
 
 
-Note = AckNote | PongNote | PeerNote | RefusedNote | AddressNote | FarewellNote | AnnouncedNote
+@dataclass(frozen=True, slots=True)
+class RoomsNote:
+    """`peer`, present, is in `rooms` now (a MEMBERSHIP message, or a HELLO of a peer
+    whose rooms we knew)."""
+
+    peer: Address
+    rooms: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class IntroducedNote:
+    """`peer` says these are the other members of `room` it knows: greet those we do
+    not know (docs/protocol.md, "Rooms")."""
+
+    peer: Address
+    room: str
+    members: tuple[Address, ...]
+
+
+Note = (
+    AckNote
+    | PongNote
+    | PeerNote
+    | RefusedNote
+    | AddressNote
+    | FarewellNote
+    | AnnouncedNote
+    | RoomsNote
+    | IntroducedNote
+)

@@ -34,21 +34,27 @@ from .events import (
     DatagramsRefused,
     Event,
     LeaveReason,
+    MemberJoined,
+    MemberLeft,
     MessageReceived,
     PeerJoined,
     PeerLeft,
     PeerRenamed,
+    VersionMismatched,
 )
 from .notes import (
     AckNote,
     AddressNote,
     AnnouncedNote,
     FarewellNote,
+    IntroducedNote,
     Note,
     PeerNote,
     PongNote,
     RefusedNote,
+    RoomsNote,
 )
+from .rooms import decode_membership, decode_roster
 from .sealing import Outgoing, seal_all
 
 if TYPE_CHECKING:
@@ -89,6 +95,10 @@ class _Peer:
     announced: bool = False
     """This session announces itself on our LAN: its announcements keep it present, so
     it is gone only after three announcement periods of silence."""
+    rooms: tuple[str, ...] | None = None
+    """The rooms this session is in; None until its HELLO or MEMBERSHIP tells us."""
+    rooms_version: int = -1
+    """The membership version `rooms` came with: older news is ignored."""
 
     def restart(self, session: bytes, keep: int) -> None:
         if self.session:
@@ -103,6 +113,8 @@ class _Peer:
         self.duplicate = 0
         self.heard_direct = False
         self.announced = False
+        self.rooms = None
+        self.rooms_version = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +125,8 @@ class PeerInfo:
     nick: str
     present: bool
     last_heard: float
+    rooms: tuple[str, ...] = ()
+    """The rooms it is in, as far as known."""
 
 
 class Receiver:
@@ -152,6 +166,8 @@ class Receiver:
         self._notes: deque[Note] = deque()
         self._rejected_since_report = 0
         self._rejected_sources: set[Address] = set()
+        self._other_versions: OrderedDict[Address, int] = OrderedDict()
+        """Addresses whose other protocol version has been reported (once each)."""
         self._plain_outgoing: list[tuple[bytes, Address]] = []
         """REFUSED notices: never sealed, so a peer with another key can read them."""
         self._refusals_sent: OrderedDict[Address, float] = OrderedDict()
@@ -174,6 +190,9 @@ class Receiver:
         self.stats.bytes_received += len(data)
         if not self._admit(addr, now):
             self.stats.rate_limited += 1
+            return
+        if data[:2] == wire.MAGIC and len(data) > 2 and data[2] != wire.VERSION:
+            self._other_version(addr, data[2])
             return
         try:
             addressed = True
@@ -209,6 +228,18 @@ class Receiver:
         peer = self._peers.get(key)
         if peer is not None and peer.session == datagram.session:
             peer.heard_direct = True
+
+    def _other_version(self, addr: Address, version: int) -> None:
+        """A udpchat of another protocol version: say so once per address (it cannot
+        chat with us, and silence would look like a network fault), then only count."""
+        self.stats.malformed_dropped += 1
+        if self._other_versions.get(addr) == version:
+            self._other_versions.move_to_end(addr)
+            return
+        self._other_versions[addr] = version
+        if len(self._other_versions) > self.config.max_sources:
+            self._other_versions.popitem(last=False)
+        self._events.append(VersionMismatched(peer=addr, version=version))
 
     def _dispatch(self, datagram: wire.Datagram, key: Address, addr: Address, now: float) -> None:
         if isinstance(datagram, wire.Ack):
@@ -286,7 +317,10 @@ class Receiver:
         return self._notes.popleft() if self._notes else None
 
     def peers(self) -> list[PeerInfo]:
-        return [PeerInfo(a, p.nick, p.present, p.last_heard) for a, p in self._peers.items()]
+        return [
+            PeerInfo(a, p.nick, p.present, p.last_heard, p.rooms or ())
+            for a, p in self._peers.items()
+        ]
 
     def farewell(self) -> FarewellNote:
         """What we received of each present peer's stream, for the BYEs we are about to
@@ -369,13 +403,18 @@ class Receiver:
         greet: bool,
         asked: bool,
         hello: bool = False,
+        rooms: tuple[str, ...] | None = None,
+        rooms_version: int = 0,
+        announced: bool = False,
     ) -> _Peer | None:
         """The peer record for (addr, session), created or restarted as needed.
 
         Our HELLO is sent back when `asked`, or when `greet` and the peer is new, restarted
         or returning. A `hello` always tells the send half the peer is there (it may
         be waiting for that to send), and may bring back a session that said BYE.
-        Returns None (and counts the drop) for a retired session or a full table.
+        `rooms` (with its `rooms_version`) is the peer's room list when the datagram
+        carried one; `announced`: it came by discovery. Returns None (and counts the drop)
+        for a retired session or a full table.
         """
         peer = self._peers.get(addr)
         if peer is not None and hello and session == peer.ended:
@@ -384,16 +423,22 @@ class Receiver:
             self._by_session[session] = addr
         if peer is not None and peer.session == session:
             peer.last_heard = now
+            if announced and not peer.announced:
+                peer.announced = True
+                self._notes.append(AnnouncedNote(addr))
             if not peer.present:
                 peer.present = True
-                self._events.append(PeerJoined(peer=addr, nick=nick or peer.nick))
-                self._notes.append(
-                    PeerNote(addr, present=True, session=peer.session, send_hello=greet or asked)
+                self._take_rooms(addr, peer, rooms, rooms_version, quiet=True)
+                self._events.append(
+                    PeerJoined(peer=addr, nick=nick or peer.nick, rooms=peer.rooms or ())
                 )
-            elif asked or hello:
-                self._notes.append(
-                    PeerNote(addr, present=True, session=peer.session, send_hello=asked)
-                )
+                self._notes.append(self._peer_note(addr, peer, greet or asked))
+            else:
+                news = self._take_rooms(addr, peer, rooms, rooms_version, quiet=False)
+                if asked or hello:
+                    self._notes.append(self._peer_note(addr, peer, asked))
+                elif news:
+                    self._notes.append(RoomsNote(addr, peer.rooms or ()))
             if nick and nick != peer.nick:
                 if peer.nick:
                     self._events.append(PeerRenamed(peer=addr, old_nick=peer.nick, new_nick=nick))
@@ -408,10 +453,12 @@ class Receiver:
             peer.restart(session, self.config.retired_sessions)
             peer.nick, peer.last_heard, peer.present = nick or peer.nick, now, True
             peer.ended = b""
-            self._events.append(PeerJoined(peer=addr, nick=peer.nick, restarted=True))
-            self._notes.append(
-                PeerNote(addr, present=True, session=peer.session, send_hello=greet or asked)
+            peer.announced = announced
+            self._take_rooms(addr, peer, rooms, rooms_version, quiet=True)
+            self._events.append(
+                PeerJoined(peer=addr, nick=peer.nick, restarted=True, rooms=peer.rooms or ())
             )
+            self._notes.append(self._peer_note(addr, peer, greet or asked))
             return peer
         if len(self._peers) >= self.config.max_peers and not self._forget_one():
             self.stats.window_dropped += 1
@@ -422,14 +469,51 @@ class Receiver:
             if at_host >= self.config.max_peers_per_host:
                 self._reject(addr, RejectReason.TOO_MANY_AT_HOST, detail=host)
                 return None
-        peer = _Peer(session, nick, now, addr)
+        peer = _Peer(session, nick, now, addr, announced=announced)
         self._peers[addr] = peer
         self._by_session[session] = addr
-        self._events.append(PeerJoined(peer=addr, nick=nick))
-        self._notes.append(
-            PeerNote(addr, present=True, session=peer.session, send_hello=greet or asked)
-        )
+        self._take_rooms(addr, peer, rooms, rooms_version, quiet=True)
+        self._events.append(PeerJoined(peer=addr, nick=nick, rooms=peer.rooms or ()))
+        self._notes.append(self._peer_note(addr, peer, greet or asked))
         return peer
+
+    def _peer_note(self, addr: Address, peer: _Peer, send_hello: bool) -> PeerNote:
+        return PeerNote(
+            addr,
+            present=True,
+            session=peer.session,
+            send_hello=send_hello,
+            rooms=peer.rooms,
+            announced=peer.announced,
+        )
+
+    def _take_rooms(
+        self,
+        addr: Address,
+        peer: _Peer,
+        rooms: tuple[str, ...] | None,
+        version: int,
+        *,
+        quiet: bool,
+    ) -> bool:
+        """Keep `rooms` as the peer's unless what we have is as new; report each room
+        joined or left as an event (not when `quiet`: a PeerJoined says it all). True
+        when the list changed."""
+        if rooms is None or version <= peer.rooms_version:
+            return False
+        old = peer.rooms
+        peer.rooms, peer.rooms_version = rooms, version
+        if old == rooms:
+            return False
+        if not quiet:
+            before = set(old or ())
+            for room in rooms:
+                if room not in before:
+                    self._events.append(MemberJoined(peer=addr, nick=peer.nick, room=room))
+            for room in old or ():
+                if room not in rooms:
+                    self._events.append(MemberLeft(peer=addr, nick=peer.nick, room=room))
+        return True
 
     def _forget_one(self) -> bool:
         absent = [(p.last_heard, a) for a, p in self._peers.items() if not p.present]
@@ -480,17 +564,21 @@ class Receiver:
                     peer.last_heard = now
                     self._mark_announced(known, peer)
                     self._remember_instance(announce.instance, known)
+                    rooms, version = announce.rooms, announce.rooms_version
+                    if self._take_rooms(known, peer, rooms, version, quiet=False):
+                        self._notes.append(RoomsNote(known, rooms))
                 return
-        hello = wire.Hello(announce.session, announce.nick, True)
+        hello = wire.Hello(
+            announce.session, announce.nick, True, announce.rooms_version, announce.rooms
+        )
         if not verified:
             self._verify(hello, addr)
             return
         key = self._key(announce.session, addr)
         self._restarted_elsewhere(announce, key)
-        self._on_hello(hello, key, now)
+        self._on_hello(hello, key, now, announced=True)
         joined = self._peers.get(key)
         if joined is not None and joined.session == announce.session:
-            self._mark_announced(key, joined)
             self._remember_instance(announce.instance, key)
 
     def _restarted_elsewhere(self, announce: wire.Announce, key: Address) -> None:
@@ -523,10 +611,28 @@ class Receiver:
         "Discovery")."""
         return self._announced_timeout if peer.announced else self.config.peer_timeout
 
-    def _on_hello(self, hello: wire.Hello, addr: Address, now: float) -> None:
+    def _on_hello(
+        self,
+        hello: wire.Hello,
+        addr: Address,
+        now: float,
+        *,
+        announced: bool = False,
+    ) -> None:
         # A HELLO that asks for none is itself a reply: answering it would never end.
         wants = hello.wants_reply
-        self._peer(hello.session, addr, hello.nick, now, greet=wants, asked=wants, hello=True)
+        self._peer(
+            hello.session,
+            addr,
+            hello.nick,
+            now,
+            greet=wants,
+            asked=wants,
+            hello=True,
+            rooms=None if hello.rooms_follow else hello.rooms,
+            rooms_version=hello.rooms_version,
+            announced=announced,
+        )
 
     def _refuse(self, data: bytes, addr: Address, reason: RejectReason, now: float) -> None:
         """Tell a udpchat whose datagram failed our shared-key checks, at most once per
@@ -661,10 +767,37 @@ class Receiver:
             return
         if self.config.transform is not None:
             text = self.config.transform.incoming(text)
+        conversation = first.conversation
+        if conversation is wire.Conversation.MEMBERSHIP or conversation is wire.Conversation.ROSTER:
+            self._on_control(addr, peer, first, text)
+            return
         self.stats.messages_received += 1
         self._events.append(
-            MessageReceived(peer=addr, nick=first.nick, text=text, sent_at_ms=first.sent_at_ms)
+            MessageReceived(
+                peer=addr,
+                nick=first.nick,
+                text=text,
+                sent_at_ms=first.sent_at_ms,
+                room=first.room,
+            )
         )
+
+    def _on_control(self, addr: Address, peer: _Peer, first: wire.Data, text: str) -> None:
+        """A MEMBERSHIP or ROSTER message (docs/protocol.md, "Rooms")."""
+        try:
+            if first.conversation is wire.Conversation.MEMBERSHIP:
+                version, rooms = decode_membership(text)
+                if peer.present and self._take_rooms(addr, peer, rooms, version, quiet=False):
+                    self._notes.append(RoomsNote(addr, rooms))
+                return
+            members = decode_roster(text)
+        except WireError as error:
+            self._reject(addr, error.reason, detail=error.detail)
+            return
+        # Only from a member of that room: a stranger's roster would make us greet
+        # whatever addresses it lists.
+        if peer.present and first.room in (peer.rooms or ()):
+            self._notes.append(IntroducedNote(addr, first.room, tuple(members)))
 
     def _ack_for(self, peer: _Peer) -> bytes:
         expected = peer.expected

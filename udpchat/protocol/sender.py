@@ -40,11 +40,14 @@ from .notes import (
     AddressNote,
     AnnouncedNote,
     FarewellNote,
+    IntroducedNote,
     Note,
     PeerNote,
     PongNote,
     RefusedNote,
+    RoomsNote,
 )
+from .rooms import MAX_ROOMS, encode_membership, encode_roster, validate_room
 from .sealing import ANYONE, Outgoing, seal_all
 
 if TYPE_CHECKING:
@@ -65,6 +68,8 @@ _FAST_RESENT_REMEMBERED = 64
 after all (`AckNote.duplicate`) can widen the reordering window."""
 _RESENDS_BEFORE_NARROWING = 16
 """Fast resends without such a report after which the reordering window halves."""
+_INTRODUCTION_TRIES = 3
+"""HELLOs sent to an address a ROSTER named before it is given up on."""
 
 
 @dataclass(slots=True, eq=False)
@@ -75,6 +80,10 @@ class _Delivery:
     queued_at: float
     deadline: float
     unacked: int
+    room: str = ""
+    """The room a ROOM message was said in."""
+    control: bool = False
+    """MEMBERSHIP or ROSTER: ours, not the user's, so no delivery events."""
 
 
 @dataclass(slots=True, eq=False)
@@ -145,6 +154,12 @@ class _Target:
     answered_at: float = float("-inf")
     """When the receive half last passed on an ACK, a PONG or a sign of presence from it:
     only a peer silent for `suspect_after` is worth reporting as unanswered."""
+    rooms: tuple[str, ...] | None = None
+    """The rooms it is in; None until its HELLO or MEMBERSHIP said. A configured peer
+    whose rooms are not known yet gets every room's messages (they wait for its answer,
+    and those for rooms it turns out not to be in then fail)."""
+    introductions: int = 0
+    """HELLOs left to send to an address a ROSTER named, until it answers."""
 
     def base(self) -> int:
         for seq in self.in_flight:
@@ -193,6 +208,11 @@ class Sender:
         self._announcer = Announcer(session, config.announce_period, bool(config.announce_to))
         self._announce_to = config.announce_to
         self._unanswered: list[Address] = []
+        self.rooms: list[str] = list(config.rooms)
+        """The rooms we are in, the one `send_message` uses by default first."""
+        self._rooms_version = 0
+        self._next_control_id = -1
+        """Control messages are numbered down from -1, apart from the caller's."""
 
     # -- caller's API ---------------------------------------------------------
 
@@ -239,6 +259,55 @@ class Sender:
             if target.confirmed:
                 self._send_hello(target, wants_reply=False)
 
+    def join(self, room: str, now: float) -> str:
+        """Join `room` (InvalidRoom for a bad name; LocalProtocolError past MAX_ROOMS) and
+        tell every present peer; return the name as the room is known."""
+        room = validate_room(room)
+        if room in self.rooms:
+            return room
+        if len(self.rooms) >= MAX_ROOMS:
+            raise LocalProtocolError(f"at most {MAX_ROOMS} rooms at once; /leave one first")
+        self.rooms.append(room)
+        self._membership_changed(now)
+        return room
+
+    def leave(self, room: str, now: float) -> str:
+        """Leave `room` and tell every present peer (LocalProtocolError if not in it)."""
+        room = validate_room(room)
+        if room not in self.rooms:
+            raise LocalProtocolError(f"not in #{room}")
+        self.rooms.remove(room)
+        self._membership_changed(now)
+        return room
+
+    def members(self, room: str) -> list[Address]:
+        """The peers a message said in `room` would go to now."""
+        return [addr for addr, target in self._targets.items() if _member(target, room)]
+
+    def _membership_changed(self, now: float) -> None:
+        """MEMBERSHIP, reliably, to every peer that is present; the others get our rooms
+        in the HELLO that greets or answers them."""
+        self._rooms_version += 1
+        text = encode_membership(self._rooms_version, tuple(self.rooms))
+        for addr, target in self._targets.items():
+            if target.confirmed:
+                self._control(addr, target, wire.Conversation.MEMBERSHIP, "", text, now)
+
+    def _control(
+        self,
+        addr: Address,
+        target: _Target,
+        conversation: wire.Conversation,
+        room: str,
+        text: str,
+        now: float,
+    ) -> None:
+        """Queue a MEMBERSHIP or ROSTER message to one target."""
+        message_id, self._next_control_id = self._next_control_id, self._next_control_id - 1
+        self._queue(
+            [target], encode_text(text), now, 0, message_id, conversation, room, control=True
+        )
+
     def send_message(
         self,
         text: str,
@@ -246,9 +315,12 @@ class Sender:
         *,
         sent_at_ms: int,
         to: list[Address] | None = None,
+        room: str | None = None,
         message_id: int | None = None,
     ) -> int:
-        """Queue `text` for every active peer (or those in `to`); return the message id.
+        """Queue `text` for the members of `room` (by default our first room), or for
+        each peer in `to`: as a direct message, or, with `room` too, as said in that room
+        (a room message sent again to those it failed for); return the message id.
 
         `message_id` lets a caller that numbers messages itself (the process model's
         parent) choose it. Raises MessageTooLong, NoPeers or OutboxFull; nothing is
@@ -257,38 +329,74 @@ class Sender:
         if self.config.transform is not None:
             text = self.config.transform.outgoing(text)
         raw = encode_text(text)
-        addrs = [a for a, t in self._targets.items() if t.active] if to is None else to
-        # dict.fromkeys: an address named twice in `to` still gets one delivery.
-        targets = [(a, self._targets[a]) for a in dict.fromkeys(addrs) if a in self._targets]
-        if not targets:
-            raise NoPeers("no peer to send to")
+        if to is not None:
+            conversation = wire.Conversation.DIRECT if room is None else wire.Conversation.ROOM
+            room = room or ""
+            # dict.fromkeys: an address named twice in `to` still gets one delivery.
+            found = [self._find(a) for a in dict.fromkeys(to)]
+            targets = list({key: t for key, t in found if t is not None}.values())
+            if not targets:
+                raise NoPeers("no peer to send to")
+        else:
+            conversation = wire.Conversation.ROOM
+            if room is None:
+                if not self.rooms:
+                    raise NoPeers("not in any room: /join one, or /msg a peer")
+                room = self.rooms[0]
+            targets = [t for t in self._targets.values() if _member(t, room)]
+            if not targets:
+                raise NoPeers(f"nobody else is in #{room}")
         if self._pending + len(targets) > self.config.max_pending:
             raise OutboxFull(f"outbox full: {self._pending} messages are waiting for delivery")
-        payloads = _split(raw, self.nick, self._overhead)
         if message_id is None:
             message_id = self._next_message_id
         self._next_message_id = max(self._next_message_id, message_id + 1)
+        self._queue(targets, raw, now, sent_at_ms, message_id, conversation, room)
+        self.stats.messages_sent += 1
+        return message_id
+
+    def _queue(
+        self,
+        targets: list[_Target],
+        raw: bytes,
+        now: float,
+        sent_at_ms: int,
+        message_id: int,
+        conversation: wire.Conversation,
+        room: str,
+        *,
+        control: bool = False,
+    ) -> None:
+        payloads = _split(raw, self.nick, self._overhead, room)
         deadline = now + self.config.give_up_after
-        for _, target in targets:
-            delivery = _Delivery(message_id, now, deadline, len(payloads))
+        for target in targets:
+            delivery = _Delivery(message_id, now, deadline, len(payloads), room, control)
             target.deliveries[message_id] = delivery
             for index, payload in enumerate(payloads):
                 seq = target.next_seq
                 target.next_seq += 1
                 record = wire.Data(
-                    self.session, seq, 0, index, len(payloads), payload, sent_at_ms, self.nick
+                    self.session,
+                    seq,
+                    0,
+                    index,
+                    len(payloads),
+                    payload,
+                    sent_at_ms,
+                    self.nick,
+                    conversation,
+                    room,
                 )
                 target.unsent.append(_Fragment(seq, wire.encode(record), delivery))
-        self._pending += len(targets)
-        self.stats.messages_sent += 1
-        for _, target in targets:
+        if not control:
+            self._pending += len(targets)
+        for target in targets:
             if not target.confirmed and target.next_probe is not None:
                 # Its DATA waits for its answer: greet it at the pace of retransmission.
                 soon = now + target.rto
                 if target.next_probe > soon:
                     target.next_probe = now
                     target.probe_backoff = target.rto
-        return message_id
 
     def close(self) -> None:
         """Say BYE to every peer we have been talking to, acknowledging in it what the
@@ -337,6 +445,12 @@ class Sender:
                 target = self._targets.get(note.peer)
                 if target is not None:
                     target.announced = True
+            case RoomsNote():
+                target = self._targets.get(note.peer)
+                if target is not None and target.confirmed:
+                    self._on_rooms(note.peer, target, note.rooms, now)
+            case IntroducedNote():
+                self._on_introduced(note, now)
 
     def handle_timer(self, now: float) -> None:
         """Give up on late deliveries, retransmit what is due, send due probes and the
@@ -436,8 +550,10 @@ class Sender:
         return self._pending
 
     def active_peers(self) -> int:
-        """How many peers a new message would go to."""
-        return sum(target.active for target in self._targets.values())
+        """How many peers a new message to the default room would go to."""
+        if not self.rooms:
+            return 0
+        return sum(_member(target, self.rooms[0]) for target in self._targets.values())
 
     def targets(self) -> list[TargetInfo]:
         return [
@@ -497,6 +613,8 @@ class Sender:
             delivery.unacked -= 1
             if delivery.unacked == 0 and delivery.message_id in target.deliveries:
                 del target.deliveries[delivery.message_id]
+                if delivery.control:
+                    continue
                 self._pending -= 1
                 self.stats.messages_delivered += 1
                 self._events.append(
@@ -563,8 +681,9 @@ class Sender:
         self, addr: Address, target: _Target, delivery: _Delivery, now: float, reason: str
     ) -> None:
         del target.deliveries[delivery.message_id]
-        self._pending -= 1
-        self.stats.messages_failed += 1
+        if not delivery.control:
+            self._pending -= 1
+            self.stats.messages_failed += 1
         for seq in [s for s, f in target.in_flight.items() if f.delivery is delivery]:
             del target.in_flight[seq]
         if any(f.delivery is delivery for f in target.unsent):
@@ -576,6 +695,8 @@ class Sender:
         target.probe_backoff = max(target.rto, self.config.min_rto)
         if target.confirmed:
             target.next_probe = now
+        if delivery.control:
+            return
         self._events.append(
             DeliveryFailed(
                 message_id=delivery.message_id,
@@ -596,9 +717,14 @@ class Sender:
             self._targets[note.peer] = target
         was_confirmed, target.confirmed = target.confirmed, note.present
         if note.present and note.session:
+            if note.session != target.session:
+                target.rooms = None  # a new session: its rooms come with it
             target.session = note.session
+        if note.announced:
+            target.announced = True
         if note.present:
             target.active = True
+            target.introductions = 0
             target.refused = None
             target.answered_at = now
             if not was_confirmed or not target.base_known or target.next_probe is None:
@@ -616,9 +742,16 @@ class Sender:
                 for delivery in list(target.deliveries.values()):
                     self._fail(note.peer, target, delivery, now, reason)
         if note.send_hello:
-            self._send_hello(target, wants_reply=False)
+            # A peer whose rooms we do not know is asked for its HELLO in turn.
+            self._send_hello(target, wants_reply=note.rooms is None, answering_at=now)
+        if note.present and note.rooms is not None:
+            self._on_rooms(note.peer, target, note.rooms, now)
 
     def _probe(self, addr: Address, target: _Target, now: float) -> None:
+        if target.confirmed and target.rooms is None:
+            # Present, but its HELLO (and the rooms in it) never reached us: ask for it,
+            # on the back-off of greetings, along with the usual PING.
+            self._send_hello(target, wants_reply=True)
         if target.confirmed:
             token = self._next_token
             self._next_token += 1
@@ -628,7 +761,10 @@ class Sender:
                 del target.pings[next(iter(target.pings))]
             ping = wire.encode(wire.Ping(self.session, token, base))
             self._outgoing.append((ping, target.addr, target.session))
-            if target.base_known:
+            if target.rooms is None:
+                target.next_probe = now + target.probe_backoff
+                target.probe_backoff = min(target.probe_backoff * 2, self.config.hello_retry_max)
+            elif target.base_known:
                 # A peer that announces itself needs no keepalive: its announcements
                 # keep it present (docs/protocol.md, "Discovery").
                 keepalive = None if target.announced else self.config.keepalive_interval
@@ -641,6 +777,11 @@ class Sender:
             self._send_hello(target, wants_reply=True)
             target.next_probe = now + target.probe_backoff
             target.probe_backoff = min(target.probe_backoff * 2, self.config.hello_retry_max)
+            if not target.configured and target.introductions:
+                target.introductions -= 1
+                if not target.introductions:  # named by a ROSTER, and never answered
+                    target.next_probe = None
+                    target.active = False
 
     def _greet_anyone(self, target: _Target, now: float) -> None:
         """A peer we talk to says it cannot open our datagrams: if it restarted, it can
@@ -649,19 +790,81 @@ class Sender:
         if now < target.greeted_anyone + self.config.reject_report_interval:
             return
         target.greeted_anyone = now
-        hello = wire.Hello(self.session, self.nick, True)
-        self._outgoing.append((wire.encode(hello), target.addr, ANYONE))
+        self._outgoing.append((wire.encode(self._hello(True)), target.addr, ANYONE))
 
     def _announce(self) -> None:
         """One ANNOUNCE to each discovery address, sealed for anyone in shared-key mode."""
-        announce = wire.encode(wire.Announce(self.session, self.config.instance, self.nick))
+        announce = wire.encode(
+            wire.Announce(
+                self.session,
+                self.config.instance,
+                self.nick,
+                self._rooms_version,
+                tuple(self.rooms),
+            )
+        )
         for addr in self._announce_to:
             self._outgoing.append((announce, addr, ANYONE))
         self.stats.announcements_sent += 1
 
-    def _send_hello(self, target: _Target, *, wants_reply: bool) -> None:
-        hello = wire.Hello(self.session, self.nick, wants_reply)
-        self._outgoing.append((wire.encode(hello), target.addr, target.session))
+    def _send_hello(
+        self, target: _Target, *, wants_reply: bool, answering_at: float | None = None
+    ) -> None:
+        """Our HELLO, with our rooms. One that answers another (at `answering_at`) is
+        never larger than a HELLO that asks for one can be: if the rooms do not fit, they
+        follow in a MEMBERSHIP message (docs/protocol.md, "HELLO")."""
+        hello = self._hello(wants_reply)
+        data = wire.encode(hello)
+        if answering_at is not None and len(data) > wire.HELLO_MIN_SIZE:
+            data = wire.encode(hello._replace(rooms=(), rooms_follow=True))
+            text = encode_membership(self._rooms_version, hello.rooms)
+            key, _ = self._find(target.addr)
+            self._control(key, target, wire.Conversation.MEMBERSHIP, "", text, answering_at)
+        self._outgoing.append((data, target.addr, target.session))
+
+    def _hello(self, wants_reply: bool) -> wire.Hello:
+        rooms = tuple(self.rooms)
+        return wire.Hello(self.session, self.nick, wants_reply, self._rooms_version, rooms)
+
+    def _on_rooms(self, addr: Address, target: _Target, rooms: tuple[str, ...], now: float) -> None:
+        """`target` is in `rooms` now. Messages waiting for it in rooms it is not in fail;
+        a member we did not find by discovery learns from us who else is in our rooms
+        (a ROSTER per room), so that knowing one member is enough."""
+        before = target.rooms
+        target.rooms = rooms
+        if before is None:
+            for delivery in list(target.deliveries.values()):
+                if delivery.room and delivery.room not in rooms and not delivery.control:
+                    self._fail(addr, target, delivery, now, f"not in #{delivery.room}")
+        if target.announced:
+            return
+        for room in rooms:
+            if room not in self.rooms or (before is not None and room in before):
+                continue
+            members = [
+                other.addr
+                for key, other in self._targets.items()
+                if key != addr and other.confirmed and room in (other.rooms or ())
+            ]
+            if members:
+                self._control(
+                    addr, target, wire.Conversation.ROSTER, room, encode_roster(members), now
+                )
+
+    def _on_introduced(self, note: IntroducedNote, now: float) -> None:
+        """Greet the members of one of our rooms that a ROSTER named and we do not know,
+        a few times: each answers with its HELLO if it is there."""
+        if note.room not in self.rooms:
+            return
+        for addr in note.members:
+            if self._find(addr)[1] is not None:
+                continue
+            if len(self._targets) >= self.config.max_peers and not self._forget_one():
+                return
+            target = _Target(False, False, addr, rto=self.config.initial_rto)
+            target.introductions = _INTRODUCTION_TRIES
+            self._targets[addr] = target
+            self._probe(addr, target, now)
 
     def _find(self, addr: Address) -> tuple[Address, _Target | None]:
         """The target known as `addr`, or else the one now reached at `addr`."""
@@ -698,7 +901,9 @@ class Sender:
             fragment.transmissions = 0
             target.unsent.append(fragment)
         self._pending -= sum(
-            1 for d in alias.deliveries.values() if target.deliveries.get(d.message_id) is not d
+            1
+            for d in alias.deliveries.values()
+            if target.deliveries.get(d.message_id) is not d and not d.control
         )
 
     def _forget_one(self) -> bool:
@@ -720,11 +925,20 @@ def encode_text(text: str) -> bytes:
     return raw
 
 
-def _split(raw: bytes, nick: str, overhead: int) -> list[bytes]:
+def _member(target: _Target, room: str) -> bool:
+    """Whether a message said in `room` goes to `target`."""
+    if not target.active:
+        return False
+    if target.rooms is None:
+        return target.configured
+    return room in target.rooms
+
+
+def _split(raw: bytes, nick: str, overhead: int, room: str = "") -> list[bytes]:
     """Cut a message's UTF-8 text into fragment payloads (docs/protocol.md, "DATA"), each
     datagram `overhead` bytes shorter when it will be sealed."""
     first = wire.MAX_DATAGRAM - wire.DATA_HEADER_SIZE - wire.FIRST_FRAGMENT_OVERHEAD
-    first -= len(nick.encode("utf-8")) + overhead
+    first -= len(nick.encode("utf-8")) + len(room.encode("utf-8")) + overhead
     payloads = [raw[:first]]
     step = wire.FRAGMENT_PAYLOAD - overhead
     payloads.extend(raw[i : i + step] for i in range(first, len(raw), step))

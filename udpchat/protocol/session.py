@@ -34,6 +34,8 @@ class PeerStatus:
     """Smoothed round-trip time in seconds, or None before the first sample."""
     pending: int
     """Messages to it not yet acknowledged or failed."""
+    rooms: tuple[str, ...] = ()
+    """The rooms it is in, as far as known."""
 
 
 def merge_peers(
@@ -55,6 +57,7 @@ def merge_peers(
                 silent_for=now - info.last_heard if info else None,
                 rtt=target.srtt if target else None,
                 pending=target.pending if target else 0,
+                rooms=info.rooms if info else (),
             )
         )
     return rows
@@ -96,6 +99,19 @@ class ChatSession:
     def set_nick(self, nick: str) -> None:
         self.sender.set_nick(nick)
 
+    def join(self, room: str, now: float) -> str:
+        """Join `room` and tell the peers; see `Sender.join`."""
+        return self.sender.join(room, now)
+
+    def leave(self, room: str, now: float) -> str:
+        """Leave `room` and tell the peers; see `Sender.leave`."""
+        return self.sender.leave(room, now)
+
+    @property
+    def rooms(self) -> tuple[str, ...]:
+        """The rooms we are in, the default one first."""
+        return tuple(self.sender.rooms)
+
     def start_announcing(self, addresses: tuple[Address, ...]) -> None:
         """Announce this chat to `addresses` (docs/protocol.md, "Discovery"); see
         `Sender.start_announcing`. `Config.announce_to` does the same from the start."""
@@ -108,11 +124,13 @@ class ChatSession:
         *,
         sent_at_ms: int,
         to: list[Address] | None = None,
+        room: str | None = None,
         message_id: int | None = None,
     ) -> int:
-        """Queue a message for every active peer; see `Sender.send_message`."""
+        """Queue a message for a room's members, or for the peers in `to`; see
+        `Sender.send_message`."""
         return self.sender.send_message(
-            text, now, sent_at_ms=sent_at_ms, to=to, message_id=message_id
+            text, now, sent_at_ms=sent_at_ms, to=to, room=room, message_id=message_id
         )
 
     def receive_datagram(

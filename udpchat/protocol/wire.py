@@ -14,6 +14,7 @@ from enum import IntEnum
 from typing import Any, NamedTuple
 
 from .errors import RejectReason, WireError
+from .rooms import check_rooms
 
 __all__ = [
     "ANNOUNCE_PERIOD",
@@ -34,6 +35,7 @@ __all__ = [
     "Ack",
     "Announce",
     "Bye",
+    "Conversation",
     "Data",
     "Datagram",
     "Hello",
@@ -43,12 +45,13 @@ __all__ = [
     "Refused",
     "decode",
     "encode",
+    "encode_rooms",
     "with_base",
 ]
 
-# "Every datagram starts with the two bytes `UC` (0x55 0x43) and the version byte 0x01."
+# "Every datagram starts with the two bytes `UC` (0x55 0x43) and the version byte 0x02."
 MAGIC = b"UC"
-VERSION = 1
+VERSION = 2
 # "No datagram is longer than 1200 bytes", so one crosses any LAN without IP fragmentation.
 MAX_DATAGRAM = 1200
 # "A message's text is at most 65,536 bytes of UTF-8."
@@ -67,6 +70,8 @@ _TOKEN = struct.Struct("!Q")
 _PING = struct.Struct("!QQ")  # token, base
 _BYE_ACK = struct.Struct("!8sQQ")  # acknowledged session, cumulative, selective
 _HELLO = struct.Struct("!BB")  # flags, nick length
+_ROOMS = struct.Struct("!IB")  # membership version, room count
+_CONVERSATION = struct.Struct("!BB")  # conversation kind, room name length
 _ANNOUNCE = struct.Struct("!8sB")  # instance id, nick length
 
 # "Discovery: ANNOUNCE datagrams go to the multicast group 239.255.77.77 (IPv6: ff02::7777,
@@ -78,17 +83,19 @@ DISCOVERY_PORT = 21277
 ANNOUNCE_PERIOD = 60.0
 
 DATA_HEADER_SIZE = HEADER.size + _DATA.size
-FIRST_FRAGMENT_OVERHEAD = _FIRST.size
+FIRST_FRAGMENT_OVERHEAD = _FIRST.size + _CONVERSATION.size
+"""Bytes a first fragment adds, besides the nickname and the room name."""
 # Text bytes a non-first fragment can carry.
 FRAGMENT_PAYLOAD = MAX_DATAGRAM - DATA_HEADER_SIZE
 # Upper bound on fragments of one message: the first carries the least text.
 MAX_FRAGMENTS = 1 + -(-MAX_MESSAGE_BYTES // FRAGMENT_PAYLOAD)
 
 HELLO_WANTS_REPLY = 0x01
+HELLO_ROOMS_FOLLOW = 0x02
 
 
 class Kind(IntEnum):
-    """The datagram kinds of protocol version 1."""
+    """The datagram kinds of protocol version 2."""
 
     HELLO = 1
     """Announce a nickname; may ask the receiver to answer with its own HELLO."""
@@ -112,6 +119,19 @@ class Kind(IntEnum):
     kind; a receiver that does not know the sender greets it with a unicast HELLO."""
 
 
+class Conversation(IntEnum):
+    """What a message (the first fragment of a DATA) belongs to."""
+
+    DIRECT = 0
+    """A direct message, to this receiver alone; no room name."""
+    ROOM = 1
+    """A line said in the named room, sent to each of its members."""
+    MEMBERSHIP = 2
+    """Control: the sender's rooms (`rooms.encode_membership`); no room name."""
+    ROSTER = 3
+    """Control: other members of the named room (`rooms.encode_roster`)."""
+
+
 class Hello(NamedTuple):
     session: bytes
     """Sender's 8-byte session id."""
@@ -119,6 +139,14 @@ class Hello(NamedTuple):
     """Sender's nickname, 1 to 32 bytes of UTF-8."""
     wants_reply: bool = False
     """True when the receiver should answer with a HELLO of its own."""
+    rooms_version: int = 0
+    """Counts the sender's joins and leaves: a receiver keeps the newest room list it
+    has seen of a session, whichever way (HELLO or MEMBERSHIP) it came."""
+    rooms: tuple[str, ...] = ()
+    """The rooms the sender is in."""
+    rooms_follow: bool = False
+    """The rooms did not fit (a reply is never larger than what it answers): they
+    follow in a MEMBERSHIP message, and `rooms` is empty."""
 
 
 class Announce(NamedTuple):
@@ -128,6 +156,10 @@ class Announce(NamedTuple):
     """Sender's 8-byte instance id: the same for every run of one installation."""
     nick: str
     """Sender's nickname, 1 to 32 bytes of UTF-8."""
+    rooms_version: int = 0
+    """As in HELLO."""
+    rooms: tuple[str, ...] = ()
+    """The rooms the sender is in, as in HELLO."""
 
 
 class Bye(NamedTuple):
@@ -177,6 +209,10 @@ class Data(NamedTuple):
     """First fragment only: when the message was sent, ms since the Unix epoch."""
     nick: str = ""
     """First fragment only: the sender's nickname."""
+    conversation: Conversation = Conversation.DIRECT
+    """First fragment only: what the message belongs to."""
+    room: str = ""
+    """First fragment only: the room, for ROOM and ROSTER; else empty."""
 
 
 class Ack(NamedTuple):
@@ -235,7 +271,11 @@ def encode(datagram: Datagram) -> bytes:
         )
         if datagram.fragment_index == 0:
             nick = _nick_bytes(datagram.nick)
+            room = datagram.room.encode("utf-8")
+            if bool(room) != (datagram.conversation in _ROOM_KINDS):
+                raise ValueError("ROOM and ROSTER name a room; the others do not")
             head += _FIRST.pack(datagram.sent_at_ms, len(nick)) + nick
+            head += _CONVERSATION.pack(datagram.conversation, len(room)) + room
         out = head + datagram.payload
         if len(out) > MAX_DATAGRAM:
             raise ValueError("DATA datagram longer than 1200 bytes")
@@ -256,13 +296,17 @@ def encode(datagram: Datagram) -> bytes:
         nick = _nick_bytes(datagram.nick)
         head = _header(Kind.ANNOUNCE, datagram.session)
         out = head + _ANNOUNCE.pack(datagram.instance, len(nick)) + nick
+        out += encode_rooms(datagram.rooms_version, datagram.rooms)
         # Padded as a HELLO that asks for a reply is: the HELLO that answers an
         # announcement is never larger than it.
         return out + bytes(max(0, HELLO_MIN_SIZE - len(out)))
     if isinstance(datagram, Hello):
         nick = _nick_bytes(datagram.nick)
         flags = HELLO_WANTS_REPLY if datagram.wants_reply else 0
+        if datagram.rooms_follow:
+            flags |= HELLO_ROOMS_FOLLOW
         out = _header(Kind.HELLO, datagram.session) + _HELLO.pack(flags, len(nick)) + nick
+        out += encode_rooms(datagram.rooms_version, datagram.rooms)
         if datagram.wants_reply and len(out) < HELLO_MIN_SIZE:
             out += bytes(HELLO_MIN_SIZE - len(out))
         return out
@@ -272,6 +316,18 @@ def encode(datagram: Datagram) -> bytes:
             raise ValueError("acknowledged session id must be 8 bytes")
         bye += _BYE_ACK.pack(datagram.acked_session, datagram.cumulative, datagram.selective)
     return bye
+
+
+_ROOM_KINDS = (Conversation.ROOM, Conversation.ROSTER)
+
+
+def encode_rooms(version: int, rooms: tuple[str, ...]) -> bytes:
+    """HELLO's room list: version, count, then each name after its length."""
+    out = _ROOMS.pack(version, len(rooms))
+    for room in rooms:
+        raw = room.encode("utf-8")
+        out += bytes((len(raw),)) + raw
+    return out
 
 
 _BASE_AT = HEADER.size + 8
@@ -324,8 +380,12 @@ def decode(data: bytes) -> Datagram:
             raise WireError(RejectReason.BAD_LENGTH, "PONG")
         return Pong(session, *_TOKEN.unpack_from(data, at))
     if kind == Kind.HELLO:
-        (flags, _), nick = _fields_then_nick(_HELLO, data, at, "HELLO")
-        return Hello(session, nick, bool(flags & HELLO_WANTS_REPLY))
+        (flags, nick_len), nick = _fields_then_nick(_HELLO, data, at, "HELLO")
+        version, rooms = _decode_rooms(data, at + _HELLO.size + nick_len, "HELLO")
+        follow = bool(flags & HELLO_ROOMS_FOLLOW)
+        if follow and rooms:
+            raise WireError(RejectReason.BAD_VALUE, "HELLO rooms")
+        return Hello(session, nick, bool(flags & HELLO_WANTS_REPLY), version, rooms, follow)
     if kind == Kind.BYE:
         if size == at:
             return Bye(session)
@@ -340,8 +400,9 @@ def decode(data: bytes) -> Datagram:
             raise WireError(RejectReason.BAD_VALUE, "REFUSED reason")
         return Refused(session, reason)
     if kind == Kind.ANNOUNCE:
-        (instance, _), nick = _fields_then_nick(_ANNOUNCE, data, at, "ANNOUNCE")
-        return Announce(session, instance, nick)
+        (instance, nick_len), nick = _fields_then_nick(_ANNOUNCE, data, at, "ANNOUNCE")
+        version, rooms = _decode_rooms(data, at + _ANNOUNCE.size + nick_len, "ANNOUNCE")
+        return Announce(session, instance, nick, version, rooms)
     if kind == Kind.SEALED:
         raise WireError(RejectReason.SEALED_WITHOUT_KEY)
     raise WireError(RejectReason.UNKNOWN_KIND, str(kind))
@@ -362,6 +423,25 @@ def _fields_then_nick(
     return values, _decode_nick(data[at : at + nick_len])
 
 
+def _decode_rooms(data: bytes, at: int, kind: str) -> tuple[int, tuple[str, ...]]:
+    if len(data) - at < _ROOMS.size:
+        raise WireError(RejectReason.TRUNCATED, kind)
+    version, count = _ROOMS.unpack_from(data, at)
+    at += _ROOMS.size
+    rooms = []
+    for _ in range(count):
+        size = data[at] if at < len(data) else 0
+        raw = data[at + 1 : at + 1 + size]
+        if not size or len(raw) != size:
+            raise WireError(RejectReason.TRUNCATED, f"{kind} rooms")
+        try:
+            rooms.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise WireError(RejectReason.BAD_VALUE, "room name") from None
+        at += 1 + size
+    return version, check_rooms(tuple(rooms))
+
+
 def _decode_data(session: bytes, data: bytes, at: int) -> Data:
     if len(data) - at < _DATA.size:
         raise WireError(RejectReason.TRUNCATED, "DATA")
@@ -380,4 +460,22 @@ def _decode_data(session: bytes, data: bytes, at: int) -> Data:
     if len(data) < at + nick_len:
         raise WireError(RejectReason.TRUNCATED, "DATA")
     nick = _decode_nick(data[at : at + nick_len])
-    return Data(session, seq, base, index, count, data[at + nick_len :], sent_at_ms, nick)
+    at += nick_len
+    if len(data) - at < _CONVERSATION.size:
+        raise WireError(RejectReason.TRUNCATED, "DATA")
+    kind, room_len = _CONVERSATION.unpack_from(data, at)
+    at += _CONVERSATION.size
+    if kind > max(Conversation):
+        raise WireError(RejectReason.BAD_VALUE, "conversation")
+    conversation = Conversation(kind)
+    raw_room = data[at : at + room_len]
+    if len(raw_room) != room_len:
+        raise WireError(RejectReason.TRUNCATED, "DATA")
+    if bool(room_len) != (conversation in _ROOM_KINDS):
+        raise WireError(RejectReason.BAD_VALUE, "conversation room")
+    try:
+        room = check_rooms((raw_room.decode("utf-8"),))[0] if room_len else ""
+    except UnicodeDecodeError:
+        raise WireError(RejectReason.BAD_VALUE, "room name") from None
+    payload = data[at + room_len :]
+    return Data(session, seq, base, index, count, payload, sent_at_ms, nick, conversation, room)

@@ -170,10 +170,16 @@ class AsyncioChat(asyncio.DatagramProtocol, Endpoint):
         await self.aclose()
 
     def send(
-        self, text: str, to: Sequence[Address] | None = None, *, message_id: int | None = None
+        self,
+        text: str,
+        to: Sequence[Address] | None = None,
+        *,
+        room: str | None = None,
+        message_id: int | None = None,
     ) -> int:
-        """Send a message to every active peer (or those in `to`); return its id for the
-        delivery events (`message_id` when the caller numbers its messages itself).
+        """Say `text` in `room` (by default our first room), or send it directly to the
+        peers in `to`; return its id for the delivery events (`message_id` when the
+        caller numbers its messages itself).
 
         Raises MessageTooLong, NoPeers or OutboxFull (all LocalProtocolError).
         """
@@ -183,10 +189,29 @@ class AsyncioChat(asyncio.DatagramProtocol, Endpoint):
             now,
             sent_at_ms=base.wall_clock_ms(),
             to=base.as_targets(to),
+            room=room,
             message_id=message_id,
         )
         self._transmit(now)
         return message_id
+
+    def join(self, room: str) -> str:
+        """Join `room` and tell the peers; its name as known."""
+        now = self._now()
+        room = self._core.join(room, now)
+        self._transmit(now)
+        return room
+
+    def leave(self, room: str) -> str:
+        """Leave `room` and tell the peers."""
+        now = self._now()
+        room = self._core.leave(room, now)
+        self._transmit(now)
+        return room
+
+    @property
+    def rooms(self) -> tuple[str, ...]:
+        return self._core.rooms
 
     def send_queued(self, messages: Iterable[SendText]) -> None:
         """Queue messages the caller has numbered, then flush once: a burst leaves as one
@@ -427,6 +452,7 @@ class AsyncioRuntime(RuntimeBase):
             discovery_port=self._discovery_port,
         )
         self._nick = nick
+        self._rooms: tuple[str, ...] = self._config.rooms
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop = asyncio.Event()
@@ -487,31 +513,51 @@ class AsyncioRuntime(RuntimeBase):
         thread.join(timeout=2 * _CLOSE_TIMEOUT)
         self._outlet.shut()
 
-    def send(self, text: str, to: Sequence[Address] | None = None) -> int:
-        """Send a message to every active peer (or those in `to`); return its id for the
-        delivery events.
+    def send(
+        self, text: str, to: Sequence[Address] | None = None, *, room: str | None = None
+    ) -> int:
+        """Say `text` in `room` (by default our first room), or send it directly to the
+        peers in `to`; return its id for the delivery events.
 
         Raises MessageTooLong, NoPeers or OutboxFull (all LocalProtocolError) here, in the
-        caller's thread. RuntimeError before `open` or after `close`. A message for every
-        peer is checked against the loop's last published counts and queued without
-        waiting; one with `to` waits for the loop, since only the chat knows its peers.
+        caller's thread. RuntimeError before `open` or after `close`. A message to the
+        default room is checked against the loop's last published counts and queued
+        without waiting; one with `to` or `room` waits for the loop, since only the chat
+        knows its peers and their rooms.
         """
         encode_text(text)  # MessageTooLong at once, as in every model
-        if to is None:
+        default = to is None and room is None
+        if default:
             self._check_room()
         with self._handing:
             if not self._taking_calls:
                 raise RuntimeError("not open")
             message = SendText(self._next_message_id, text, base.wall_clock_ms(), None)
             self._next_message_id += 1
-            if to is None:
+            if default:
                 self._queued.append(message)
                 if not self._wake_scheduled:
                     self._wake_scheduled = True
                     assert self._loop is not None
                     self._loop.call_soon_threadsafe(self._take_queued)
                 return message.message_id
-        return self._call(lambda: self._chat.send(text, to, message_id=message.message_id))
+        return self._call(
+            lambda: self._chat.send(text, to, room=room, message_id=message.message_id)
+        )
+
+    def join(self, room: str) -> str:
+        joined = self._call(lambda: self._chat.join(room))
+        self._rooms = self._ask(lambda: self._chat.rooms)
+        return joined
+
+    def leave(self, room: str) -> str:
+        left = self._call(lambda: self._chat.leave(room))
+        self._rooms = self._ask(lambda: self._chat.rooms)
+        return left
+
+    @property
+    def rooms(self) -> tuple[str, ...]:
+        return self._rooms
 
     def add_peer(self, addr: Address) -> None:
         self._call(lambda: self._chat.add_peer(addr))

@@ -96,21 +96,38 @@ class ChatRuntime(Protocol):
 
     def __exit__(self, *exc_info: object) -> None: ...
 
-    def send(self, text: str, to: Sequence[Address] | None = None) -> int:
-        """Send a message to every active peer, or only to those in `to`; return its id
-        for the delivery events (one `MessageDelivered` or `DeliveryFailed` per peer).
+    def send(
+        self, text: str, to: Sequence[Address] | None = None, *, room: str | None = None
+    ) -> int:
+        """Say `text` in `room` (by default the first room we are in: `rooms[0]`), or
+        send it as a direct message to each peer in `to`; return its id for the delivery
+        events (one `MessageDelivered` or `DeliveryFailed` per peer).
 
         Every model refuses at once, by raising a LocalProtocolError, and then sends
         nothing and reports nothing more: MessageTooLong for a text over the protocol's
-        limit; NoPeers when there is no peer to send to (no active peer; with `to`, none
-        of its addresses is a peer, configured or learned); OutboxFull when too many
-        deliveries are pending. RuntimeError before `open` or after `close`.
+        limit; NoPeers when there is no peer to send to (nobody else in the room; with
+        `to`, none of its addresses is a peer, configured or learned); OutboxFull when
+        too many deliveries are pending. RuntimeError before `open` or after `close`.
 
-        One race is left, in the process and asyncio models, whose `send` does not wait
-        for the thread or process that owns the core: if the last peer leaves (or the
-        outbox fills) while a message for every peer is on its way there, the message
+        One race is left, in the process and asyncio models, whose `send` to the default
+        room does not wait for the thread or process that owns the core: if the last
+        member leaves (or the outbox fills) while the message is on its way there, it
         fails at once with a `DeliveryFailed` whose peer is None.
         """
+        ...
+
+    def join(self, room: str) -> str:
+        """Join `room` and tell the peers; return its name as known (`#Dev` is `dev`).
+        InvalidRoom for a bad name; LocalProtocolError when in too many rooms."""
+        ...
+
+    def leave(self, room: str) -> str:
+        """Leave `room` and tell the peers (LocalProtocolError if not in it)."""
+        ...
+
+    @property
+    def rooms(self) -> tuple[str, ...]:
+        """The rooms this chat is in, the default one first."""
         ...
 
     def add_peer(self, addr: Address) -> None: ...
@@ -393,11 +410,14 @@ class SendText:
     text: str
     sent_at_ms: int
     to: list[Address] | None
+    room: str | None = None
 
-    def __reduce__(self) -> tuple[type[SendText], tuple[int, str, int, list[Address] | None]]:
+    def __reduce__(
+        self,
+    ) -> tuple[type[SendText], tuple[int, str, int, list[Address] | None, str | None]]:
         # Class and fields, as a tuple would pickle: one crosses the process model's pipe
         # per message, and a slotted dataclass's default pickling costs about twice as much.
-        return SendText, (self.message_id, self.text, self.sent_at_ms, self.to)
+        return SendText, (self.message_id, self.text, self.sent_at_ms, self.to, self.room)
 
 
 class Outbox(Protocol):
@@ -410,6 +430,7 @@ class Outbox(Protocol):
         *,
         sent_at_ms: int,
         to: list[Address] | None = None,
+        room: str | None = None,
         message_id: int | None = None,
     ) -> int: ...
 
@@ -438,6 +459,7 @@ def queue_message(outbox: Outbox, message: SendText, now: float) -> LocalProtoco
             now,
             sent_at_ms=message.sent_at_ms,
             to=message.to,
+            room=message.room,
             message_id=message.message_id,
         )
     except LocalProtocolError as error:

@@ -91,6 +91,16 @@ class SetNick:
     nick: str
 
 
+@dataclass(frozen=True, slots=True)
+class Join:
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    room: str
+
+
 class Question(Enum):
     """A call that takes no argument."""
 
@@ -106,7 +116,7 @@ class Question(Enum):
     """Answered (True) once nothing is pending: `wait_delivered`."""
 
 
-Call = SendText | AddPeer | RemovePeer | SetNick | Question
+Call = SendText | AddPeer | RemovePeer | SetNick | Join | Leave | Question
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +179,7 @@ class ProcessRuntime(RuntimeBase):
         super().__init__(nick, **options)
         Sender(b"\0" * 8, nick, Config())  # validates the nickname here, in the caller
         self._nick = nick
+        self._rooms: tuple[str, ...] = self._config.rooms
         self._start_method = start_method or os.environ.get("UDPCHAT_START_METHOD") or None
         self._sock: socket.socket | None = None
         self._replies: dict[int, queue.SimpleQueue[object]] = {}
@@ -265,24 +276,43 @@ class ProcessRuntime(RuntimeBase):
             waiter.put(None)  # wakes every call still waiting, wait_delivered included
         self._outlet.shut()
 
-    def send(self, text: str, to: Sequence[Address] | None = None) -> int:
+    def send(
+        self, text: str, to: Sequence[Address] | None = None, *, room: str | None = None
+    ) -> int:
         if self._sock is None or self._closing:
             raise RuntimeError("not open")
         encode_text(text)  # MessageTooLong, before anything crosses a pipe
-        if to is None:
+        default = to is None and room is None
+        if default:
             self._check_room()
         with self._send_lock:
             message_id = self._next_message_id
             self._next_message_id += 1
             self._sends_issued += 1
-            message = SendText(message_id, text, base.wall_clock_ms(), base.as_targets(to))
-            if to is None:
+            targets = base.as_targets(to)
+            message = SendText(message_id, text, base.wall_clock_ms(), targets, room)
+            if default:
                 self._commands.send(message)
                 return message_id
-        # Only the sending process knows which of these are its peers: its answer is
-        # NoPeers if none is, as in the other models (OutboxFull if it is full).
+        # Only the sending process knows who is in a room or is a peer: its answer is
+        # NoPeers if nobody is, as in the other models (OutboxFull if it is full).
         self._call(self._commands, message)
         return message_id
+
+    def join(self, room: str) -> str:
+        joined: str = self._call(self._commands, Join(room))
+        if joined not in self._rooms:
+            self._rooms += (joined,)
+        return joined
+
+    def leave(self, room: str) -> str:
+        left: str = self._call(self._commands, Leave(room))
+        self._rooms = tuple(r for r in self._rooms if r != left)
+        return left
+
+    @property
+    def rooms(self) -> tuple[str, ...]:
+        return self._rooms
 
     def add_peer(self, addr: Address) -> None:
         self._call(self._commands, AddPeer(addr))
@@ -625,6 +655,10 @@ def _answer(sender: Sender, call: Call, now: float) -> object:
                 sender.remove_peer(peer, now)
             case SetNick(nick):
                 sender.set_nick(nick)
+            case Join(room):
+                return sender.join(room, now)
+            case Leave(room):
+                return sender.leave(room, now)
             case Question.STATS:
                 return sender.stats
             case Question.TARGETS:

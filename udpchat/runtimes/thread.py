@@ -97,15 +97,38 @@ class ThreadRuntime(RuntimeBase):
         with self._lock:
             self._lock.notify_all()  # wakes wait_delivered: nothing more will be delivered
 
-    def send(self, text: str, to: Sequence[Address] | None = None) -> int:
+    def send(
+        self, text: str, to: Sequence[Address] | None = None, *, room: str | None = None
+    ) -> int:
         if self._sock is None or self._closing:
             raise RuntimeError("not open")
         with self._lock:
             message_id = self._core.send_message(
-                text, time.monotonic(), sent_at_ms=base.wall_clock_ms(), to=base.as_targets(to)
+                text,
+                time.monotonic(),
+                sent_at_ms=base.wall_clock_ms(),
+                to=base.as_targets(to),
+                room=room,
             )
         self._work.put(None)
         return message_id
+
+    def join(self, room: str) -> str:
+        with self._lock:
+            room = self._core.join(room, time.monotonic())
+        self._work.put(None)
+        return room
+
+    def leave(self, room: str) -> str:
+        with self._lock:
+            room = self._core.leave(room, time.monotonic())
+        self._work.put(None)
+        return room
+
+    @property
+    def rooms(self) -> tuple[str, ...]:
+        with self._lock:
+            return self._core.rooms
 
     def add_peer(self, addr: Address) -> None:
         with self._lock:

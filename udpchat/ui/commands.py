@@ -27,6 +27,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stats": ("/stats", "messages sent, delivered, retransmitted, dropped; round trips"),
     "model": ("/model", "the concurrency model running this chat"),
     "resend": ("/resend N", "send failed message N again"),
+    "join": ("/join NAME", "join a room (or go back to it); lines you type go there"),
+    "leave": ("/leave [NAME]", "leave a room (this one by default)"),
+    "rooms": ("/rooms", "the rooms seen on the LAN, with their members"),
+    "msg": ("/msg NICK text", "a direct message: to one peer only"),
+    "query": ("/query NICK", "talk to one peer only: lines you type go to them"),
+    "switch": ("/switch #ROOM|NICK", "go to a room you are in, or to a direct conversation"),
     "quit": ("/quit, /q, /exit", "wait for deliveries, say goodbye, leave (or Ctrl-D, Ctrl-C)"),
 }
 """Command name -> (usage, what it does), in the order /help lists them."""

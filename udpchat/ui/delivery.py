@@ -34,12 +34,20 @@ class OwnMessage(Entry):
     """A message we sent; its last row ends with its delivery state, kept current."""
 
     def __init__(
-        self, number: int, text: str, fragments: StyleAndTextTuples, indent: int, peers: int
+        self,
+        number: int,
+        text: str,
+        fragments: StyleAndTextTuples,
+        indent: int,
+        peers: int,
+        room: str = "",
     ) -> None:
         super().__init__(fragments, indent)
         self.number = number
         """The message's number for the user (not the runtime's id)."""
         self.text = text
+        self.room = room
+        """The room it was said in; "" for a direct message."""
         self.expected = max(1, peers)
         """Peers present when it was sent; the runtime does not say whom it went to."""
         self.delivered: dict[Address, float] = {}
@@ -93,11 +101,17 @@ class Deliveries:
         """Numbers of failed messages not resent: they make the exit status 1."""
 
     def add(
-        self, message_id: int, text: str, fragments: StyleAndTextTuples, indent: int, peers: int
+        self,
+        message_id: int,
+        text: str,
+        fragments: StyleAndTextTuples,
+        indent: int,
+        peers: int,
+        room: str = "",
     ) -> OwnMessage:
         """Track a message the runtime just took as `message_id` (forgetting the oldest
         past `_OWN_REMEMBERED`); returns it, numbered for the user."""
-        own = OwnMessage(self._next_number, text, fragments, indent, peers)
+        own = OwnMessage(self._next_number, text, fragments, indent, peers, room)
         self._next_number += 1
         self._numbered[own.number] = self._unsettled[own.number] = own
         self._by_id[message_id] = own

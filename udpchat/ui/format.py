@@ -27,6 +27,8 @@ from ..protocol import (
     DeliveryFailed,
     Event,
     LeaveReason,
+    MemberJoined,
+    MemberLeft,
     MessageDelivered,
     MessageReceived,
     PeerJoined,
@@ -34,7 +36,9 @@ from ..protocol import (
     PeerRenamed,
     RejectReason,
     SendFailed,
+    VersionMismatched,
 )
+from ..protocol.wire import VERSION
 from ..runtimes.sockets import lan_addresses
 
 # Bidirectional controls, and the line and paragraph separators, which some terminals
@@ -252,10 +256,25 @@ def describe(
         return nick if names is None else names.of(peer, nick)
 
     if isinstance(event, MessageReceived):
-        return f"{escape(shown(event.peer, event.nick)) or '?'}: {escape(event.text)}"
+        name = escape(shown(event.peer, event.nick)) or "?"
+        if event.room:
+            return f"#{event.room} {name}: {escape(event.text)}"
+        return f"@{name}: {escape(event.text)}"
     if isinstance(event, PeerJoined):
         verb = "restarted" if event.restarted else "joined"
-        return f"* {who(event.peer, shown(event.peer, event.nick))} {verb}"
+        rooms = ", ".join(f"#{room}" for room in event.rooms)
+        return f"* {who(event.peer, shown(event.peer, event.nick))} {verb}" + (
+            f" {rooms}" if rooms else ""
+        )
+    if isinstance(event, MemberJoined | MemberLeft):
+        verb = "joined" if isinstance(event, MemberJoined) else "left"
+        return f"* {who(event.peer, shown(event.peer, event.nick))} {verb} #{event.room}"
+    if isinstance(event, VersionMismatched):
+        return (
+            f"* {format_address(event.peer)} runs udpchat protocol version {event.version};"
+            f" this one speaks version {VERSION}, and the two cannot chat"
+            f" ({'that one' if event.version < VERSION else 'this one'} needs updating)"
+        )
     if isinstance(event, PeerLeft):
         how = "left" if event.reason is LeaveReason.BYE else f"left ({event.reason.value})"
         return f"* {who(event.peer, shown(event.peer, event.nick))} {how}"
@@ -333,6 +352,9 @@ _NAMES = {
     PeerJoined: "peer_joined",
     PeerLeft: "peer_left",
     PeerRenamed: "peer_renamed",
+    MemberJoined: "member_joined",
+    MemberLeft: "member_left",
+    VersionMismatched: "version_mismatched",
     DatagramRejected: "datagram_rejected",
     DatagramsRefused: "datagrams_refused",
     SendFailed: "send_failed",
@@ -346,7 +368,13 @@ def to_json(event: Event, wall: float | None = None) -> str:
         value = getattr(event, name)
         if isinstance(value, Enum):
             value = value.value
+        elif isinstance(value, tuple) and name != "peer":
+            value = list(value)
         record[name] = format_address(value) if name == "peer" and value else value
+    if isinstance(event, MessageReceived) and not event.room:
+        # A direct message: `direct` names the conversation, as `room` names a room's.
+        del record["room"]
+        record["direct"] = True
     return _dumps(record)
 
 

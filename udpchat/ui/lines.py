@@ -1,7 +1,9 @@
 """Line mode: for pipes, scripts and plain terminals.
 
-Each input line is one message to every peer. Each event is one output line,
-`HH:MM:SS bob: text` or `HH:MM:SS * system text` (or, with `--jsonl`, one JSON object).
+Each input line is one message said in the room the chat started in (`--room`, by default
+`lobby`); `/msg NICK text` sends a direct message instead, and `//text` says `/text`.
+Each event is one output line, `HH:MM:SS #lobby bob: text`, `HH:MM:SS @bob: text` for a
+direct message, or `HH:MM:SS * system text` (or, with `--jsonl`, one JSON object).
 At the end of input it waits (bounded) until every message is delivered or has failed,
 says BYE and returns. SIGTERM ends the input the same way. The first Ctrl-C waits too
 (and says so, if anything is pending); a second one quits at once.
@@ -22,8 +24,9 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import TextIO
 
-from ..protocol import DeliveryFailed, Event, LocalProtocolError
+from ..protocol import Address, DeliveryFailed, Event, LocalProtocolError
 from ..runtimes import ChatRuntime
+from .conversations import find_peer, split_msg
 from .format import (
     Names,
     clock,
@@ -145,25 +148,47 @@ class LineMode:
             self._early = None
 
     def _read_input(self) -> None:
+        rooms = self.runtime.rooms
+        room = rooms[0] if rooms else None
         for line in self.stdin:
             text = line.rstrip("\r\n")
             if not text:
                 continue
             if "\ufffd" in text:
                 self._note("input was not valid UTF-8; the bad bytes were replaced")
+            to: Address | None = None
+            if text.startswith("//"):
+                text = text[1:]
+            elif text.startswith("/msg ") or text == "/msg":
+                parsed = split_msg(text[4:])
+                if parsed is None:
+                    self._refuse(text, "usage: /msg NICK text")
+                    continue
+                found = find_peer(parsed[0], self.runtime.peers(), self._names)
+                if isinstance(found, str):
+                    self._refuse(text, found)
+                    continue
+                to, text = found, parsed[1]
             try:
-                message_id = self.runtime.send(text)
+                if to is None:  # the default room: the runtimes' fast path
+                    message_id = self.runtime.send(text)
+                else:
+                    message_id = self.runtime.send(text, to=[to])
             except LocalProtocolError as error:
-                self.failures += 1
-                self._note(f"not sent: {error}")
-                if self.jsonl:
-                    self._emit(json_line("message_refused", text=text, reason=str(error)))
+                self._refuse(text, str(error))
                 continue
             self._texts[message_id] = text
             if len(self._texts) > _TEXTS_REMEMBERED:
                 self._texts.popitem(last=False)
             if self.jsonl:
-                self._emit(json_line("message_sent", message_id=message_id, text=text))
+                where = {"room": room} if to is None else {"direct": format_address(to)}
+                self._emit(json_line("message_sent", message_id=message_id, text=text, **where))
+
+    def _refuse(self, text: str, reason: str) -> None:
+        self.failures += 1
+        self._note(f"not sent: {reason}")
+        if self.jsonl:
+            self._emit(json_line("message_refused", text=text, reason=reason))
 
     def _finish(self) -> None:
         pending = self.runtime.pending()

@@ -61,6 +61,8 @@ from ..protocol import (
     DeliveryFailed,
     Event,
     LocalProtocolError,
+    MemberJoined,
+    MemberLeft,
     MessageDelivered,
     MessageReceived,
     PeerJoined,
@@ -80,6 +82,8 @@ from .commands import (
     stats_lines,
     unknown_command,
 )
+from .conversations import Conversation as Chat
+from .conversations import direct, find_peer, room, split_msg
 from .delivery import Deliveries, OwnMessage
 from .format import (
     Names,
@@ -116,6 +120,10 @@ class TerminalUI:
         self._nick = ""
         self._address = ""
         self._present: dict[Address, str] = {}
+        self._rooms_of: dict[Address, set[str]] = {}
+        """The rooms each present peer is in, as its events said."""
+        self._current = room("lobby")
+        """Where a typed line goes: a room, or a direct conversation (`/query`)."""
         self._names = Names()
         self._deliveries = Deliveries()
         self._pending = 0
@@ -162,6 +170,9 @@ class TerminalUI:
         self.runtime = runtime
         self._nick = runtime.nick
         self._address = format_address(runtime.local_address)
+        rooms = runtime.rooms
+        if rooms:
+            self._current = room(rooms[0])
         ready = ready_text(runtime.local_address, self._nick, runtime.model, self._shared_key)
         self._system(f"{ready} — /help lists commands, Ctrl-D quits")
         reach = reach_text(runtime.local_address)
@@ -284,7 +295,12 @@ class TerminalUI:
 
     def _show(self, event: Event) -> None:
         if isinstance(event, MessageReceived):
-            self._add_message(self._names.of(event.peer, event.nick), event.text)
+            name = self._names.of(event.peer, event.nick)
+            where = room(event.room) if event.room else direct(event.peer)
+            label = self._label(where)
+            self._add_message(
+                name, event.text, "@" if label and event.peer == where.peer else label
+            )
             return
         if isinstance(event, MessageDelivered):
             self._deliveries.delivered(event)
@@ -295,8 +311,14 @@ class TerminalUI:
         text = describe(event, names=self._names)
         if isinstance(event, PeerJoined):
             self._present[event.peer] = self._names.of(event.peer, event.nick)
+            self._rooms_of[event.peer] = set(event.rooms)
+        elif isinstance(event, MemberJoined):
+            self._rooms_of.setdefault(event.peer, set()).add(event.room)
+        elif isinstance(event, MemberLeft):
+            self._rooms_of.get(event.peer, set()).discard(event.room)
         elif isinstance(event, PeerLeft):
             self._present.pop(event.peer, None)
+            self._rooms_of.pop(event.peer, None)
         elif isinstance(event, PeerRenamed):
             self._present[event.peer] = self._names.of(event.peer, event.new_nick)
         if text is not None:
@@ -320,15 +342,32 @@ class TerminalUI:
     def _error(self, text: str) -> None:
         self._line(f"* {text}", "class:error")
 
-    def _add_message(self, nick: str, text: str) -> None:
-        fragments, indent = message_fragments(nick, text, own=False)
+    def _add_message(self, nick: str, text: str, label: str) -> None:
+        fragments, indent = message_fragments(nick, text, own=False, where=label)
         self.conversation.add(Entry(fragments, indent))
 
-    def _add_own(self, message_id: int, text: str) -> OwnMessage:
-        fragments, indent = message_fragments(self._nick, text, own=True)
-        own = self._deliveries.add(message_id, text, fragments, indent, len(self._present))
+    def _add_own(self, message_id: int, text: str, where: Chat) -> OwnMessage:
+        label = self._label(where)
+        fragments, indent = message_fragments(self._nick, text, own=True, where=label)
+        expected = 1 if where.peer is not None else len(self._members(where.room))
+        own = self._deliveries.add(message_id, text, fragments, indent, expected, where.room)
         self.conversation.add(own)
         return own
+
+    def _label(self, where: Chat) -> str:
+        """The label a message line starts with: none in the conversation lines typed
+        go to, else "#room" or "@nick"."""
+        if where == self._current:
+            return ""
+        return self._name_of(where)
+
+    def _name_of(self, where: Chat) -> str:
+        if where.peer is not None:
+            return where.label(self._names, self._present.get(where.peer, ""))
+        return where.label()
+
+    def _members(self, name: str) -> list[Address]:
+        return [peer for peer, rooms in self._rooms_of.items() if name in rooms]
 
     # -- input ------------------------------------------------------------------
 
@@ -353,13 +392,20 @@ class TerminalUI:
         self._refresh()
         return keep
 
-    def _send(self, text: str) -> bool:
+    def _send(self, text: str, where: Chat | None = None) -> bool:
+        """Send `text` to `where` (by default the current conversation)."""
+        current = where or self._current
         try:
-            message_id = self.runtime.send(text)
+            if current.peer is not None:
+                message_id = self.runtime.send(text, to=[current.peer])
+            elif current.room == (self.runtime.rooms or ("",))[0]:
+                message_id = self.runtime.send(text)  # the default room: the fast path
+            else:
+                message_id = self.runtime.send(text, room=current.room)
         except LocalProtocolError as error:
             self._error(f"not sent: {error} — the text is still in the input line")
             return False
-        self._add_own(message_id, text)
+        self._add_own(message_id, text, current)
         self.conversation.follow()
         return True
 
@@ -372,6 +418,12 @@ class TerminalUI:
             "nick": self._set_nick,
             "peer": self._peer_command,
             "resend": self._resend,
+            "join": self._join,
+            "leave": self._leave,
+            "rooms": lambda _: self._lines(self._rooms_lines()),
+            "msg": self._msg,
+            "query": self._query,
+            "switch": self._switch,
             "quit": lambda _: self.request_quit(),
         }
         handler = handlers.get(command.name)
@@ -399,6 +451,91 @@ class TerminalUI:
             return
         self._nick = name
         self._system(f"you are now {escape(name)}")
+
+    def _join(self, argument: str) -> None:
+        if not argument:
+            self._error("usage: /join NAME")
+            return
+        try:
+            name = self.runtime.join(argument)
+        except (ValueError, LocalProtocolError) as error:
+            self._error(f"not joined: {error}")
+            return
+        self._current = room(name)
+        members = len(self._members(name))
+        who = f"{members} other{'s' if members != 1 else ''} here" if members else "nobody else yet"
+        self._system(f"you joined #{name} ({who}); lines you type go there")
+
+    def _leave(self, argument: str) -> None:
+        name = argument or self._current.room
+        if not name:
+            self._error("usage: /leave NAME (this is a direct conversation)")
+            return
+        try:
+            left = self.runtime.leave(name)
+        except (ValueError, LocalProtocolError) as error:
+            self._error(f"not left: {error}")
+            return
+        self._system(f"you left #{left}")
+        if self._current.room == left:
+            rooms = self.runtime.rooms
+            self._current = room(rooms[0]) if rooms else self._current
+            if rooms:
+                self._system(f"lines you type go to #{rooms[0]}")
+            else:
+                self._system("you are in no room: /join one, or /msg someone")
+
+    def _rooms_lines(self) -> list[str]:
+        """/rooms: every room seen on the LAN, with its members (and whether we are in)."""
+        ours = set(self.runtime.rooms)
+        counts: dict[str, int] = dict.fromkeys(ours, 0)
+        for rooms in self._rooms_of.values():
+            for name in rooms:
+                counts[name] = counts.get(name, 0) + 1
+        lines = [f"{len(counts)} room{'s' if len(counts) != 1 else ''}:"]
+        for name in sorted(counts):
+            others = counts[name]
+            total = others + (name in ours)
+            mark = " (you are in)" if name in ours else ""
+            lines.append(f"  #{name}  {total} member{'s' if total != 1 else ''}{mark}")
+        return lines
+
+    def _msg(self, argument: str) -> None:
+        parsed = split_msg(argument)
+        if parsed is None:
+            self._error("usage: /msg NICK text")
+            return
+        peer = self._find(parsed[0])
+        if peer is not None:
+            self._send(parsed[1], direct(peer))
+
+    def _query(self, argument: str) -> None:
+        if not argument:
+            self._error("usage: /query NICK")
+            return
+        peer = self._find(argument)
+        if peer is not None:
+            self._current = direct(peer)
+            self._system(f"lines you type go to {self._name_of(self._current)} alone")
+
+    def _switch(self, argument: str) -> None:
+        name = argument.strip()
+        if name.startswith("#") or name in self.runtime.rooms:
+            wanted = name.removeprefix("#").lower()
+            if wanted not in self.runtime.rooms:
+                self._error(f"not in #{escape(wanted)} — /join {escape(wanted)}")
+                return
+            self._current = room(wanted)
+            self._system(f"lines you type go to #{wanted}")
+            return
+        self._query(name)
+
+    def _find(self, name: str) -> Address | None:
+        found = find_peer(name, self.runtime.peers(), self._names)
+        if isinstance(found, str):
+            self._error(found)
+            return None
+        return found
 
     def _peer_command(self, argument: str) -> None:
         action, _, target = argument.partition(" ")
@@ -444,7 +581,7 @@ class TerminalUI:
             # to send to) goes to whoever is there now.
             failed_for = [peer for peer in own.failed if peer is not None]
             try:
-                new_id = self.runtime.send(own.text, to=failed_for or None)
+                new_id = self.runtime.send(own.text, to=failed_for or None, room=own.room or None)
             except LocalProtocolError as error:
                 self._error(f"not resent: {error}")
                 return
@@ -494,7 +631,11 @@ class TerminalUI:
             peers = ", ".join(names)
         else:
             peers = f"{len(names)} peers"
-        parts = [escape(self._nick), self._address, self.runtime.model, peers]
+        where = self._name_of(self._current)
+        if self._current.room:
+            members = len(self._members(self._current.room))
+            where += f" ({members + 1} member{'s' if members else ''})"
+        parts = [where, escape(self._nick), self._address, self.runtime.model, peers]
         if self._shared_key is not None:
             parts.insert(3, "🔒 shared key")
         parts.append(f"{self._pending} pending")

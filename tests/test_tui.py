@@ -38,6 +38,7 @@ from udpchat.protocol import (
     Event,
     LeaveReason,
     LocalProtocolError,
+    MemberJoined,
     MessageDelivered,
     MessageReceived,
     NoPeers,
@@ -504,6 +505,90 @@ async def test_two_peers_called_bob_are_shown_as_bob_and_bob_2() -> None:
         await chat.until(lambda: "bob, bob (2)" in chat.ui.status_text(), "both in the status bar")
 
 
+# -- rooms and conversations ---------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_direct_message_waits_in_its_own_pane_counted_and_with_a_bell() -> None:
+    runtime = FakeRuntime()
+    output, screen = vt100()
+    async with running(runtime, output) as chat:
+        runtime.push(PeerJoined(peer=BOB, nick="bob", rooms=LOBBY))
+        await chat.shows(r"joined #lobby$")
+        runtime.push(MessageReceived(peer=BOB, nick="bob", text="psst", sent_at_ms=0))
+        await chat.until(lambda: "2:@bob 1 new" in chat.ui.status_text(), "the unread count")
+        assert "psst" not in chat.pane  # the lobby on screen is not interrupted
+        await chat.until(lambda: "\a" in screen.getvalue(), "the bell")
+        chat.type("\x1b2")  # Alt-2
+        await chat.shows(r"^\d\d:\d\d bob: psst$")
+        assert chat.ui.status_text().startswith(" @bob ·")
+        assert "new" not in chat.ui.status_text()
+        chat.say("back at you")
+        await chat.until(lambda: runtime.sent_to[-1:] == [[BOB]], "a direct reply")
+        chat.type("\x10")  # Ctrl-P: back to the lobby
+        await chat.until(lambda: chat.ui.status_text().startswith(" #lobby (2 members)"))
+        assert "psst" not in chat.pane
+
+
+@pytest.mark.asyncio
+async def test_quiet_rings_no_bell() -> None:
+    runtime = FakeRuntime()
+    output, screen = vt100()
+    with (
+        create_pipe_input() as pipe,
+        create_app_session(input=pipe, output=output),
+    ):
+        ui = TerminalUI(drain_timeout=TIMEOUT, quiet=True)
+        runtime.on_event = ui.on_event
+        task = asyncio.create_task(ui.run_async(runtime, handle_signals=False))
+        chat = Driver(ui, pipe, task)
+        await chat.until(lambda: ui.app.is_running, "the application to start")
+        runtime.push(PeerJoined(peer=BOB, nick="bob", rooms=LOBBY))
+        runtime.push(MessageReceived(peer=BOB, nick="bob", text="psst", sent_at_ms=0))
+        await chat.until(lambda: "@bob 1 new" in ui.status_text(), "the unread count")
+        ui.request_quit()
+        await asyncio.wait_for(task, TIMEOUT)
+    assert "\a" not in screen.getvalue()
+
+
+@pytest.mark.asyncio
+async def test_join_msg_query_switch_and_leave_steer_where_lines_go() -> None:
+    runtime = FakeRuntime()
+    runtime.rows = [PeerStatus(BOB, "bob", True, False, 1.0, None, 0, ("lobby", "dev"))]
+    async with running(runtime) as chat:
+        runtime.push(PeerJoined(peer=BOB, nick="bob", rooms=("lobby", "dev")))
+        chat.say("/join #Dev")
+        await chat.shows(r"\* you joined #dev \(1 other here\); lines you type go there$")
+        chat.say("for dev")
+        await chat.until(lambda: runtime.sent_in[-1:] == ["dev"], "a line said in #dev")
+        chat.say("/msg bob just you")
+        await chat.until(lambda: runtime.sent_to[-1:] == [[BOB]], "a direct message")
+        assert chat.ui.status_text().startswith(" #dev (2 members)")  # /msg stays here
+        chat.say("/rooms")
+        await chat.shows(r"\* 2 rooms:\n +#dev  2 members \(you are in\)\n +#lobby  2 members")
+        chat.say("/query nobody")
+        await chat.shows(r"\* nobody called nobody is here — /peers lists who is$")
+        chat.say("/switch #lobby")
+        await chat.until(lambda: chat.ui.status_text().startswith(" #lobby"))
+        chat.say("/leave dev")
+        await chat.shows(r"\* you left #dev$")
+        assert runtime.rooms == ("lobby",)
+        chat.say("/join no spaces")
+        await chat.shows(r"not joined: a room name holds letters, digits")
+
+
+@pytest.mark.asyncio
+async def test_a_member_joining_a_room_is_shown_in_that_rooms_pane() -> None:
+    runtime = FakeRuntime()
+    async with running(runtime) as chat:
+        runtime.push(PeerJoined(peer=BOB, nick="bob", rooms=LOBBY))
+        chat.say("/join dev")
+        await chat.shows(r"you joined #dev")
+        runtime.push(MemberJoined(peer=BOB, nick="bob", room="dev"))
+        await chat.shows(r"^\d\d:\d\d \* bob \(127\.0\.0\.1:9001\) joined #dev$")
+        await chat.until(lambda: chat.ui.status_text().startswith(" #dev (2 members)"))
+
+
 @pytest.mark.asyncio
 async def test_a_send_the_kernel_refused_is_one_warning_line() -> None:
     runtime = FakeRuntime()
@@ -525,7 +610,11 @@ async def test_hostile_message_is_shown_escaped_and_never_reaches_the_terminal()
     async with running(runtime, output) as chat:
         runtime.push(
             MessageReceived(
-                peer=BOB, nick="m\x1b[31mallory", text="\x1b[2J\x1b]0;owned\x07", sent_at_ms=0
+                peer=BOB,
+                nick="m\x1b[31mallory",
+                text="\x1b[2J\x1b]0;owned\x07",
+                sent_at_ms=0,
+                room="lobby",
             )
         )
         await chat.shows(re.escape(r"m\x1b[31mallory: \x1b[2J\x1b]0;owned\x07"))

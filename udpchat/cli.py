@@ -111,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"UDP port where chats announce themselves (default: {DISCOVERY_PORT})",
     )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no terminal bell for a direct message in a conversation not on screen",
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
         "--plain",
@@ -262,7 +267,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     key_source = shared_key[1] if shared_key else None
     ui: TerminalUI | LineMode
     if ui_class is not None:
-        ui = ui_class(drain_timeout=give_up + 5, shared_key=key_source)
+        ui = ui_class(drain_timeout=give_up + 5, shared_key=key_source, quiet=args.quiet)
     else:
         stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
         ui = LineMode(

@@ -60,7 +60,6 @@ theme shows them."""
 PANE_STYLE = [
     ("time", "ansibrightblack"),
     ("system", "ansibrightblack"),
-    ("where", "ansicyan"),
     ("warning", "ansiyellow"),
     ("error", "ansired bold"),
     ("own", "bold"),
@@ -197,15 +196,10 @@ def line_entry(text: str, style: str = "class:system") -> Entry:
     return Entry([("class:time", f"{stamp} "), (style, text)], len(stamp) + 3)
 
 
-def message_fragments(
-    nick: str, text: str, own: bool, where: str = ""
-) -> tuple[StyleAndTextTuples, int]:
-    """A message as fragments ("HH:MM #room nick: text"), and the indent of its further
-    lines. `where`: the conversation's label ("#lobby", "@bob"), shown before the nick."""
+def message_fragments(nick: str, text: str, own: bool) -> tuple[StyleAndTextTuples, int]:
+    """A message as fragments ("HH:MM nick: text"), and the indent of its further lines."""
     prefix: StyleAndTextTuples = [
         ("class:time", f"{clock(seconds=False)} "),
-        # A direct message from its sender reads "@bob: hi"; any other, "#room bob: hi".
-        *([("class:where", where if where == "@" else f"{where} ")] if where else []),
         (nick_style(nick) + (" class:own" if own else ""), escape(nick) or "?"),
         ("", ": "),
     ]

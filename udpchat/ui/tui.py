@@ -1,10 +1,13 @@
 """The terminal UI: one full-screen prompt_toolkit application over any `ChatRuntime`.
 
-Top to bottom: the conversation (`pane`: newest line at the bottom; PageUp and PageDown
-scroll back), a one-line status bar, and the input line, which nothing that arrives can
-touch. Own messages show their delivery state in place at the end of their line
-(`delivery`). This module is the application: layout, key bindings, commands, events
-and quitting.
+Top to bottom: the conversation on screen (`pane`: newest line at the bottom; PageUp and
+PageDown scroll back), a one-line status bar, and the input line, which nothing that
+arrives can touch. Each room and each direct conversation has its own pane; a message
+for one not on screen only counts as unread in the status bar (and rings the terminal
+bell when it is a direct message, unless `quiet`). Alt-1..9, Ctrl-N and Ctrl-P, and
+/switch change the one on screen. Own messages show their delivery state in place at
+the end of their line (`delivery`). This module is the application: layout, key
+bindings, commands, events and quitting.
 
 Rules:
 - Text a peer controls (nicknames, messages, previews) passes through `escape` before it
@@ -113,8 +116,12 @@ class TerminalUI:
     """Runs one chat in the terminal: make the runtime with `on_event`, open it, then
     `run(runtime)` returns the exit status."""
 
-    def __init__(self, *, drain_timeout: float = 35.0, shared_key: str | None = None) -> None:
+    def __init__(
+        self, *, drain_timeout: float = 35.0, shared_key: str | None = None, quiet: bool = False
+    ) -> None:
         self._shared_key = shared_key
+        self._quiet = quiet
+        """No terminal bell for a direct message in a conversation not on screen."""
         """Where the shared key came from ("--key-file"); None: no key."""
         self.drain_timeout = drain_timeout
         self._nick = ""
@@ -134,7 +141,9 @@ class TerminalUI:
         self._inbox_lock = threading.Lock()
         self._wake_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.conversation = Conversation()
+        self._panes: dict[Chat, Conversation] = {self._current: Conversation()}
+        """Every conversation's pane, in the order they were opened (Alt-1..9)."""
+        self._unread: dict[Chat, int] = {}
         self._history: list[str] = []
         self._history_index = 0
         self._draft = ""
@@ -172,7 +181,11 @@ class TerminalUI:
         self._address = format_address(runtime.local_address)
         rooms = runtime.rooms
         if rooms:
+            # The start-up lines belong to the first room's pane, whatever its name.
+            self._panes = {room(rooms[0]): self._panes.pop(self._current)}
             self._current = room(rooms[0])
+            for name in rooms[1:]:
+                self._pane(room(name))
         ready = ready_text(runtime.local_address, self._nick, runtime.model, self._shared_key)
         self._system(f"{ready} — /help lists commands, Ctrl-D quits")
         reach = reach_text(runtime.local_address)
@@ -208,8 +221,38 @@ class TerminalUI:
             print(f"udpchat: quit with {deliveries(unconfirmed)} unconfirmed", file=sys.stderr)
         return EXIT_UNDELIVERED if self._deliveries.unresolved or unconfirmed else EXIT_OK
 
+    @property
+    def conversation(self) -> Conversation:
+        """The pane of the conversation on screen."""
+        return self._panes[self._current]
+
+    def _pane(self, where: Chat) -> Conversation:
+        pane = self._panes.get(where)
+        if pane is None:
+            pane = self._panes[where] = Conversation()
+        return pane
+
+    def _switch_to(self, where: Chat) -> None:
+        """Put `where`'s conversation on screen; lines typed go there from now on."""
+        self._pane(where)
+        self._current = where
+        self._unread.pop(where, None)
+        self._window.content = self.conversation
+        self.app.invalidate()
+
+    def _step(self, offset: int) -> None:
+        """Ctrl-N, Ctrl-P: the next or previous conversation, in the order opened."""
+        order = list(self._panes)
+        self._switch_to(order[(order.index(self._current) + offset) % len(order)])
+
+    def _go_to(self, number: int) -> None:
+        """Alt-1..9: the conversation with that number in the order opened."""
+        order = list(self._panes)
+        if 1 <= number <= len(order):
+            self._switch_to(order[number - 1])
+
     def transcript(self) -> str:
-        """The conversation pane as plain text."""
+        """The pane on screen as plain text."""
         return self.conversation.text()
 
     def status_text(self) -> str:
@@ -297,10 +340,7 @@ class TerminalUI:
         if isinstance(event, MessageReceived):
             name = self._names.of(event.peer, event.nick)
             where = room(event.room) if event.room else direct(event.peer)
-            label = self._label(where)
-            self._add_message(
-                name, event.text, "@" if label and event.peer == where.peer else label
-            )
+            self._add_message(name, event.text, where)
             return
         if isinstance(event, MessageDelivered):
             self._deliveries.delivered(event)
@@ -312,10 +352,16 @@ class TerminalUI:
         if isinstance(event, PeerJoined):
             self._present[event.peer] = self._names.of(event.peer, event.nick)
             self._rooms_of[event.peer] = set(event.rooms)
-        elif isinstance(event, MemberJoined):
-            self._rooms_of.setdefault(event.peer, set()).add(event.room)
-        elif isinstance(event, MemberLeft):
-            self._rooms_of.get(event.peer, set()).discard(event.room)
+        elif isinstance(event, MemberJoined | MemberLeft):
+            rooms = self._rooms_of.setdefault(event.peer, set())
+            if isinstance(event, MemberJoined):
+                rooms.add(event.room)
+            else:
+                rooms.discard(event.room)
+            pane = self._panes.get(room(event.room))
+            if text is not None and pane is not None:  # shown where it happened
+                pane.add(line_entry(text, "class:system"))
+                return
         elif isinstance(event, PeerLeft):
             self._present.pop(event.peer, None)
             self._rooms_of.pop(event.peer, None)
@@ -342,24 +388,20 @@ class TerminalUI:
     def _error(self, text: str) -> None:
         self._line(f"* {text}", "class:error")
 
-    def _add_message(self, nick: str, text: str, label: str) -> None:
-        fragments, indent = message_fragments(nick, text, own=False, where=label)
-        self.conversation.add(Entry(fragments, indent))
+    def _add_message(self, nick: str, text: str, where: Chat) -> None:
+        fragments, indent = message_fragments(nick, text, own=False)
+        self._pane(where).add(Entry(fragments, indent))
+        if where != self._current:
+            self._unread[where] = self._unread.get(where, 0) + 1
+            if where.peer is not None and not self._quiet:
+                self.app.output.bell()
 
     def _add_own(self, message_id: int, text: str, where: Chat) -> OwnMessage:
-        label = self._label(where)
-        fragments, indent = message_fragments(self._nick, text, own=True, where=label)
+        fragments, indent = message_fragments(self._nick, text, own=True)
         expected = 1 if where.peer is not None else len(self._members(where.room))
         own = self._deliveries.add(message_id, text, fragments, indent, expected, where.room)
-        self.conversation.add(own)
+        self._pane(where).add(own)
         return own
-
-    def _label(self, where: Chat) -> str:
-        """The label a message line starts with: none in the conversation lines typed
-        go to, else "#room" or "@nick"."""
-        if where == self._current:
-            return ""
-        return self._name_of(where)
 
     def _name_of(self, where: Chat) -> str:
         if where.peer is not None:
@@ -406,7 +448,7 @@ class TerminalUI:
             self._error(f"not sent: {error} — the text is still in the input line")
             return False
         self._add_own(message_id, text, current)
-        self.conversation.follow()
+        self._pane(current).follow()
         return True
 
     def _run_command(self, command: Command) -> None:
@@ -461,7 +503,7 @@ class TerminalUI:
         except (ValueError, LocalProtocolError) as error:
             self._error(f"not joined: {error}")
             return
-        self._current = room(name)
+        self._switch_to(room(name))
         members = len(self._members(name))
         who = f"{members} other{'s' if members != 1 else ''} here" if members else "nobody else yet"
         self._system(f"you joined #{name} ({who}); lines you type go there")
@@ -479,8 +521,8 @@ class TerminalUI:
         self._system(f"you left #{left}")
         if self._current.room == left:
             rooms = self.runtime.rooms
-            self._current = room(rooms[0]) if rooms else self._current
             if rooms:
+                self._switch_to(room(rooms[0]))
                 self._system(f"lines you type go to #{rooms[0]}")
             else:
                 self._system("you are in no room: /join one, or /msg someone")
@@ -515,7 +557,7 @@ class TerminalUI:
             return
         peer = self._find(argument)
         if peer is not None:
-            self._current = direct(peer)
+            self._switch_to(direct(peer))
             self._system(f"lines you type go to {self._name_of(self._current)} alone")
 
     def _switch(self, argument: str) -> None:
@@ -525,8 +567,7 @@ class TerminalUI:
             if wanted not in self.runtime.rooms:
                 self._error(f"not in #{escape(wanted)} — /join {escape(wanted)}")
                 return
-            self._current = room(wanted)
-            self._system(f"lines you type go to #{wanted}")
+            self._switch_to(room(wanted))
             return
         self._query(name)
 
@@ -635,7 +676,15 @@ class TerminalUI:
         if self._current.room:
             members = len(self._members(self._current.room))
             where += f" ({members + 1} member{'s' if members else ''})"
-        parts = [where, escape(self._nick), self._address, self.runtime.model, peers]
+        parts = [where]
+        unread = [
+            f"{number}:{self._name_of(chat)} {self._unread[chat]} new"
+            for number, chat in enumerate(self._panes, 1)
+            if self._unread.get(chat)
+        ]
+        if unread:
+            parts.append(", ".join(unread))
+        parts += [escape(self._nick), self._address, self.runtime.model, peers]
         if self._shared_key is not None:
             parts.insert(3, "🔒 shared key")
         parts.append(f"{self._pending} pending")
@@ -647,7 +696,7 @@ class TerminalUI:
 
     def _layout(self) -> Layout:
         # Drawn one cell per grapheme cluster, so that emoji sequences line up (pane.py).
-        conversation = GraphemeWindow(self.conversation)
+        conversation = self._window = GraphemeWindow(self.conversation)
         status = GraphemeWindow(FormattedTextControl(self._status), height=1, style="class:status")
         entry = Window(
             BufferControl(self.input),
@@ -669,6 +718,20 @@ class TerminalUI:
         @bindings.add("c-d", filter=input_empty)
         def _quit(event: KeyPressEvent) -> None:
             self.request_quit(interrupted=event.key_sequence[0].key != "c-d")
+
+        @bindings.add("c-n")
+        def _next(event: KeyPressEvent) -> None:
+            self._step(+1)
+
+        @bindings.add("c-p")
+        def _previous(event: KeyPressEvent) -> None:
+            self._step(-1)
+
+        for digit in "123456789":
+
+            @bindings.add("escape", digit)
+            def _go(event: KeyPressEvent) -> None:
+                self._go_to(int(event.key_sequence[-1].key))
 
         @bindings.add("pageup")
         def _page_up(event: KeyPressEvent) -> None:

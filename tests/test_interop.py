@@ -9,7 +9,14 @@ import pytest
 from conftest import OpenRuntime, collect_messages, wait_for
 from relay import Faults, LossyRelay
 
-from udpchat.protocol import Config, MessageReceived, PeerJoined
+from udpchat.protocol import (
+    Config,
+    MemberJoined,
+    MemberLeft,
+    MessageReceived,
+    NoPeers,
+    PeerJoined,
+)
 from udpchat.protocol.crypto import derive_master_key
 from udpchat.runtimes import MODELS
 
@@ -58,3 +65,51 @@ def test_every_pair_of_models_chats_through_the_lossy_relay(
         bob.add_peer(relay.address_for_b)
         exchange(alice_model, bob_model, alice, bob, 200)
     assert alice.stats().retransmissions + bob.stats().retransmissions > 0
+
+
+ROTATIONS = [tuple(MODELS[i:] + MODELS[:i]) for i in range(len(MODELS))]
+
+
+@pytest.mark.parametrize("models", ROTATIONS, ids="-".join)
+def test_rooms_and_direct_messages_across_models(
+    open_runtime: OpenRuntime, models: tuple[str, str, str]
+) -> None:
+    """Each model joins, leaves, says a line in a room and sends a direct message; each
+    runtime's `join` reaches its core (in the process model, the sending process)."""
+    alice = open_runtime(models[0], "alice")
+    bob = open_runtime(models[1], "bob", peers=(alice.local_address,))
+    carol = open_runtime(models[2], "carol", peers=(alice.local_address,))
+    everyone = {alice: "alice", bob: "bob", carol: "carol"}
+    for runtime, nick in everyone.items():
+        waiting = set(everyone.values()) - {nick}  # the roster introduces bob and carol
+        while waiting:
+            joined = wait_for(runtime, lambda e: isinstance(e, PeerJoined))
+            assert isinstance(joined, PeerJoined)
+            waiting.discard(joined.nick)
+    assert bob.join("#Dev") == "dev" and carol.join("dev") == "dev"
+    assert tuple(bob.rooms) == tuple(carol.rooms) == ("lobby", "dev")
+    for runtime in (carol, alice):
+        member = wait_for(runtime, lambda e: isinstance(e, MemberJoined) and e.room == "dev")
+        assert isinstance(member, MemberJoined) and member.nick == "bob"
+    bob.send("dev only", room="dev")
+    got = wait_for(carol, lambda e: isinstance(e, MessageReceived))
+    assert isinstance(got, MessageReceived) and (got.room, got.text) == ("dev", "dev only")
+    alice.send("just carol", to=[carol.local_address])
+    got = wait_for(carol, lambda e: isinstance(e, MessageReceived))
+    assert isinstance(got, MessageReceived) and (got.room, got.text) == ("", "just carol")
+    assert carol.leave("dev") == "dev"
+    assert list(carol.rooms) == ["lobby"]
+    left = wait_for(bob, lambda e: isinstance(e, MemberLeft))
+    assert isinstance(left, MemberLeft) and (left.nick, left.room) == ("carol", "dev")
+    with pytest.raises(NoPeers, match="nobody else is in #dev"):
+        bob.send("anyone left?", room="dev")
+    bob.send("to the lobby")
+    for runtime in (alice, carol):
+        got = wait_for(runtime, lambda e: isinstance(e, MessageReceived))
+        # Alice never saw "dev only" nor "just carol": her first message is this one.
+        assert isinstance(got, MessageReceived) and (got.room, got.text) == (
+            "lobby",
+            "to the lobby",
+        )
+    for runtime in everyone:
+        assert runtime.wait_delivered(timeout=10)

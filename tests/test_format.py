@@ -16,6 +16,7 @@ from udpchat.protocol import (
     PeerRenamed,
     VersionMismatched,
 )
+from udpchat.ui.conversations import Strangers, suppressed_text
 from udpchat.ui.format import Names, deliveries, describe, escape, json_line, to_json
 
 ZALGO = "Z" + "\u0301\u0316" * 500 + "algo"
@@ -137,3 +138,23 @@ def test_discovery_line_says_where_others_are_looked_for() -> None:
     assert "on this machine" in discovery_text(21277, ("127.0.0.1", 9000))
     assert "on this machine" in discovery_text(21277, ("::1", 9000))
     assert "on the LAN" in discovery_text(21277, ("fe80::1%eth0", 9000))
+
+
+def test_a_strangers_direct_messages_are_limited_and_the_rest_counted() -> None:
+    strangers = Strangers()
+    mallory, bob = ("10.0.0.66", 9000), ("10.0.0.2", 9000)
+    strangers.joined(mallory, ("elsewhere",))
+    strangers.joined(bob, ("lobby",))
+    assert strangers.is_stranger(mallory, ("lobby",))
+    assert not strangers.is_stranger(bob, ("lobby",))
+    outcomes = [strangers.admit(mallory, 0.0) for _ in range(8)]
+    assert outcomes == [(True, 0)] * 5 + [(False, 1), (False, 0), (False, 0)]
+    assert strangers.admit(mallory, 5.0) == (False, 0)  # half a token back: not yet
+    assert strangers.admit(mallory, 10.0) == (True, 0)
+    assert strangers.admit(mallory, 10.1) == (False, 4)  # reported once per 10 s
+    strangers.answered(mallory)
+    assert not strangers.is_stranger(mallory, ("lobby",))
+    strangers.member(mallory, "lobby", present=True)
+    assert strangers.members("lobby") == [mallory, bob]
+    line = suppressed_text(mallory, "mallory", 3)
+    assert line.startswith("* 3 direct messages from mallory (10.0.0.66:9000) not shown")

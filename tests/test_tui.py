@@ -531,6 +531,26 @@ async def test_a_direct_message_waits_in_its_own_pane_counted_and_with_a_bell() 
 
 
 @pytest.mark.asyncio
+async def test_a_strangers_direct_messages_past_five_are_counted_not_shown() -> None:
+    runtime = FakeRuntime()
+    async with running(runtime) as chat:
+        runtime.push(PeerJoined(peer=CAROL, nick="mallory", rooms=("elsewhere",)))
+        runtime.push(PeerJoined(peer=BOB, nick="bob", rooms=LOBBY))
+        for i in range(8):
+            runtime.push(
+                MessageReceived(peer=CAROL, nick="mallory", text=f"spam {i}", sent_at_ms=0)
+            )
+        for i in range(8):
+            runtime.push(MessageReceived(peer=BOB, nick="bob", text=f"bob {i}", sent_at_ms=0))
+        await chat.until(lambda: "3:@bob 8 new" in chat.ui.status_text(), "bob's eight")
+        assert "2:@mallory 5 new" in chat.ui.status_text()
+        chat.type("\x1b2")
+        await chat.shows(r"^\d\d:\d\d mallory: spam 4$")
+        await chat.shows(r"\* a direct message from mallory \(127\.0\.0\.1:9002\) not shown")
+        assert "spam 5" not in chat.pane and "spam 7" not in chat.pane
+
+
+@pytest.mark.asyncio
 async def test_quiet_rings_no_bell() -> None:
     runtime = FakeRuntime()
     output, screen = vt100()

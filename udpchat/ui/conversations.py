@@ -71,3 +71,83 @@ def split_msg(argument: str) -> tuple[str, str] | None:
         name, _, text = argument.partition(" ")
     text = text.strip()
     return (name, text) if name and text else None
+
+
+class Strangers:
+    """Who shares a room with us, and a limit on direct messages from those who do not.
+
+    A *stranger* is a peer in none of our rooms whom we have not written to directly.
+    Anyone may say HELLO and then send direct messages, so a stranger's are shown at
+    most `BURST` at once and then one per `REFILL` seconds; the rest are counted and
+    reported as "N more ... suppressed", at most once per `REFILL` seconds per peer.
+    Peers in one of our rooms, and those we have written to, are never limited.
+    """
+
+    BURST = 5
+    REFILL = 10.0
+    REMEMBERED = 1024
+
+    def __init__(self) -> None:
+        self.rooms_of: dict[Address, set[str]] = {}
+        """The rooms each present peer is in, as its events said."""
+        self._answered: set[Address] = set()
+        self._buckets: dict[Address, list[float]] = {}
+        """peer -> [tokens, when last filled, suppressed since the last report, when
+        last reported]."""
+
+    def joined(self, peer: Address, rooms: Iterable[str]) -> None:
+        self.rooms_of[peer] = set(rooms)
+
+    def member(self, peer: Address, room: str, *, present: bool) -> None:
+        rooms = self.rooms_of.setdefault(peer, set())
+        if present:
+            rooms.add(room)
+        else:
+            rooms.discard(room)
+
+    def left(self, peer: Address) -> None:
+        self.rooms_of.pop(peer, None)
+
+    def answered(self, peer: Address) -> None:
+        """We wrote to `peer` directly: it is no stranger from now on."""
+        self._answered.add(peer)
+        if len(self._answered) > self.REMEMBERED:
+            self._answered.pop()
+
+    def members(self, room: str) -> list[Address]:
+        return [peer for peer, rooms in self.rooms_of.items() if room in rooms]
+
+    def is_stranger(self, peer: Address, our_rooms: Iterable[str]) -> bool:
+        if peer in self._answered:
+            return False
+        return not self.rooms_of.get(peer, set()) & set(our_rooms)
+
+    def admit(self, peer: Address, now: float) -> tuple[bool, int]:
+        """For a stranger's direct message at `now`: (show it?, how many suppressed
+        since the last report, to report now; 0: nothing to report)."""
+        bucket = self._buckets.get(peer)
+        if bucket is None:
+            if len(self._buckets) >= self.REMEMBERED:
+                del self._buckets[next(iter(self._buckets))]
+            bucket = self._buckets[peer] = [float(self.BURST), now, 0.0, float("-inf")]
+        tokens = min(float(self.BURST), bucket[0] + (now - bucket[1]) / self.REFILL)
+        bucket[1] = now
+        if tokens >= 1:
+            bucket[0] = tokens - 1
+            return True, 0
+        bucket[0] = tokens
+        bucket[2] += 1
+        if now - bucket[3] < self.REFILL:
+            return False, 0
+        suppressed, bucket[2], bucket[3] = int(bucket[2]), 0.0, now
+        return False, suppressed
+
+
+def suppressed_text(peer: Address, name: str, count: int) -> str:
+    """The line that reports a stranger's direct messages not shown."""
+    many = "a direct message" if count == 1 else f"{count} direct messages"
+    who = f"{escape(name)} ({format_address(peer)})" if name else format_address(peer)
+    return (
+        f"* {many} from {who} not shown: not in any of your rooms, and more than"
+        f" {Strangers.BURST} at once (write to them to see all)"
+    )

@@ -20,13 +20,24 @@ import contextlib
 import signal
 import sys
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import TextIO
 
-from ..protocol import Address, DeliveryFailed, Event, LocalProtocolError
+from ..protocol import (
+    Address,
+    DeliveryFailed,
+    Event,
+    LocalProtocolError,
+    MemberJoined,
+    MemberLeft,
+    MessageReceived,
+    PeerJoined,
+    PeerLeft,
+)
 from ..runtimes import ChatRuntime
-from .conversations import find_peer, split_msg
+from .conversations import Strangers, find_peer, split_msg, suppressed_text
 from .format import (
     Names,
     clock,
@@ -75,6 +86,7 @@ class LineMode:
         self.failures = 0
         self._texts: OrderedDict[int, str] = OrderedDict()
         self._names = Names()
+        self._strangers = Strangers()
         self._write_lock = threading.Lock()
         self._early: list[Event] | None = []
         """Events that came before the first line was printed (None once it is)."""
@@ -169,6 +181,7 @@ class LineMode:
                     self._refuse(text, found)
                     continue
                 to, text = found, parsed[1]
+                self._strangers.answered(found)
             try:
                 if to is None:  # the default room: the runtimes' fast path
                     message_id = self.runtime.send(text)
@@ -201,12 +214,46 @@ class LineMode:
     def _show(self, event: Event) -> None:
         if isinstance(event, DeliveryFailed):
             self.failures += 1
+        if not self._track(event):
+            return
         if self.jsonl:
             self._emit(to_json(event))
             return
         text = describe(event, self._texts, self._names)
         if text is not None:
             self._emit(f"{clock()} {text}")
+
+    def _track(self, event: Event) -> bool:
+        """Follow who is in which room; False for a stranger's direct message past the
+        limit (`Strangers`), which is counted and reported instead of shown."""
+        strangers = self._strangers
+        if isinstance(event, PeerJoined):
+            strangers.joined(event.peer, event.rooms)
+        elif isinstance(event, MemberJoined | MemberLeft):
+            strangers.member(event.peer, event.room, present=isinstance(event, MemberJoined))
+        elif isinstance(event, PeerLeft):
+            strangers.left(event.peer)
+        elif (
+            isinstance(event, MessageReceived)
+            and not event.room
+            and strangers.is_stranger(event.peer, self.runtime.rooms)
+        ):
+            shown, suppressed = strangers.admit(event.peer, time.monotonic())
+            if suppressed:
+                name = self._names.of(event.peer, event.nick)
+                if self.jsonl:
+                    self._emit(
+                        json_line(
+                            "messages_suppressed",
+                            peer=format_address(event.peer),
+                            nick=event.nick,
+                            count=suppressed,
+                        )
+                    )
+                else:
+                    self._emit(f"{clock()} {suppressed_text(event.peer, name, suppressed)}")
+            return shown
+        return True
 
     def _note(self, text: str) -> None:
         """A message about our own state: stderr, so stdout stays the conversation."""

@@ -32,6 +32,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 from prompt_toolkit.application import Application
@@ -86,7 +87,7 @@ from .commands import (
     unknown_command,
 )
 from .conversations import Conversation as Chat
-from .conversations import direct, find_peer, room, split_msg
+from .conversations import Strangers, direct, find_peer, room, split_msg, suppressed_text
 from .delivery import Deliveries, OwnMessage
 from .format import (
     Names,
@@ -127,8 +128,8 @@ class TerminalUI:
         self._nick = ""
         self._address = ""
         self._present: dict[Address, str] = {}
-        self._rooms_of: dict[Address, set[str]] = {}
-        """The rooms each present peer is in, as its events said."""
+        self._strangers = Strangers()
+        """Who is in which room; the limit on strangers' direct messages."""
         self._current = room("lobby")
         """Where a typed line goes: a room, or a direct conversation (`/query`)."""
         self._names = Names()
@@ -340,6 +341,16 @@ class TerminalUI:
         if isinstance(event, MessageReceived):
             name = self._names.of(event.peer, event.nick)
             where = room(event.room) if event.room else direct(event.peer)
+            if where.peer is not None and self._strangers.is_stranger(
+                event.peer, self.runtime.rooms
+            ):
+                shown, suppressed = self._strangers.admit(event.peer, time.monotonic())
+                if suppressed:
+                    self._pane(where).add(
+                        line_entry(suppressed_text(event.peer, name, suppressed), "class:warning")
+                    )
+                if not shown:
+                    return
             self._add_message(name, event.text, where)
             return
         if isinstance(event, MessageDelivered):
@@ -351,20 +362,17 @@ class TerminalUI:
         text = describe(event, names=self._names)
         if isinstance(event, PeerJoined):
             self._present[event.peer] = self._names.of(event.peer, event.nick)
-            self._rooms_of[event.peer] = set(event.rooms)
+            self._strangers.joined(event.peer, event.rooms)
         elif isinstance(event, MemberJoined | MemberLeft):
-            rooms = self._rooms_of.setdefault(event.peer, set())
-            if isinstance(event, MemberJoined):
-                rooms.add(event.room)
-            else:
-                rooms.discard(event.room)
+            joined = isinstance(event, MemberJoined)
+            self._strangers.member(event.peer, event.room, present=joined)
             pane = self._panes.get(room(event.room))
             if text is not None and pane is not None:  # shown where it happened
                 pane.add(line_entry(text, "class:system"))
                 return
         elif isinstance(event, PeerLeft):
             self._present.pop(event.peer, None)
-            self._rooms_of.pop(event.peer, None)
+            self._strangers.left(event.peer)
         elif isinstance(event, PeerRenamed):
             self._present[event.peer] = self._names.of(event.peer, event.new_nick)
         if text is not None:
@@ -409,7 +417,7 @@ class TerminalUI:
         return where.label()
 
     def _members(self, name: str) -> list[Address]:
-        return [peer for peer, rooms in self._rooms_of.items() if name in rooms]
+        return self._strangers.members(name)
 
     # -- input ------------------------------------------------------------------
 
@@ -440,6 +448,7 @@ class TerminalUI:
         try:
             if current.peer is not None:
                 message_id = self.runtime.send(text, to=[current.peer])
+                self._strangers.answered(current.peer)
             elif current.room == (self.runtime.rooms or ("",))[0]:
                 message_id = self.runtime.send(text)  # the default room: the fast path
             else:
@@ -531,7 +540,7 @@ class TerminalUI:
         """/rooms: every room seen on the LAN, with its members (and whether we are in)."""
         ours = set(self.runtime.rooms)
         counts: dict[str, int] = dict.fromkeys(ours, 0)
-        for rooms in self._rooms_of.values():
+        for rooms in self._strangers.rooms_of.values():
             for name in rooms:
                 counts[name] = counts.get(name, 0) + 1
         lines = [f"{len(counts)} room{'s' if len(counts) != 1 else ''}:"]

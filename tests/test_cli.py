@@ -571,3 +571,40 @@ def test_a_plain_udp_tool_is_shown_as_a_foreign_datagram_not_a_crash(
     alice.expect(rf'dropped a datagram from 127\.0\.0\.1:\d+: not udpchat: "{text}"$')
     alice.end_input()
     assert alice.wait() == (0, "")
+
+
+def test_room_key_file_keys_the_room_a_chat_starts_in(chats: list[Chat], tmp_path: Path) -> None:
+    key = tmp_path / "room.key"
+    key.write_text("only the core team\n")
+    alice = start(chats, "--plain", "--port", "0", "--name", "alice", "--room", "core",
+                  "--room-key-file", str(key))  # fmt: skip
+    port = alice.expect(LISTENING.pattern).group(1)
+    bob = start(chats, "--plain", "--port", "0", "--name", "bob", "--room", "core",
+                "--room-key-file", str(key), "--peer", f"127.0.0.1:{port}")  # fmt: skip
+    carol = start(chats, "--plain", "--port", "0", "--name", "carol", "--room", "core",
+                  "--peer", f"127.0.0.1:{port}")  # fmt: skip
+    joins = {
+        alice.expect(r"\* (bob|carol) \(127\.0\.0\.1:\d+\) joined(.*)$").groups() for _ in "bc"
+    }
+    assert joins == {("bob", " #core"), ("carol", "")}  # carol: in no room alice can see
+    carol.expect(r"\* alice \(127\.0\.0\.1:\d+\) joined$")
+    bob.say("for the core team")
+    alice.expect(r"^\d\d:\d\d:\d\d #core bob: for the core team$")
+    carol.say("me too?")
+    carol.end_input()
+    code, stderr = carol.wait()
+    assert code == 1 and "not sent: nobody else is in #core" in stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--room-key-file", "/nonexistent/room.key"], "cannot read --room-key-file"),
+        (["--room-key-file", "/"], "--room-key-file / is not a regular file"),
+        (["--room", "a b"], "--room 'a b': a room name holds letters"),
+        (["--room", "~0123"], "--room '~0123': a room name holds letters"),
+    ],
+)
+def test_bad_room_options_are_one_line(args: list[str], message: str) -> None:
+    code, stderr = run_error(*args)
+    assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1

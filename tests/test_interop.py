@@ -89,8 +89,9 @@ def test_rooms_and_direct_messages_across_models(
     assert bob.join("#Dev") == "dev" and carol.join("dev") == "dev"
     assert tuple(bob.rooms) == tuple(carol.rooms) == ("lobby", "dev")
     for runtime in (carol, alice):
-        member = wait_for(runtime, lambda e: isinstance(e, MemberJoined) and e.room == "dev")
-        assert isinstance(member, MemberJoined) and member.nick == "bob"
+        member = wait_for(runtime, lambda e: isinstance(e, MemberJoined) and e.nick == "bob")
+        assert isinstance(member, MemberJoined) and member.room == "dev"
+    wait_for(bob, lambda e: isinstance(e, MemberJoined) and e.nick == "carol")
     bob.send("dev only", room="dev")
     got = wait_for(carol, lambda e: isinstance(e, MessageReceived))
     assert isinstance(got, MessageReceived) and (got.room, got.text) == ("dev", "dev only")
@@ -113,3 +114,35 @@ def test_rooms_and_direct_messages_across_models(
         )
     for runtime in everyone:
         assert runtime.wait_delivered(timeout=10)
+
+
+@pytest.mark.parametrize("models", ROTATIONS, ids="-".join)
+def test_a_keyed_room_across_models_reaches_only_the_key_holders(
+    open_runtime: OpenRuntime, models: tuple[str, str, str]
+) -> None:
+    """The key reaches both halves in every model (in the process model, both
+    children): the receiving half checks tags and opens lines, the sending half lists
+    and seals."""
+    secret = derive_master_key(b"a keyed room across models")
+    alice = open_runtime(models[0], "alice")
+    bob = open_runtime(models[1], "bob", peers=(alice.local_address,))
+    carol = open_runtime(models[2], "carol", peers=(alice.local_address,))
+    for runtime in (alice, bob):
+        waiting = {"alice", "bob", "carol"} - {"alice" if runtime is alice else "bob"}
+        while waiting:
+            joined = wait_for(runtime, lambda e: isinstance(e, PeerJoined))
+            assert isinstance(joined, PeerJoined)
+            waiting.discard(joined.nick)
+    assert alice.join("secret", secret) == "secret"
+    bob.join("secret", secret)
+    carol.join("secret")  # a room of the same name, without the key: another room
+    member = wait_for(alice, lambda e: isinstance(e, MemberJoined))
+    assert isinstance(member, MemberJoined) and (member.nick, member.room) == ("bob", "secret")
+    alice.send("sealed for bob", room="secret")
+    got = wait_for(bob, lambda e: isinstance(e, MessageReceived))
+    assert isinstance(got, MessageReceived) and (got.room, got.text) == ("secret", "sealed for bob")
+    alice.send("to the lobby")
+    got = wait_for(carol, lambda e: isinstance(e, MessageReceived))
+    # Carol's first message is the lobby's: the keyed line never reached her.
+    assert isinstance(got, MessageReceived) and got.text == "to the lobby"
+    assert all("secret" not in row.rooms for row in carol.peers())

@@ -31,6 +31,7 @@ from udpchat.protocol import (
     validate_room,
     wire,
 )
+from udpchat.protocol.crypto import derive_master_key
 from udpchat.protocol.rooms import MAX_ROOMS
 
 CAROL: Address = ("10.0.0.3", 4000)
@@ -358,3 +359,105 @@ def test_a_peer_of_protocol_version_1_is_named_once_and_never_answered() -> None
     ]
     assert bob.datagrams_to_send(8.0) == []
     assert bob.stats().malformed_dropped == 12
+
+
+# -- keyed rooms ----------------------------------------------------------------------------
+
+SECRET = derive_master_key(b"the secret room's passphrase")
+OTHER = derive_master_key(b"another passphrase")
+DAVE: Address = ("10.0.0.4", 4000)
+
+
+def keyed_four() -> MemNet:
+    """Alice, Bob and Dave hold #secret's key, Carol another one; all in the lobby."""
+    net = MemNet()
+    for addr, nick in ((ALICE, "alice"), (BOB, "bob"), (CAROL, "carol"), (DAVE, "dave")):
+        net.attach(addr, ChatSession(nick))
+    for a in (ALICE, BOB, CAROL, DAVE):
+        for b in (ALICE, BOB, CAROL, DAVE):
+            if a != b:
+                net.add_peer(a, b)
+    net.run_for(1)
+    for addr, key in ((ALICE, SECRET), (BOB, SECRET), (DAVE, SECRET), (CAROL, OTHER)):
+        net.session(addr).join("secret", net.now, key=key)
+        net.flush(addr)
+    net.run_until_settled()
+    return net
+
+
+def test_a_keyed_room_shows_and_reaches_only_the_holders_of_its_key() -> None:
+    net = keyed_four()
+    for addr in (ALICE, BOB, DAVE):
+        members = {p for p, rooms in rooms_seen(net, addr).items() if "secret" in rooms}
+        assert members == {ALICE, BOB, DAVE} - {addr}
+    assert {p for p, rooms in rooms_seen(net, CAROL).items() if "secret" in rooms} == set()
+    assert all(e.room != "secret" for e in net.events(CAROL, MemberJoined))
+    net.send(ALICE, "for key holders", room="secret")
+    net.run_until_settled()
+    assert received(net, BOB) == received(net, DAVE) == [("secret", "for key holders")]
+    assert received(net, CAROL) == []
+    # Nothing on the wire names the room or carries the line in clear.
+    assert all(b"secret" not in s.data and b"key holders" not in s.data for s in net.sent)
+    with pytest.raises(NoPeers, match="nobody else is in #secret"):
+        net.send(CAROL, "hello?", room="secret")
+
+
+def test_a_copied_tag_proves_nothing_and_a_line_replayed_to_another_member_fails() -> None:
+    net = keyed_four()
+    bobs_list = rooms_seen(net, CAROL)[BOB]
+    (tag,) = [room for room in net.session(BOB).sender._wire_rooms() if room.startswith("~")]
+    assert tag not in bobs_list  # Carol cannot read it, so it is not shown to her
+    # Mallory lists Bob's tag as her own: to Alice it proves nothing.
+    mallory: Address = ("10.0.0.66", 4000)
+    hello = wire.Hello(b"mallory!", "mallory", False, 1, ("lobby", tag))
+    net.inject(wire.encode(hello), mallory, ALICE)
+    assert rooms_seen(net, ALICE)[mallory] == ("lobby",)
+    # A line Alice sealed for Bob, replayed to Dave (who holds the key): it does not open.
+    net.send(ALICE, "for bob's eyes", to=[BOB], room="secret")
+    net.run_until_settled()
+    (record,) = [
+        s.decoded(wire.Data)
+        for s in net.datagrams(src=ALICE, dst=BOB, kind=wire.Data)
+        if s.decoded(wire.Data).room.startswith("~")
+    ]
+    dave = net.session(DAVE)
+    alice_at_dave = [row for row in dave.peers(net.now) if row.peer == ALICE]
+    assert alice_at_dave
+    replayed = record._replace(seq=dave.receiver._peers[ALICE].expected or 0, base=0)
+    before = dave.stats().auth_failed
+    net.inject(wire.encode(replayed), ALICE, DAVE)
+    net.run_until_settled()
+    assert received(net, DAVE) == []
+    assert dave.stats().auth_failed == before + 1
+
+
+def test_leaving_a_keyed_room_or_joining_it_late_changes_who_is_shown() -> None:
+    net = keyed_four()
+    net.leave(BOB, "secret")
+    net.run_until_settled()
+    assert MemberLeft(peer=BOB, nick="bob", room="secret") in net.events(ALICE, MemberLeft)
+    # Carol gets the key after all: the tags she already heard now prove membership.
+    net.session(CAROL).join("secret", net.now, key=SECRET)
+    net.flush(CAROL)
+    net.run_until_settled()
+    joined = {e.peer for e in net.events(CAROL, MemberJoined) if e.room == "secret"}
+    assert joined == {ALICE, DAVE}
+    net.send(CAROL, "I'm in", room="secret")
+    net.run_until_settled()
+    assert received(net, ALICE)[-1] == ("secret", "I'm in")
+
+
+def test_a_plain_room_of_the_same_name_is_another_room() -> None:
+    net = keyed_four()
+    eve: Address = ("10.0.0.5", 4000)
+    net.attach(eve, ChatSession("eve", config=Config(rooms=("lobby", "secret"))))
+    net.add_peer(eve, ALICE)
+    net.run_until(net.now + 3)
+    assert "secret" not in rooms_seen(net, ALICE)[eve]
+    # A line in clear under the keyed room's name is not a line of it.
+    line = wire.Data(b"eve-sess", 0, 0, 0, 1, b"fake", 0, "eve", wire.Conversation.ROOM, "secret")
+    before = net.session(ALICE).stats().auth_failed
+    net.inject(wire.encode(line), ("10.0.0.6", 4000), ALICE)
+    net.run_until_settled()
+    assert [t for r, t in received(net, ALICE) if r == "secret"] == []
+    assert net.session(ALICE).stats().auth_failed == before + 1

@@ -18,6 +18,7 @@ import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 
 import pytest
 import wcwidth
@@ -80,6 +81,7 @@ class FakeRuntime:
         self.sent_to: list[list[Address] | None] = []
         self.sent_in: list[str | None] = []
         self._rooms = ["lobby"]
+        self.keys: dict[str, bytes | None] = {}
         self.added: list[Address] = []
         self.removed: list[Address] = []
         self.rows: list[PeerStatus] = []
@@ -125,8 +127,9 @@ class FakeRuntime:
         self.pending_count += 1
         return len(self.sent)
 
-    def join(self, room: str) -> str:
+    def join(self, room: str, key: bytes | None = None) -> str:
         name = validate_room(room)
+        self.keys[name] = key
         if name not in self._rooms:
             self._rooms.append(name)
         return name
@@ -593,8 +596,27 @@ async def test_join_msg_query_switch_and_leave_steer_where_lines_go() -> None:
         chat.say("/leave dev")
         await chat.shows(r"\* you left #dev$")
         assert runtime.rooms == ("lobby",)
-        chat.say("/join no spaces")
+        chat.say("/join bad/name")
         await chat.shows(r"not joined: a room name holds letters, digits")
+        chat.say("/join two words")
+        await chat.shows(r"usage: /join NAME, or /join NAME --key-file FILE for a keyed room$")
+
+
+@pytest.mark.asyncio
+async def test_join_with_a_key_file_keys_the_room_and_a_bad_file_is_one_line(
+    tmp_path: Path,
+) -> None:
+    key_file = tmp_path / "secret.key"
+    key_file.write_text("our secret room\n")
+    runtime = FakeRuntime()
+    async with running(runtime) as chat:
+        chat.say(f"/join secret --key-file {key_file}")
+        await chat.shows(r"you joined #secret \(nobody else yet, keyed: only holders of its")
+        key = runtime.keys["secret"]
+        assert key is not None and len(key) == 32
+        chat.say(f"/join other --key-file {tmp_path / 'missing'}")
+        await chat.shows(r"not joined: cannot read --key-file .*missing: No such file")
+        assert "other" not in runtime.rooms
 
 
 @pytest.mark.asyncio

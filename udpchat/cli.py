@@ -14,13 +14,13 @@ import getpass
 import io
 import os
 import signal
-import stat
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from . import __version__
 from .identity import instance_id
+from .keyfile import KeyFileError, read_key_file
 from .protocol import (
     DEFAULT_ROOM,
     MAX_NICK_BYTES,
@@ -112,6 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"UDP port where chats announce themselves (default: {DISCOVERY_PORT})",
     )
     parser.add_argument(
+        "--room-key-file",
+        metavar="FILE",
+        help=(
+            "key the room you start in (the first --room) with the passphrase in FILE: only"
+            " chats with the same passphrase see its lines and you in it"
+        ),
+    )
+    parser.add_argument(
         "--quiet",
         action="store_true",
         help="no terminal bell for a direct message in a conversation not on screen",
@@ -144,7 +152,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-MAX_KEY_FILE = 4096
 """Largest key file read: a passphrase is a line, and reading a device or a huge file
 whole would exhaust memory."""
 
@@ -179,29 +186,11 @@ def _shared_key(args: argparse.Namespace) -> tuple[bytes, str] | None:
     return derive_master_key(passphrase), source
 
 
-def _read_key_file(path: str) -> bytes:
-    """The passphrase in `path`: its first bytes, without the line end.
-
-    Only a regular file of at most MAX_KEY_FILE bytes is read. It is opened without
-    blocking, so that a FIFO with no writer is refused rather than waited on.
-    """
+def _read_key_file(path: str, flag: str = "--key-file") -> bytes:
     try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-    except OSError as error:
-        raise UsageError(f"cannot read --key-file {path}: {error.strerror}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise UsageError(f"--key-file {path} is not a regular file")
-        data = os.read(descriptor, MAX_KEY_FILE + 1)
-    except OSError as error:
-        raise UsageError(f"cannot read --key-file {path}: {error.strerror}") from None
-    finally:
-        os.close(descriptor)
-    if len(data) > MAX_KEY_FILE:
-        raise UsageError(
-            f"--key-file {path} is over {MAX_KEY_FILE} bytes; it should hold one passphrase"
-        )
-    return data.rstrip(b"\r\n")
+        return read_key_file(path, flag)
+    except KeyFileError as error:
+        raise UsageError(str(error)) from None
 
 
 def _nick(name: str | None) -> str:
@@ -273,11 +262,20 @@ def run(argv: Sequence[str] | None = None) -> int:
         ui = LineMode(
             jsonl=args.jsonl, drain_timeout=give_up + 5, stdin=stdin, shared_key=key_source
         )
+    room_keys: tuple[tuple[str, bytes], ...] = ()
+    if args.room_key_file is not None:
+        passphrase = _read_key_file(args.room_key_file, "--room-key-file")
+        if not passphrase.strip():
+            raise UsageError(f"--room-key-file {args.room_key_file} holds no passphrase")
+        from .protocol.crypto import derive_master_key  # only for a keyed room
+
+        room_keys = ((rooms[0], derive_master_key(passphrase)),)
     config = Config(
         give_up_after=give_up,
         key=shared_key[0] if shared_key else None,
         instance=instance_id(),
         rooms=rooms,
+        room_keys=room_keys,
     )
 
     def runtime_on(port: int) -> ChatRuntime:

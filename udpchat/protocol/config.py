@@ -84,6 +84,9 @@ class Config:
     rooms: tuple[str, ...] = (DEFAULT_ROOM,)
     """The rooms a chat is in when it starts (`--room`); the first is where a message
     goes when no room is named."""
+    room_keys: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)
+    """Keyed rooms among `rooms` from the start: (room, the master key of its
+    passphrase), so that the first HELLO already lists them by tag."""
     instance: bytes = field(default=bytes(8), repr=False)
     """This installation's 8-byte instance id, carried in ANNOUNCE."""
     transform: MessageTransform | None = None
@@ -107,6 +110,9 @@ class Config:
             raise ValueError(f"rooms must be at most {MAX_ROOMS} valid room names")
         if len(set(self.rooms)) != len(self.rooms):
             raise ValueError("rooms must not repeat")
+        for room, room_key in self.room_keys:
+            if room not in self.rooms or len(room_key) != 32:
+                raise ValueError("room_keys: a room among rooms, and a 32-byte master key")
         if self.max_peers_per_host < 1:
             raise ValueError("max_peers_per_host must be positive")
         if self.give_up_after <= 0 or self.max_peers < 1 or self.max_pending < 1:

@@ -21,6 +21,8 @@ Failures raise AuthenticationError with a reason; the receive half counts them.
 
 from __future__ import annotations
 
+import hmac
+import os
 import struct
 from collections import OrderedDict
 
@@ -31,6 +33,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from .errors import AuthenticationError, RejectReason
+from .rooms import ROOM_OVERHEAD, TAG_PREFIX
 from .sealing import ANYONE, FOR_ANYONE
 from .wire import HEADER, MAGIC, VERSION, Kind
 
@@ -83,6 +86,40 @@ class Sealer:
         nonce = bytes((origin, 0, 0, 0)) + self._counter.to_bytes(8, "big")
         inner = datagram[3:4] + datagram[HEADER.size :]
         return clear + self._cipher.encrypt(nonce, inner, clear + recipient)
+
+
+class RoomKey:
+    """A room's own key (docs/protocol.md, "Keyed rooms"): who is a member, and the
+    sealing of the room's lines, for the holders of the room's passphrase only.
+
+    From the passphrase's master key (`derive_master_key`), HKDF with the room's name
+    gives the room key, so one passphrase used for two rooms gives two keys."""
+
+    def __init__(self, master: bytes, room: str) -> None:
+        info = b"udpchat v2 room " + room.encode("utf-8")
+        self._key = HKDF(hashes.SHA256(), 32, None, info).derive(master)
+        self._cipher = ChaCha20Poly1305(self._key)
+
+    def tag(self, session: bytes) -> str:
+        """How the session `session` lists this room: `~` and 20 hex digits of
+        HMAC-SHA256(room key, "member" + session). Bound to the session, so a tag copied
+        into another session's list proves nothing."""
+        digest = hmac.new(self._key, b"member" + session, "sha256").digest()
+        return TAG_PREFIX + digest[:10].hex()
+
+    def seal(self, text: bytes, associated: bytes) -> bytes:
+        """A line's text sealed for one recipient: nonce, ciphertext and tag."""
+        nonce = os.urandom(12)
+        return nonce + self._cipher.encrypt(nonce, text, associated)
+
+    def open(self, sealed: bytes, associated: bytes) -> bytes:
+        """The text of a sealed line; AuthenticationError if it is not one."""
+        if len(sealed) < ROOM_OVERHEAD:
+            raise AuthenticationError(RejectReason.AUTHENTICATION_FAILED, "room")
+        try:
+            return self._cipher.decrypt(sealed[:12], sealed[12:], associated)
+        except InvalidTag:
+            raise AuthenticationError(RejectReason.AUTHENTICATION_FAILED, "room") from None
 
 
 class _Window:

@@ -54,11 +54,11 @@ from .notes import (
     RefusedNote,
     RoomsNote,
 )
-from .rooms import decode_membership, decode_roster
+from .rooms import decode_membership, decode_roster, is_tag, room_associated_data
 from .sealing import Outgoing, seal_all
 
 if TYPE_CHECKING:
-    from .crypto import Opener, Sealer
+    from .crypto import Opener, RoomKey, Sealer
 
 _PREVIEW_BYTES = 80
 _VERIFY_TOKEN = 0
@@ -96,7 +96,12 @@ class _Peer:
     """This session announces itself on our LAN: its announcements keep it present, so
     it is gone only after three announcement periods of silence."""
     rooms: tuple[str, ...] | None = None
-    """The rooms this session is in; None until its HELLO or MEMBERSHIP tells us."""
+    """The rooms this session is in, as we can tell (a keyed room only when its tag
+    proves it, with a key we hold); None until its HELLO or MEMBERSHIP tells us."""
+    listed: tuple[str, ...] = ()
+    """Its room list as the wire carried it, keyed rooms as tags."""
+    keyed: dict[str, str] = field(default_factory=dict)
+    """Its tag -> the keyed room it stands for, for the tags we could check."""
     rooms_version: int = -1
     """The membership version `rooms` came with: older news is ignored."""
 
@@ -114,6 +119,8 @@ class _Peer:
         self.heard_direct = False
         self.announced = False
         self.rooms = None
+        self.listed = ()
+        self.keyed = {}
         self.rooms_version = -1
 
 
@@ -166,6 +173,12 @@ class Receiver:
         self._notes: deque[Note] = deque()
         self._rejected_since_report = 0
         self._rejected_sources: set[Address] = set()
+        self._room_keys: dict[str, RoomKey] = {}
+        """Our keyed rooms' keys: what checks a peer's tags and opens its lines."""
+        if config.room_keys:
+            from .crypto import RoomKey
+
+            self._room_keys = {room: RoomKey(key, room) for room, key in config.room_keys}
         self._other_versions: OrderedDict[Address, int] = OrderedDict()
         """Addresses whose other protocol version has been reported (once each)."""
         self._plain_outgoing: list[tuple[bytes, Address]] = []
@@ -228,6 +241,20 @@ class Receiver:
         peer = self._peers.get(key)
         if peer is not None and peer.session == datagram.session:
             peer.heard_direct = True
+
+    def set_room_key(self, room: str, key: bytes | None) -> None:
+        """Hold `key` (a passphrase's master key) for the keyed room `room`, or none
+        (None: we left it, or it is not keyed): every peer's tags are checked again, and
+        those that now prove membership are reported as joining."""
+        if key is None:
+            self._room_keys.pop(room, None)
+        else:
+            from .crypto import RoomKey  # only keyed rooms pay for importing cryptography
+
+            self._room_keys[room] = RoomKey(key, room)
+        for addr, peer in self._peers.items():
+            if peer.present and peer.rooms is not None and self._read_rooms(addr, peer):
+                self._notes.append(RoomsNote(addr, peer.rooms))
 
     def _other_version(self, addr: Address, version: int) -> None:
         """A udpchat of another protocol version: say so once per address (it cannot
@@ -501,8 +528,22 @@ class Receiver:
         when the list changed."""
         if rooms is None or version <= peer.rooms_version:
             return False
-        old = peer.rooms
-        peer.rooms, peer.rooms_version = rooms, version
+        peer.listed, peer.rooms_version = rooms, version
+        return self._read_rooms(addr, peer, quiet=quiet)
+
+    def _read_rooms(self, addr: Address, peer: _Peer, *, quiet: bool = False) -> bool:
+        """`peer.rooms` from its list: plain names as they are, a tag as the keyed room
+        it proves for this session, other tags left out (not our business). Reports
+        each change as an event unless `quiet`; True when the rooms changed."""
+        proofs = {key.tag(peer.session): room for room, key in self._room_keys.items()}
+        keyed = {tag: proofs[tag] for tag in peer.listed if tag in proofs}
+        # A plain room that has the name of one of our keyed rooms is another room, and
+        # we are not in it: its members are not shown as members of ours.
+        ours = self._room_keys
+        readable = [keyed.get(e, e) for e in peer.listed if e in keyed or e not in ours]
+        rooms = tuple(dict.fromkeys(room for room in readable if not is_tag(room)))
+        old, peer.keyed = peer.rooms, keyed
+        peer.rooms = rooms
         if old == rooms:
             return False
         if not quiet:
@@ -566,7 +607,7 @@ class Receiver:
                     self._remember_instance(announce.instance, known)
                     rooms, version = announce.rooms, announce.rooms_version
                     if self._take_rooms(known, peer, rooms, version, quiet=False):
-                        self._notes.append(RoomsNote(known, rooms))
+                        self._notes.append(RoomsNote(known, peer.rooms or ()))
                 return
         hello = wire.Hello(
             announce.session, announce.nick, True, announce.rooms_version, announce.rooms
@@ -760,6 +801,16 @@ class Receiver:
         first = partial[0]
         raw = b"".join(f.payload for f in partial)
         self._drop_partial(peer)
+        room = first.room
+        if is_tag(room):
+            opened = self._open_keyed(addr, peer, first, raw)
+            if opened is None:
+                return
+            room, raw = opened
+        elif room in self._room_keys:
+            # Said in clear under the name of one of our keyed rooms: not a line of it.
+            self._reject(addr, RejectReason.AUTHENTICATION_FAILED, detail="keyed room")
+            return
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -778,9 +829,26 @@ class Receiver:
                 nick=first.nick,
                 text=text,
                 sent_at_ms=first.sent_at_ms,
-                room=first.room,
+                room=room,
             )
         )
+
+    def _open_keyed(
+        self, addr: Address, peer: _Peer, first: wire.Data, raw: bytes
+    ) -> tuple[str, bytes] | None:
+        """A keyed room's line: (the room, its text), or None (counted and reported)
+        when the tag is not one we can check or the text does not open."""
+        room = peer.keyed.get(first.room)
+        key = self._room_keys.get(room) if room is not None else None
+        if room is None or key is None or first.conversation is not wire.Conversation.ROOM:
+            self._reject(addr, RejectReason.AUTHENTICATION_FAILED, detail="keyed room")
+            return None
+        associated = room_associated_data(peer.session, self.session, first.room, first.seq)
+        try:
+            return room, key.open(raw, associated)
+        except WireError as error:
+            self._reject(addr, error.reason, detail="keyed room")
+            return None
 
     def _on_control(self, addr: Address, peer: _Peer, first: wire.Data, text: str) -> None:
         """A MEMBERSHIP or ROSTER message (docs/protocol.md, "Rooms")."""
@@ -788,7 +856,7 @@ class Receiver:
             if first.conversation is wire.Conversation.MEMBERSHIP:
                 version, rooms = decode_membership(text)
                 if peer.present and self._take_rooms(addr, peer, rooms, version, quiet=False):
-                    self._notes.append(RoomsNote(addr, rooms))
+                    self._notes.append(RoomsNote(addr, peer.rooms or ()))
                 return
             members = decode_roster(text)
         except WireError as error:

@@ -17,6 +17,13 @@ from .errors import InvalidRoom, RejectReason, WireError
 from .events import Address
 
 MAX_ROOM_BYTES = 24
+TAG_PREFIX = "~"
+"""A keyed room is listed on the wire as `~` and 20 hex digits: its tag for the
+listing session (`crypto.RoomKey.tag`), which only holders of the room's key can
+compute or check. `~` cannot start a room name, so the two never meet."""
+_TAG_DIGITS = frozenset("0123456789abcdef")
+ROOM_OVERHEAD = 12 + 16
+"""Bytes sealing adds to a keyed room's line: the random nonce and the AEAD tag."""
 MAX_ROOMS = 8
 """Rooms one chat is in at once; a peer claiming more is dropped."""
 MAX_ROSTER = 64
@@ -54,14 +61,28 @@ def is_room(name: str) -> bool:
         return False
 
 
+def is_tag(name: str) -> bool:
+    """Whether `name` is a keyed room's tag as the wire carries it."""
+    return (
+        len(name) == 21 and name.startswith(TAG_PREFIX) and all(c in _TAG_DIGITS for c in name[1:])
+    )
+
+
 def check_rooms(rooms: tuple[str, ...]) -> tuple[str, ...]:
-    """Rooms received from a peer: WireError unless each is a valid name, once, and
-    there are at most MAX_ROOMS."""
+    """Rooms received from a peer: WireError unless each is a valid name or tag, once,
+    and there are at most MAX_ROOMS."""
     if len(rooms) > MAX_ROOMS or len(set(rooms)) != len(rooms):
         raise WireError(RejectReason.BAD_VALUE, "rooms")
-    if not all(is_room(room) for room in rooms):
+    if not all(is_room(room) or is_tag(room) for room in rooms):
         raise WireError(RejectReason.BAD_VALUE, "room name")
     return rooms
+
+
+def room_associated_data(sender: bytes, recipient: bytes, tag: str, seq: int) -> bytes:
+    """What a keyed room's line is bound to (`crypto.RoomKey.seal`): who sent it, to
+    whom, as which member's tag, and at which seq of the stream, so that it opens
+    nowhere else."""
+    return sender + recipient + tag.encode("ascii") + seq.to_bytes(8, "big")
 
 
 def encode_membership(version: int, rooms: tuple[str, ...]) -> str:

@@ -47,11 +47,18 @@ from .notes import (
     RefusedNote,
     RoomsNote,
 )
-from .rooms import MAX_ROOMS, encode_membership, encode_roster, validate_room
+from .rooms import (
+    MAX_ROOMS,
+    ROOM_OVERHEAD,
+    encode_membership,
+    encode_roster,
+    room_associated_data,
+    validate_room,
+)
 from .sealing import ANYONE, Outgoing, seal_all
 
 if TYPE_CHECKING:
-    from .crypto import Sealer
+    from .crypto import RoomKey, Sealer
 
 _PINGS_REMEMBERED = 4
 _HELLO_RETRY_FIRST = 1.0
@@ -211,6 +218,12 @@ class Sender:
         self.rooms: list[str] = list(config.rooms)
         """The rooms we are in, the one `send_message` uses by default first."""
         self._rooms_version = 0
+        self._room_keys: dict[str, RoomKey] = {}
+        """Keyed rooms: listed by their tag, their lines sealed with the room's key."""
+        if config.room_keys:
+            from .crypto import RoomKey
+
+            self._room_keys = {room: RoomKey(key, room) for room, key in config.room_keys}
         self._next_control_id = -1
         """Control messages are numbered down from -1, apart from the caller's."""
 
@@ -259,15 +272,24 @@ class Sender:
             if target.confirmed:
                 self._send_hello(target, wants_reply=False)
 
-    def join(self, room: str, now: float) -> str:
+    def join(self, room: str, now: float, *, key: bytes | None = None) -> str:
         """Join `room` (InvalidRoom for a bad name; LocalProtocolError past MAX_ROOMS) and
-        tell every present peer; return the name as the room is known."""
+        tell every present peer; return the name as the room is known. With `key` (the
+        master key of the room's passphrase, `crypto.derive_master_key`) the room is
+        keyed: only holders of the same key see its lines or us in it."""
         room = validate_room(room)
-        if room in self.rooms:
-            return room
-        if len(self.rooms) >= MAX_ROOMS:
+        if room in self.rooms and key is None and room not in self._room_keys:
+            return room  # already in it, unkeyed: nothing changes
+        if room not in self.rooms and len(self.rooms) >= MAX_ROOMS:
             raise LocalProtocolError(f"at most {MAX_ROOMS} rooms at once; /leave one first")
-        self.rooms.append(room)
+        if key is None:
+            self._room_keys.pop(room, None)
+        else:
+            from .crypto import RoomKey  # only keyed rooms pay for importing cryptography
+
+            self._room_keys[room] = RoomKey(key, room)
+        if room not in self.rooms:
+            self.rooms.append(room)
         self._membership_changed(now)
         return room
 
@@ -277,8 +299,14 @@ class Sender:
         if room not in self.rooms:
             raise LocalProtocolError(f"not in #{room}")
         self.rooms.remove(room)
+        self._room_keys.pop(room, None)
         self._membership_changed(now)
         return room
+
+    def _wire_rooms(self) -> tuple[str, ...]:
+        """Our rooms as the wire lists them: a keyed room by our tag for it."""
+        keys = self._room_keys
+        return tuple(keys[r].tag(self.session) if r in keys else r for r in self.rooms)
 
     def members(self, room: str) -> list[Address]:
         """The peers a message said in `room` would go to now."""
@@ -288,7 +316,7 @@ class Sender:
         """MEMBERSHIP, reliably, to every peer that is present; the others get our rooms
         in the HELLO that greets or answers them."""
         self._rooms_version += 1
-        text = encode_membership(self._rooms_version, tuple(self.rooms))
+        text = encode_membership(self._rooms_version, self._wire_rooms())
         for addr, target in self._targets.items():
             if target.confirmed:
                 self._control(addr, target, wire.Conversation.MEMBERSHIP, "", text, now)
@@ -348,6 +376,11 @@ class Sender:
                 raise NoPeers(f"nobody else is in #{room}")
         if self._pending + len(targets) > self.config.max_pending:
             raise OutboxFull(f"outbox full: {self._pending} messages are waiting for delivery")
+        if room in self._room_keys and len(raw) + ROOM_OVERHEAD > wire.MAX_MESSAGE_BYTES:
+            raise MessageTooLong(
+                f"a keyed room's line is at most {wire.MAX_MESSAGE_BYTES - ROOM_OVERHEAD}"
+                " bytes of UTF-8"
+            )
         if message_id is None:
             message_id = self._next_message_id
         self._next_message_id = max(self._next_message_id, message_id + 1)
@@ -367,9 +400,17 @@ class Sender:
         *,
         control: bool = False,
     ) -> None:
-        payloads = _split(raw, self.nick, self._overhead, room)
+        key = self._room_keys.get(room) if conversation is wire.Conversation.ROOM else None
+        field = room if key is None else key.tag(self.session)
+        payloads = _split(raw, self.nick, self._overhead, field)
         deadline = now + self.config.give_up_after
         for target in targets:
+            if key is not None:
+                # Sealed for this recipient at this seq (crypto.room_associated_data).
+                associated = room_associated_data(
+                    self.session, target.session, field, target.next_seq
+                )
+                payloads = _split(key.seal(raw, associated), self.nick, self._overhead, field)
             delivery = _Delivery(message_id, now, deadline, len(payloads), room, control)
             target.deliveries[message_id] = delivery
             for index, payload in enumerate(payloads):
@@ -385,7 +426,7 @@ class Sender:
                     sent_at_ms,
                     self.nick,
                     conversation,
-                    room,
+                    field,
                 )
                 target.unsent.append(_Fragment(seq, wire.encode(record), delivery))
         if not control:
@@ -800,7 +841,7 @@ class Sender:
                 self.config.instance,
                 self.nick,
                 self._rooms_version,
-                tuple(self.rooms),
+                self._wire_rooms(),
             )
         )
         for addr in self._announce_to:
@@ -823,7 +864,7 @@ class Sender:
         self._outgoing.append((data, target.addr, target.session))
 
     def _hello(self, wants_reply: bool) -> wire.Hello:
-        rooms = tuple(self.rooms)
+        rooms = self._wire_rooms()
         return wire.Hello(self.session, self.nick, wants_reply, self._rooms_version, rooms)
 
     def _on_rooms(self, addr: Address, target: _Target, rooms: tuple[str, ...], now: float) -> None:
@@ -841,6 +882,8 @@ class Sender:
         for room in rooms:
             if room not in self.rooms or (before is not None and room in before):
                 continue
+            if room in self._room_keys:
+                continue  # a roster would name a keyed room's members in clear
             members = [
                 other.addr
                 for key, other in self._targets.items()

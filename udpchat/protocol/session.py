@@ -99,13 +99,19 @@ class ChatSession:
     def set_nick(self, nick: str) -> None:
         self.sender.set_nick(nick)
 
-    def join(self, room: str, now: float) -> str:
-        """Join `room` and tell the peers; see `Sender.join`."""
-        return self.sender.join(room, now)
+    def join(self, room: str, now: float, *, key: bytes | None = None) -> str:
+        """Join `room` (keyed with `key`) and tell the peers; see `Sender.join`."""
+        room = self.sender.join(room, now, key=key)
+        self.receiver.set_room_key(room, key)
+        self._pass_notes(now)
+        return room
 
     def leave(self, room: str, now: float) -> str:
         """Leave `room` and tell the peers; see `Sender.leave`."""
-        return self.sender.leave(room, now)
+        room = self.sender.leave(room, now)
+        self.receiver.set_room_key(room, None)
+        self._pass_notes(now)
+        return room
 
     @property
     def rooms(self) -> tuple[str, ...]:

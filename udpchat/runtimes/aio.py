@@ -195,10 +195,10 @@ class AsyncioChat(asyncio.DatagramProtocol, Endpoint):
         self._transmit(now)
         return message_id
 
-    def join(self, room: str) -> str:
-        """Join `room` and tell the peers; its name as known."""
+    def join(self, room: str, key: bytes | None = None) -> str:
+        """Join `room` (keyed with `key`) and tell the peers; its name as known."""
         now = self._now()
-        room = self._core.join(room, now)
+        room = self._core.join(room, now, key=key)
         self._transmit(now)
         return room
 
@@ -545,8 +545,8 @@ class AsyncioRuntime(RuntimeBase):
             lambda: self._chat.send(text, to, room=room, message_id=message.message_id)
         )
 
-    def join(self, room: str) -> str:
-        joined = self._call(lambda: self._chat.join(room))
+    def join(self, room: str, key: bytes | None = None) -> str:
+        joined = self._call(lambda: self._chat.join(room, key))
         self._rooms = self._ask(lambda: self._chat.rooms)
         return joined
 

@@ -116,9 +116,11 @@ class ChatRuntime(Protocol):
         """
         ...
 
-    def join(self, room: str) -> str:
+    def join(self, room: str, key: bytes | None = None) -> str:
         """Join `room` and tell the peers; return its name as known (`#Dev` is `dev`).
-        InvalidRoom for a bad name; LocalProtocolError when in too many rooms."""
+        With `key` (a passphrase's master key, `crypto.derive_master_key`) the room is
+        keyed: only holders of that key see its lines and us in it. InvalidRoom for a
+        bad name; LocalProtocolError when in too many rooms."""
         ...
 
     def leave(self, room: str) -> str:

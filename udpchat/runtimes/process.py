@@ -94,6 +94,15 @@ class SetNick:
 @dataclass(frozen=True, slots=True)
 class Join:
     room: str
+    key: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RoomKeyHeld:
+    """To the receiving process: hold this key for the keyed room (None: none)."""
+
+    room: str
+    key: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,16 +308,22 @@ class ProcessRuntime(RuntimeBase):
         self._call(self._commands, message)
         return message_id
 
-    def join(self, room: str) -> str:
-        joined: str = self._call(self._commands, Join(room))
+    def join(self, room: str, key: bytes | None = None) -> str:
+        joined: str = self._call(self._commands, Join(room, key))
+        self._tell_receiver(RoomKeyHeld(joined, key))
         if joined not in self._rooms:
             self._rooms += (joined,)
         return joined
 
     def leave(self, room: str) -> str:
         left: str = self._call(self._commands, Leave(room))
+        self._tell_receiver(RoomKeyHeld(left, None))
         self._rooms = tuple(r for r in self._rooms if r != left)
         return left
+
+    def _tell_receiver(self, message: RoomKeyHeld) -> None:
+        with self._send_lock, contextlib.suppress(OSError):
+            self._control.send(message)
 
     @property
     def rooms(self) -> tuple[str, ...]:
@@ -512,6 +527,8 @@ def _receive_loop(
                     pipes.events.send(Reply(request_id, receiver.peers()))
                 case Unanswered(peers):
                     receiver.suspect(peers, now)
+                case RoomKeyHeld(room, key):
+                    receiver.set_room_key(room, key)
         for readable in sockets:
             if readable.fileno() in ready:
                 datagrams: list[tuple[bytes, Address]] = []
@@ -655,8 +672,8 @@ def _answer(sender: Sender, call: Call, now: float) -> object:
                 sender.remove_peer(peer, now)
             case SetNick(nick):
                 sender.set_nick(nick)
-            case Join(room):
-                return sender.join(room, now)
+            case Join(room, key):
+                return sender.join(room, now, key=key)
             case Leave(room):
                 return sender.leave(room, now)
             case Question.STATS:

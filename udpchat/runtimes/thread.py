@@ -113,9 +113,9 @@ class ThreadRuntime(RuntimeBase):
         self._work.put(None)
         return message_id
 
-    def join(self, room: str) -> str:
+    def join(self, room: str, key: bytes | None = None) -> str:
         with self._lock:
-            room = self._core.join(room, time.monotonic())
+            room = self._core.join(room, time.monotonic(), key=key)
         self._work.put(None)
         return room
 

@@ -59,6 +59,7 @@ from prompt_toolkit.layout.menus import CompletionsMenu
 from prompt_toolkit.output import ColorDepth
 from prompt_toolkit.styles import Style
 
+from ..keyfile import KeyFileError, read_key_file
 from ..protocol import (
     Address,
     DatagramRejected,
@@ -504,18 +505,41 @@ class TerminalUI:
         self._system(f"you are now {escape(name)}")
 
     def _join(self, argument: str) -> None:
-        if not argument:
-            self._error("usage: /join NAME")
+        name, _, rest = argument.partition(" ")
+        rest = rest.strip()
+        if not name or (rest and not rest.startswith("--key-file ")):
+            self._error("usage: /join NAME, or /join NAME --key-file FILE for a keyed room")
             return
+        if rest:
+            path = rest.removeprefix("--key-file ").strip()
+            self.app.create_background_task(self._join_keyed(name, path))
+            return
+        self._joined(name, None)
+
+    async def _join_keyed(self, name: str, path: str) -> None:
+        """/join NAME --key-file FILE, the passphrase read and stretched (scrypt) off the
+        event loop."""
+        loop = asyncio.get_running_loop()
         try:
-            name = self.runtime.join(argument)
+            key = await loop.run_in_executor(None, _room_key, path)
+        except KeyFileError as error:
+            self._error(f"not joined: {error}")
+            self._refresh()
+            return
+        self._joined(name, key)
+        self._refresh()
+
+    def _joined(self, argument: str, key: bytes | None) -> None:
+        try:
+            name = self.runtime.join(argument, key)
         except (ValueError, LocalProtocolError) as error:
             self._error(f"not joined: {error}")
             return
         self._switch_to(room(name))
         members = len(self._members(name))
         who = f"{members} other{'s' if members != 1 else ''} here" if members else "nobody else yet"
-        self._system(f"you joined #{name} ({who}); lines you type go there")
+        keyed = ", keyed: only holders of its passphrase see it" if key is not None else ""
+        self._system(f"you joined #{name} ({who}{keyed}); lines you type go there")
 
     def _leave(self, argument: str) -> None:
         name = argument or self._current.room
@@ -771,3 +795,13 @@ class TerminalUI:
 
         bindings.add("tab")(generate_completions)
         return bindings
+
+
+def _room_key(path: str) -> bytes:
+    """The master key of the passphrase in `path`, for a keyed room."""
+    passphrase = read_key_file(path, "--key-file")
+    if not passphrase.strip():
+        raise KeyFileError(f"--key-file {path} holds no passphrase")
+    from ..protocol.crypto import derive_master_key  # only for a keyed room
+
+    return derive_master_key(passphrase)

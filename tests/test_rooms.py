@@ -277,16 +277,19 @@ def test_a_roster_naming_nobody_there_is_given_up_after_three_hellos() -> None:
 @pytest.mark.parametrize(
     ("count", "drop", "limit"),
     [(2, 0.0, 1.0), (10, 0.0, 1.0), (200, 0.0, 2.0), (2, 0.3, 20.0), (10, 0.3, 20.0),
-     (50, 0.3, 40.0)],
+     (50, 0.3, 40.0), (200, 0.3, 70.0)],
 )  # fmt: skip
 def test_room_membership_converges_by_discovery(count: int, drop: float, limit: float) -> None:
+    """200 chats at 30 % loss converge at the announcement 32 s after the start; in
+    memory that takes about 45 s of CPU, checked every virtual second."""
     started = time.process_time()
+    step = 1.0 if count * drop >= 60 else 0.05
     net = lan(count, drop=drop, seed=count)
-    time_to_converge(net, limit)
+    time_to_converge(net, limit, step)
     deadline = net.now + limit
     while not members_agree(net, "lobby"):
         assert net.now < deadline, "rooms did not converge"
-        net.run_for(0.05)
+        net.run_for(step)
     print(f"\n{count} chats, {drop:.0%} loss: {time.process_time() - started:.1f} s of CPU")
 
 

@@ -694,7 +694,7 @@ async def test_peers_shows_address_nick_last_seen_round_trip_and_pending() -> No
     runtime.rows = [
         PeerStatus(
             peer=BOB, nick="bob", present=True, configured=True, silent_for=2.4, rtt=0.0004,
-            pending=1,
+            pending=1, rooms=("lobby", "dev"),
         ),
         PeerStatus(
             peer=CAROL, nick="", present=False, configured=False, silent_for=None, rtt=None,
@@ -704,9 +704,10 @@ async def test_peers_shows_address_nick_last_seen_round_trip_and_pending() -> No
     async with running(runtime) as chat:
         chat.say("/peers")
         await chat.shows(
-            r"^ +127\.0\.0\.1:9001 +bob +here, configured +seen 2 s ago +rtt 0\.4 ms +1 pending$"
+            r"^ +127\.0\.0\.1:9001 +bob +#lobby #dev +here, configured +seen 2 s ago"
+            r" +rtt 0\.4 ms +1 pending$"
         )
-        await chat.shows(r"^ +127\.0\.0\.1:9002 +- +away +seen never +rtt - +0 pending$")
+        await chat.shows(r"^ +127\.0\.0\.1:9002 +- +- +away +seen never +rtt - +0 pending$")
         runtime.rows = []
         chat.say("/peers")
         await chat.shows(r"no peers yet")

@@ -21,7 +21,7 @@ from .pane import text_width
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "help": ("/help", "this list"),
-    "peers": ("/peers", "who is there: address, nickname, last seen, round trip, pending"),
+    "peers": ("/peers", "who is there: address, nickname, rooms, last seen, round trip, pending"),
     "nick": ("/nick NAME", "change your nickname and tell your peers"),
     "peer": ("/peer add|del HOST[:PORT]", "start or stop chatting with someone"),
     "stats": ("/stats", "messages sent, delivered, retransmitted, dropped; round trips"),
@@ -108,6 +108,7 @@ def peers_lines(rows: list[PeerStatus]) -> list[str]:
         [
             format_address(row.peer),
             escape(row.nick) or "-",
+            " ".join(f"#{room}" for room in row.rooms) or "-",
             ("here" if row.present else "away") + (", configured" if row.configured else ""),
             f"seen {ago(row.silent_for)}",
             f"rtt {duration(row.rtt)}" if row.rtt is not None else "rtt -",
@@ -115,7 +116,7 @@ def peers_lines(rows: list[PeerStatus]) -> list[str]:
         ]
         for row in rows
     ]
-    widths = [max(text_width(line[column]) for line in table) for column in range(6)]
+    widths = [max(text_width(line[column]) for line in table) for column in range(7)]
     lines = [f"{len(rows)} peer{'s' if len(rows) != 1 else ''}:"]
     for line in table:
         cells = [_pad(cell, width) for cell, width in zip(line, widths, strict=True)]

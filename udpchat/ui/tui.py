@@ -710,13 +710,13 @@ class TerminalUI:
             members = len(self._members(self._current.room))
             where += f" ({members + 1} member{'s' if members else ''})"
         parts = [where]
-        unread = [
-            f"{number}:{self._name_of(chat)} {self._unread[chat]} new"
-            for number, chat in enumerate(self._panes, 1)
-            if self._unread.get(chat)
-        ]
-        if unread:
-            parts.append(", ".join(unread))
+        if len(self._panes) > 1:  # every conversation, by its Alt number
+            listed = [
+                f"{number}:{self._name_of(chat)}"
+                + (f" {self._unread[chat]} new" if self._unread.get(chat) else "")
+                for number, chat in enumerate(self._panes, 1)
+            ]
+            parts.append(" ".join(listed))
         parts += [escape(self._nick), self._address, self.runtime.model, peers]
         if self._shared_key is not None:
             parts.insert(3, "🔒 shared key")

@@ -464,3 +464,15 @@ def test_a_plain_room_of_the_same_name_is_another_room() -> None:
     net.run_until_settled()
     assert [t for r, t in received(net, ALICE) if r == "secret"] == []
     assert net.session(ALICE).stats().auth_failed == before + 1
+
+
+def test_a_keyed_line_waits_for_no_unchecked_peer() -> None:
+    """A peer named but not heard from gets every plain room's lines (they wait for
+    it), never a keyed room's: those are sealed for members whose tag was checked."""
+    alice = ChatSession("alice", config=Config(rooms=("secret",), room_keys=(("secret", SECRET),)))
+    alice.add_peer(BOB, 0.0)
+    with pytest.raises(NoPeers, match="nobody else is in #secret"):
+        alice.send_message("too early", 0.0, sent_at_ms=0)
+    alice.join("lobby", 0.0)
+    alice.send_message("waits for bob", 0.0, sent_at_ms=0, room="lobby")
+    assert alice.pending() == 1

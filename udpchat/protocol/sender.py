@@ -310,7 +310,8 @@ class Sender:
 
     def members(self, room: str) -> list[Address]:
         """The peers a message said in `room` would go to now."""
-        return [addr for addr, target in self._targets.items() if _member(target, room)]
+        keyed = room in self._room_keys
+        return [a for a, target in self._targets.items() if _member(target, room, keyed=keyed)]
 
     def _membership_changed(self, now: float) -> None:
         """MEMBERSHIP, reliably, to every peer that is present; the others get our rooms
@@ -371,7 +372,8 @@ class Sender:
                 if not self.rooms:
                     raise NoPeers("not in any room: /join one, or /msg a peer")
                 room = self.rooms[0]
-            targets = [t for t in self._targets.values() if _member(t, room)]
+            keyed = room in self._room_keys
+            targets = [t for t in self._targets.values() if _member(t, room, keyed=keyed)]
             if not targets:
                 raise NoPeers(f"nobody else is in #{room}")
         if self._pending + len(targets) > self.config.max_pending:
@@ -594,7 +596,9 @@ class Sender:
         """How many peers a new message to the default room would go to."""
         if not self.rooms:
             return 0
-        return sum(_member(target, self.rooms[0]) for target in self._targets.values())
+        room = self.rooms[0]
+        keyed = room in self._room_keys
+        return sum(_member(t, room, keyed=keyed) for t in self._targets.values())
 
     def targets(self) -> list[TargetInfo]:
         return [
@@ -968,12 +972,14 @@ def encode_text(text: str) -> bytes:
     return raw
 
 
-def _member(target: _Target, room: str) -> bool:
-    """Whether a message said in `room` goes to `target`."""
+def _member(target: _Target, room: str, *, keyed: bool = False) -> bool:
+    """Whether a message said in `room` goes to `target`. A configured peer whose rooms
+    are not known yet gets it, except in a keyed room, whose lines are sealed for members
+    whose tag we have checked (and whose session we therefore know)."""
     if not target.active:
         return False
     if target.rooms is None:
-        return target.configured
+        return target.configured and not keyed
     return room in target.rooms
 
 

@@ -54,7 +54,7 @@ from .notes import (
     RefusedNote,
     RoomsNote,
 )
-from .rooms import decode_membership, decode_roster, is_tag, room_associated_data
+from .rooms import TAG_PREFIX, decode_membership, decode_roster, is_tag, room_associated_data
 from .sealing import Outgoing, seal_all
 
 if TYPE_CHECKING:
@@ -66,6 +66,7 @@ _VERIFY_TOKEN = 0
 its own PINGs from 1)."""
 _UNVERIFIED_KEPT = 64
 _REFUSED_KIND = bytes((wire.Kind.REFUSED,))
+_VERSION_BYTE = bytes((wire.VERSION,))
 _SOURCES_COUNTED = 1000
 """Distinct sources a rejection report counts; more are reported as this many."""
 
@@ -204,7 +205,7 @@ class Receiver:
         if not self._admit(addr, now):
             self.stats.rate_limited += 1
             return
-        if data[:2] == wire.MAGIC and len(data) > 2 and data[2] != wire.VERSION:
+        if data[2:3] != _VERSION_BYTE and data[:2] == wire.MAGIC and len(data) > 2:
             self._other_version(addr, data[2])
             return
         try:
@@ -461,7 +462,10 @@ class Receiver:
                 )
                 self._notes.append(self._peer_note(addr, peer, greet or asked))
             else:
-                news = self._take_rooms(addr, peer, rooms, rooms_version, quiet=False)
+                # (Most calls are a DATA's, with no rooms: skip the call then.)
+                news = rooms is not None and self._take_rooms(
+                    addr, peer, rooms, rooms_version, quiet=False
+                )
                 if asked or hello:
                     self._notes.append(self._peer_note(addr, peer, asked))
                 elif news:
@@ -802,12 +806,12 @@ class Receiver:
         raw = b"".join(f.payload for f in partial)
         self._drop_partial(peer)
         room = first.room
-        if is_tag(room):
+        if room[:1] == TAG_PREFIX:
             opened = self._open_keyed(addr, peer, first, raw)
             if opened is None:
                 return
             room, raw = opened
-        elif room in self._room_keys:
+        elif self._room_keys and room in self._room_keys:
             # Said in clear under the name of one of our keyed rooms: not a line of it.
             self._reject(addr, RejectReason.AUTHENTICATION_FAILED, detail="keyed room")
             return

@@ -372,8 +372,14 @@ class Sender:
                 if not self.rooms:
                     raise NoPeers("not in any room: /join one, or /msg a peer")
                 room = self.rooms[0]
-            keyed = room in self._room_keys
-            targets = [t for t in self._targets.values() if _member(t, room, keyed=keyed)]
+            if self._room_keys and room in self._room_keys:
+                targets = [t for t in self._targets.values() if _member(t, room, keyed=True)]
+            else:  # inline: this runs for every line said
+                targets = [
+                    t
+                    for t in self._targets.values()
+                    if t.active and (t.configured if t.rooms is None else room in t.rooms)
+                ]
             if not targets:
                 raise NoPeers(f"nobody else is in #{room}")
         if self._pending + len(targets) > self.config.max_pending:
@@ -402,7 +408,8 @@ class Sender:
         *,
         control: bool = False,
     ) -> None:
-        key = self._room_keys.get(room) if conversation is wire.Conversation.ROOM else None
+        keyed = self._room_keys and conversation is wire.Conversation.ROOM
+        key = self._room_keys.get(room) if keyed else None
         field = room if key is None else key.tag(self.session)
         payloads = _split(raw, self.nick, self._overhead, field)
         deadline = now + self.config.give_up_after

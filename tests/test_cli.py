@@ -8,6 +8,7 @@ import os
 import pty
 import queue
 import re
+import select
 import shutil
 import signal
 import socket
@@ -549,26 +550,72 @@ def test_the_terminal_ui_without_prompt_toolkit_is_a_one_line_error() -> None:
     assert "pip install prompt_toolkit" in stderr and "--plain" in stderr
 
 
-@pytest.mark.skipif(
-    shutil.which("socat") is None,
-    reason="socat is not installed (scripts/install-test-tools installs it when run as root)",
-)
+def _read_bytes_line(process: subprocess.Popen[bytes], timeout: float) -> bytes:
+    """The next line `process` writes to stdout, as bytes, newline included."""
+    assert process.stdout is not None
+    descriptor, line = process.stdout.fileno(), b""
+    deadline = time.monotonic() + timeout
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        assert left > 0, f"no line within {timeout} s (so far {line!r})"
+        if select.select([descriptor], [], [], left)[0]:
+            byte = os.read(descriptor, 1)
+            assert byte, f"stdout closed after {line!r}"
+            line += byte
+    return line
+
+
+PLAIN_TOOLS = [
+    pytest.param(
+        ["socat", "-", "UDP:127.0.0.1:{port}"],
+        marks=pytest.mark.skipif(
+            shutil.which("socat") is None,
+            reason="socat is not installed (scripts/install-test-tools installs it as root)",
+        ),
+        id="socat",
+    ),
+    pytest.param(
+        ["nc", "-u", "127.0.0.1", "{port}"],
+        marks=pytest.mark.skipif(
+            shutil.which("nc") is None,
+            reason="nc is not installed (scripts/install-test-tools installs it as root)",
+        ),
+        id="nc",
+    ),
+]
+
+
+@pytest.mark.parametrize("command", PLAIN_TOOLS)
 @pytest.mark.parametrize(
-    ("text", "encoding"), [("hello from socat", "utf-8"), ("你好 from a Windows tool", "gbk")]
+    ("text", "encoding", "shown_as"),
+    [
+        ("hello from a plain tool", "utf-8", "utf-8"),
+        ("你好 from a Windows tool", "gbk", "gb18030"),
+    ],
 )
-def test_a_plain_udp_tool_is_shown_as_a_foreign_datagram_not_a_crash(
-    chats: list[Chat], text: str, encoding: str
+def test_a_plain_udp_tool_chats_both_ways_as_a_raw_peer(
+    chats: list[Chat], command: list[str], text: str, encoding: str, shown_as: str
 ) -> None:
-    """The classic exercise's peer: a plain UDP tool (here socat), in UTF-8 or GBK."""
+    """The classic exercise's peer: a plain UDP tool (socat, nc -u), in UTF-8 or GBK. Its
+    lines show as a raw peer's, and a reply reaches it as plain text in its encoding."""
     alice = start(chats, "--plain", "--port", "0", "--name", "alice")
     port = alice.expect(LISTENING.pattern).group(1)
-    subprocess.run(
-        ["socat", "-u", "STDIN", f"UDP-SENDTO:127.0.0.1:{port}"],
-        input=text.encode(encoding),
-        check=True,
-        timeout=10,
+    tool = subprocess.Popen(
+        [part.format(port=port) for part in command],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
     )
-    alice.expect(rf'dropped a datagram from 127\.0\.0\.1:\d+: not udpchat: "{text}"$')
+    try:
+        assert tool.stdin is not None and tool.stdout is not None
+        tool.stdin.write((text + "\n").encode(encoding))
+        tool.stdin.flush()
+        line = alice.expect(rf"@(127\.0\.0\.1:\d+) \(raw, {shown_as}\): {text}$")
+        alice.say(f"/msg {line.group(1)} 收到, {text}")
+        reply = _read_bytes_line(tool, 10.0)
+        assert reply == f"收到, {text}\n".encode(encoding)
+    finally:
+        tool.kill()
+        tool.wait()
     alice.end_input()
     assert alice.wait() == (0, "")
 
@@ -603,6 +650,9 @@ def test_room_key_file_keys_the_room_a_chat_starts_in(chats: list[Chat], tmp_pat
         (["--room-key-file", "/"], "--room-key-file / is not a regular file"),
         (["--room", "a b"], "--room 'a b': a room name holds letters"),
         (["--room", "~0123"], "--room '~0123': a room name holds letters"),
+        (["--encoding", "latin-1"], "--encoding must be one of utf-8, gbk, gb18030, cp932, hex"),
+        (["--line-end", "cr"], "--line-end must be lf, crlf or none"),
+        (["--raw-peer", "127.0.0.1:9", "--key-file", "/dev/null"], "is not a regular file"),
     ],
 )
 def test_bad_room_options_are_one_line(args: list[str], message: str) -> None:

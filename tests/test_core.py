@@ -39,12 +39,15 @@ from udpchat.protocol import (
     PeerNote,
     PeerRenamed,
     PongNote,
+    RawMessageSent,
     RefusedNote,
     RejectReason,
     SendFailed,
     VersionMismatched,
     WireError,
+    plain,
 )
+from udpchat.protocol.crypto import derive_master_key
 from udpchat.protocol.notes import IntroducedNote, RoomsNote
 from udpchat.protocol.wire import (
     MAX_DATAGRAM,
@@ -895,6 +898,12 @@ def test_garbage_never_raises_and_is_counted(garbage: bytes) -> None:
         assert drain(bob) == [VersionMismatched(peer=CAROL, version=garbage[2])]
         assert stats.malformed_dropped == 1
         return
+    if garbage[:2] != b"UC" and plain.guess(garbage) and not plain.looks_like_ipmsg(garbage):
+        # Text from an address that is not udpchat: a plain text peer's message.
+        (event,) = drain(bob)
+        assert isinstance(event, MessageReceived) and event.dialect == "raw"
+        assert stats.raw_received == 1 and stats.foreign_dropped == 0
+        return
     try:
         decode(garbage)
     except WireError as error:
@@ -974,7 +983,7 @@ def test_hostile_but_well_formed_datagrams_never_break_the_session(
 def test_rejections_are_reported_at_most_once_per_5_seconds_with_a_count() -> None:
     bob = lone("bob")
     for second in range(13):
-        bob.receive_datagram(b"garbage", CAROL, float(second))
+        bob.receive_datagram(b"\x00garbage", CAROL, float(second))  # binary: not a raw peer
         bob.receive_datagram(b"UC\x02", CAROL, second + 0.5)
     reports = of(DatagramRejected, drain(bob))
     assert [(r.reason, r.count) for r in reports] == [
@@ -999,21 +1008,26 @@ def test_rejections_are_reported_at_most_once_per_5_seconds_with_a_count() -> No
 
 def test_a_rejection_report_counts_its_sources_rather_than_naming_only_the_last() -> None:
     bob = lone("bob")
-    bob.receive_datagram(b"first", CAROL, 0.0)
+    bob.receive_datagram(b"\x00first", CAROL, 0.0)  # binary: not plain text peers
     for port in range(100):
-        bob.receive_datagram(b"junk", ("10.0.0.9", 5000 + port), 1.0)
-    bob.receive_datagram(b"more", CAROL, 2.0)
-    bob.receive_datagram(b"late", DAVE, 5.0)
+        bob.receive_datagram(b"\x00junk", ("10.0.0.9", 5000 + port), 1.0)
+    bob.receive_datagram(b"\x00more", CAROL, 2.0)
+    bob.receive_datagram(b"\x00late", DAVE, 5.0)
     first, second = of(DatagramRejected, drain(bob))
     assert (first.count, first.sources, first.peer) == (1, 1, CAROL)
     assert (second.count, second.sources, second.peer) == (102, 102, DAVE)
     assert describe(second) == (
-        '* dropped 102 datagrams from 102 sources, the last 10.0.0.4:4000: not udpchat: "late"'
+        '* dropped 102 datagrams from 102 sources, the last 10.0.0.4:4000: not udpchat: "\\x00late"'
     )
 
 
+KEYED = Config(key=derive_master_key(b"previews"))
+"""Text from a non-udpchat address is a plain text peer's message, except in shared-key
+mode, where it is dropped and previewed."""
+
+
 def test_foreign_datagram_preview_is_decoded_as_gbk_when_not_utf8() -> None:
-    bob = lone("bob")
+    bob = lone("bob", KEYED)
     bob.receive_datagram("你好".encode("gbk"), CAROL, 0.0)
     assert drain(bob) == [
         DatagramRejected(peer=CAROL, reason=RejectReason.NOT_UDPCHAT, count=1, preview="你好")
@@ -1021,7 +1035,7 @@ def test_foreign_datagram_preview_is_decoded_as_gbk_when_not_utf8() -> None:
 
 
 def test_foreign_datagram_preview_is_utf8_text_when_it_is() -> None:
-    bob = lone("bob")
+    bob = lone("bob", KEYED)
     bob.receive_datagram("hello 你好".encode(), CAROL, 0.0)
     (report,) = of(DatagramRejected, drain(bob))
     assert report.preview == "hello 你好"
@@ -1033,7 +1047,7 @@ def test_preview_of_a_long_foreign_datagram_cut_inside_a_character_keeps_its_enc
 ) -> None:
     # 80 bytes is the preview; here byte 80 falls inside a character.
     text = "x" + "你好世界" * 20
-    bob = lone("bob")
+    bob = lone("bob", KEYED)
     bob.receive_datagram(text.encode(encoding), CAROL, 0.0)
     (report,) = of(DatagramRejected, drain(bob))
     assert text.startswith(report.preview)
@@ -1106,6 +1120,7 @@ EVENTS = [
     PeerJoined(peer=ALICE, nick="alice", restarted=True, rooms=("lobby", "dev")),
     MemberJoined(peer=ALICE, nick="alice", room="dev"),
     MemberLeft(peer=ALICE, nick="alice", room="dev"),
+    RawMessageSent(message_id=5, peer=("10.0.0.5", 8080), encoding="gb18030"),
     VersionMismatched(peer=ALICE, version=1),
     PeerLeft(peer=ALICE, nick="alice", reason=LeaveReason.TIMED_OUT),
     PeerRenamed(peer=ALICE, old_nick="alice", new_nick="小明"),

@@ -20,10 +20,12 @@ from udpchat.protocol import (
     NoPeers,
     PeerJoined,
     PeerLeft,
+    RawMessageSent,
     RejectReason,
     SendFailed,
     wire,
 )
+from udpchat.protocol.crypto import derive_master_key
 from udpchat.runtimes import create_runtime
 
 MESSAGES = 1000
@@ -142,18 +144,41 @@ def test_send_to_no_known_peer_is_refused_at_once_in_every_model(
 
 
 @pytest.mark.parametrize(
-    ("payload", "preview"),
-    [(b"hello from netcat\n", "hello from netcat\n"), ("你好".encode("gbk"), "你好")],
+    ("payload", "text", "encoding"),
+    [
+        (b"hello from netcat\n", "hello from netcat", "utf-8"),
+        ("你好".encode("gbk"), "你好", "gb18030"),
+    ],
 )
-def test_foreign_datagram_is_dropped_and_reported_with_a_preview(
-    model: str, open_runtime: OpenRuntime, payload: bytes, preview: str
+def test_a_plain_udp_tool_is_a_raw_peer_answered_in_its_encoding(
+    model: str, open_runtime: OpenRuntime, payload: bytes, text: str, encoding: str
 ) -> None:
     a = open_runtime(model, "alice")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tool:
+        tool.bind(("127.0.0.1", 0))
+        tool.settimeout(10)
         tool.sendto(payload, a.local_address)
+        got = wait_for(a, lambda e: isinstance(e, MessageReceived))
+        assert isinstance(got, MessageReceived)
+        assert (got.text, got.dialect, got.encoding) == (text, "raw", encoding)
+        assert got.peer == tool.getsockname()
+        message_id = a.send("收到 ok", to=[got.peer])
+        data, source = tool.recvfrom(2048)
+        assert data == "收到 ok\n".encode(encoding) and source == a.local_address
+        sent = wait_for(a, lambda e: isinstance(e, RawMessageSent))
+        assert sent == RawMessageSent(message_id=message_id, peer=got.peer, encoding=encoding)
+    assert a.pending() == 0 and a.stats().raw_received == 1
+
+
+def test_in_shared_key_mode_a_plain_udp_tool_is_dropped_with_a_preview(
+    model: str, open_runtime: OpenRuntime
+) -> None:
+    a = open_runtime(model, "alice", config=Config(key=derive_master_key(b"no raw")))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tool:
+        tool.sendto("你好".encode("gbk"), a.local_address)
         rejected = wait_for(a, lambda e: isinstance(e, DatagramRejected))
     assert isinstance(rejected, DatagramRejected)
-    assert rejected.reason is RejectReason.NOT_UDPCHAT and rejected.preview == preview
+    assert rejected.reason is RejectReason.NOT_UDPCHAT and rejected.preview == "你好"
     assert a.stats().foreign_dropped == 1
 
 

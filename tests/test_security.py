@@ -304,13 +304,17 @@ def test_nonces_are_unique_over_a_thousand_restarts() -> None:
 def test_junk_from_an_unknown_address_is_rate_limited_and_tables_stay_bounded() -> None:
     bob = ChatSession("bob", session_id=BOB_SESSION)
     for i in range(10_000):
-        bob.receive_datagram(b"junk %d" % i, STRANGER, i * 1e-5)  # 100,000 a second
+        bob.receive_datagram(b"\x00junk %d" % i, STRANGER, i * 1e-5)  # 100,000 a second
     stats = bob.stats()
     assert stats.rate_limited > 9_000 and stats.foreign_dropped + stats.rate_limited == 10_000
     for i in range(5_000):
-        bob.receive_datagram(b"junk", (f"10.1.{i // 250}.{i % 250}", 7000), 1.0)
+        bob.receive_datagram(b"\x00junk", (f"10.1.{i // 250}.{i % 250}", 7000), 1.0)
     assert len(bob.receiver._sources) <= bob.config.max_sources
     assert not bob.peers(1.0)
+    # Text from as many addresses: plain text peers, at most `max_peers` of them.
+    for i in range(5_000):
+        bob.receive_datagram(b"hello", (f"10.2.{i // 250}.{i % 250}", 7000), 2.0)
+    assert len(bob.peers(2.0)) == bob.config.max_peers
 
 
 def test_a_reply_to_an_unverified_source_is_never_larger_than_what_it_sent() -> None:

@@ -47,11 +47,13 @@ from udpchat.protocol import (
     PeerLeft,
     PeerRenamed,
     PeerStatus,
+    RawMessageSent,
     RejectReason,
     SendFailed,
     Stats,
     validate_room,
 )
+from udpchat.protocol.plain import ENCODINGS
 from udpchat.runtimes import ChatRuntime, EventCallback
 from udpchat.ui.commands import peers_lines
 from udpchat.ui.pane import WRAP_INDENT, wrap
@@ -82,6 +84,7 @@ class FakeRuntime:
         self.sent_in: list[str | None] = []
         self._rooms = ["lobby"]
         self.keys: dict[str, bytes | None] = {}
+        self.raw: dict[Address, str | None] = {}
         self.added: list[Address] = []
         self.removed: list[Address] = []
         self.rows: list[PeerStatus] = []
@@ -147,6 +150,11 @@ class FakeRuntime:
 
     def add_peer(self, addr: Address) -> None:
         self.added.append(addr)
+
+    def add_raw_peer(self, addr: Address, encoding: str | None = None) -> None:
+        if encoding is not None and encoding not in ENCODINGS:
+            raise ValueError("encodings: ...")
+        self.raw[addr] = encoding
 
     def remove_peer(self, addr: Address) -> None:
         self.removed.append(addr)
@@ -551,6 +559,34 @@ async def test_a_strangers_direct_messages_past_five_are_counted_not_shown() -> 
         await chat.shows(r"^\d\d:\d\d mallory: spam 4$")
         await chat.shows(r"\* a direct message from mallory \(127\.0\.0\.1:9002\) not shown")
         assert "spam 5" not in chat.pane and "spam 7" not in chat.pane
+
+
+@pytest.mark.asyncio
+async def test_a_raw_peer_has_its_own_pane_with_its_encoding_and_no_receipts() -> None:
+    runtime = FakeRuntime()
+    nc: Address = ("127.0.0.1", 8080)
+    async with running(runtime) as chat:
+        chat.say("/raw 127.0.0.1:8080")
+        await chat.until(lambda: runtime.raw == {nc: None}, "the raw peer added")
+        await chat.shows(r"lines you type go to 127\.0\.0\.1:8080 as plain text")
+        assert chat.ui.status_text().startswith(" @127.0.0.1:8080 (raw, utf-8)")
+        runtime.push(
+            MessageReceived(
+                peer=nc, nick="", text="你好", sent_at_ms=0, dialect="raw", encoding="gb18030"
+            )
+        )
+        await chat.shows(r"^\d\d:\d\d 127\.0\.0\.1:8080: 你好$")
+        assert chat.ui.status_text().startswith(" @127.0.0.1:8080 (raw, gb18030)")
+        chat.say("收到")
+        await chat.until(lambda: runtime.sent_to[-1:] == [[nc]], "a reply")
+        runtime.pending_count -= 1  # a raw peer is never pending
+        runtime.push(RawMessageSent(message_id=1, peer=nc, encoding="gb18030"))
+        await chat.shows(r"alice: 收到  sent \(raw peer, no receipt\)$")
+        chat.say("/encoding cp932")
+        await chat.shows(r"\* 127\.0\.0\.1:8080 is read and written as cp932$")
+        assert runtime.raw[nc] == "cp932"
+        chat.say("/encoding latin-1")
+        await chat.shows(r"encoding not changed: encodings")
 
 
 @pytest.mark.asyncio

@@ -29,6 +29,7 @@ from .protocol import (
     InvalidRoom,
     validate_room,
 )
+from .protocol.plain import ENCODINGS
 from .protocol.wire import DISCOVERY_PORT
 from .runtimes import (
     DEFAULT_PORT,
@@ -90,6 +91,30 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"someone to chat with (repeatable; default port {DEFAULT_PORT})",
     )
     parser.add_argument("--name", metavar="NICK", help="your nickname (default: your user name)")
+    parser.add_argument(
+        "--raw-peer",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help=(
+            "a plain UDP tool to chat with (nc -u, socat, a network assistant): lines go to"
+            " it as plain text; repeatable"
+        ),
+    )
+    parser.add_argument(
+        "--encoding",
+        metavar="ENC",
+        help=(
+            f"how plain UDP peers are read and written: {', '.join(ENCODINGS)} (default:"
+            " UTF-8, else GB18030, guessed per peer)"
+        ),
+    )
+    parser.add_argument(
+        "--line-end",
+        default="lf",
+        metavar="END",
+        help="what ends each line sent to a plain UDP tool: lf (default), crlf or none",
+    )
     parser.add_argument(
         "--room",
         action="append",
@@ -222,6 +247,15 @@ def _rooms(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(rooms)
 
 
+LINE_ENDS = {"lf": "\n", "crlf": "\r\n", "none": ""}
+
+
+def _line_end(name: str) -> str:
+    if name not in LINE_ENDS:
+        raise UsageError(f"--line-end must be lf, crlf or none, not {name!r}")
+    return LINE_ENDS[name]
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -250,6 +284,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     discovery_port = None if args.no_discovery else int(text)
     family_of(args.bind)  # a bad --bind is reported before any peer
     peers = [resolve_peer(text, args.bind) for text in args.peer]
+    raw_peers = [resolve_peer(text, args.bind) for text in args.raw_peer]
+    if args.encoding is not None and args.encoding not in ENCODINGS:
+        raise UsageError(f"--encoding must be one of {', '.join(ENCODINGS)}, not {args.encoding!r}")
     in_terminal = _is_terminal(sys.stdin) and _is_terminal(sys.stdout)
     ui_class = _terminal_ui_class() if in_terminal and not (args.plain or args.jsonl) else None
     shared_key = _shared_key(args)
@@ -276,7 +313,11 @@ def run(argv: Sequence[str] | None = None) -> int:
         instance=instance_id(),
         rooms=rooms,
         room_keys=room_keys,
+        raw_encoding=args.encoding,
+        raw_line_end=_line_end(args.line_end),
     )
+    if raw_peers and config.key is not None:
+        raise UsageError("--raw-peer and a shared key do not mix: plain text is not authenticated")
 
     def runtime_on(port: int) -> ChatRuntime:
         runtime = create_runtime(
@@ -290,6 +331,8 @@ def run(argv: Sequence[str] | None = None) -> int:
             discovery_port=discovery_port,
         )
         runtime.open()
+        for addr in raw_peers:
+            runtime.add_raw_peer(addr, args.encoding)
         return runtime
 
     try:

@@ -31,6 +31,7 @@ from .events import (
     PeerJoined,
     PeerLeft,
     PeerRenamed,
+    RawMessageSent,
     SendFailed,
     VersionMismatched,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "PeerStatus",
     "PongNote",
     "ProtocolError",
+    "RawMessageSent",
     "Receiver",
     "RefusedNote",
     "RejectReason",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Protocol
 
+from .plain import ENCODINGS
 from .rooms import DEFAULT_ROOM, MAX_ROOMS, is_room
 from .wire import ANNOUNCE_PERIOD
 
@@ -89,6 +90,11 @@ class Config:
     passphrase), so that the first HELLO already lists them by tag."""
     instance: bytes = field(default=bytes(8), repr=False)
     """This installation's 8-byte instance id, carried in ANNOUNCE."""
+    raw_encoding: str | None = None
+    """Plain text peers: the encoding to read and write them in (`--encoding`); None
+    guesses per peer (UTF-8, else GB18030). docs/protocol.md, "Plain text peers"."""
+    raw_line_end: str = "\n"
+    """What ends each line sent to a plain text peer."""
     transform: MessageTransform | None = None
     """Work applied to every message's text on the send and the receive path (the
     benchmark's CPU-bound scenario), or None."""
@@ -113,6 +119,8 @@ class Config:
         for room, room_key in self.room_keys:
             if room not in self.rooms or len(room_key) != 32:
                 raise ValueError("room_keys: a room among rooms, and a 32-byte master key")
+        if self.raw_encoding is not None and self.raw_encoding not in ENCODINGS:
+            raise ValueError(f"raw_encoding must be one of {', '.join(ENCODINGS)}")
         if self.max_peers_per_host < 1:
             raise ValueError("max_peers_per_host must be positive")
         if self.give_up_after <= 0 or self.max_peers < 1 or self.max_pending < 1:
@@ -158,6 +166,8 @@ class Stats:
     """Discovery announcements (one per period, whatever the number of addresses)."""
     announcements_received: int = 0
     """ANNOUNCE datagrams from others that passed the checks."""
+    raw_received: int = 0
+    """Datagrams from plain text peers, shown as their messages."""
     discovery_dropped: int = 0
     """Datagrams on the discovery port that were not an ANNOUNCE we could read (another
     key or none, another program): dropped without a report or an answer."""

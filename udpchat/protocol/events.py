@@ -101,6 +101,10 @@ class MessageReceived:
     """The sender's wall clock when it sent the message, ms since the Unix epoch."""
     room: str = ""
     """The room it was said in, or "" for a direct message (to us alone)."""
+    dialect: str = "udpchat"
+    """"udpchat", or "raw" for a plain text peer (nc, socat, a network assistant)."""
+    encoding: str = ""
+    """For a raw peer: the encoding its text was read in ("utf-8", "gb18030", ...)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,6 +115,17 @@ class MessageDelivered:
     """The peer that acknowledged every fragment."""
     elapsed: float
     """Seconds from `send_message` to the last acknowledgement."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RawMessageSent:
+    message_id: int
+    """The id `send_message` returned."""
+    peer: Address
+    """The plain text peer it went to. It cannot acknowledge: this is the message's last
+    event, neither delivered nor failed."""
+    encoding: str
+    """The encoding it was written in."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -173,6 +188,7 @@ Event = (
     | VersionMismatched
     | MessageReceived
     | MessageDelivered
+    | RawMessageSent
     | DeliveryFailed
     | DatagramRejected
     | DatagramsRefused

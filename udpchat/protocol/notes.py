@@ -105,6 +105,15 @@ class IntroducedNote:
     members: tuple[Address, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class RawPeerNote:
+    """`peer` is a plain text peer whose text is in `encoding`: replies to it go as plain
+    text in that encoding."""
+
+    peer: Address
+    encoding: str
+
+
 Note = (
     AckNote
     | PongNote
@@ -115,4 +124,5 @@ Note = (
     | AnnouncedNote
     | RoomsNote
     | IntroducedNote
+    | RawPeerNote
 )

@@ -25,9 +25,9 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import wire
+from . import plain, wire
 from .config import Config, Stats
-from .errors import RejectReason, WireError
+from .errors import LocalProtocolError, RejectReason, WireError
 from .events import (
     Address,
     DatagramRejected,
@@ -51,6 +51,7 @@ from .notes import (
     Note,
     PeerNote,
     PongNote,
+    RawPeerNote,
     RefusedNote,
     RoomsNote,
 )
@@ -135,6 +136,19 @@ class PeerInfo:
     last_heard: float
     rooms: tuple[str, ...] = ()
     """The rooms it is in, as far as known."""
+    dialect: str = "udpchat"
+    """"udpchat", or "raw" for a plain text peer."""
+    encoding: str = ""
+    """A raw peer's encoding."""
+
+
+@dataclass(slots=True)
+class _RawPeer:
+    """A plain text peer: its encoding, guessed or set by the user (`forced`)."""
+
+    encoding: str
+    forced: bool
+    last_heard: float
 
 
 class Receiver:
@@ -180,6 +194,8 @@ class Receiver:
             from .crypto import RoomKey
 
             self._room_keys = {room: RoomKey(key, room) for room, key in config.room_keys}
+        self._raw: OrderedDict[Address, _RawPeer] = OrderedDict()
+        """Plain text peers, the least recently heard first (at most `max_peers`)."""
         self._other_versions: OrderedDict[Address, int] = OrderedDict()
         """Addresses whose other protocol version has been reported (once each)."""
         self._plain_outgoing: list[tuple[bytes, Address]] = []
@@ -216,6 +232,8 @@ class Receiver:
         except WireError as error:
             if announced:
                 self.stats.discovery_dropped += 1
+                return
+            if error.reason is RejectReason.NOT_UDPCHAT and self._on_raw(data, addr, now):
                 return
             self._reject(addr, error.reason, data, error.detail)
             if error.reason in wire.REFUSAL_CODES:
@@ -256,6 +274,63 @@ class Receiver:
         for addr, peer in self._peers.items():
             if peer.present and peer.rooms is not None and self._read_rooms(addr, peer):
                 self._notes.append(RoomsNote(addr, peer.rooms))
+
+    def add_raw_peer(self, addr: Address, now: float, encoding: str | None = None) -> None:
+        """Treat `addr` as a plain text peer (`--raw-peer`, `/raw`, `/encoding`), read
+        and written in `encoding` from now on, or, if None, as `Config.raw_encoding` or
+        its datagrams say. LocalProtocolError in shared-key mode; ValueError for an
+        encoding not in `plain.ENCODINGS`."""
+        if self._opener is not None:
+            raise LocalProtocolError("a shared key and plain text peers do not mix")
+        if encoding is not None and encoding not in plain.ENCODINGS:
+            raise ValueError(f"encodings: {', '.join(plain.ENCODINGS)}")
+        raw = self._raw.get(addr)
+        if raw is None:
+            chosen = encoding or self.config.raw_encoding or "utf-8"
+            raw = self._new_raw(addr, chosen, forced=encoding is not None, now=now)
+        elif encoding is not None:
+            raw.encoding, raw.forced = encoding, True
+        self._notes.append(RawPeerNote(addr, raw.encoding))
+
+    def _new_raw(self, addr: Address, encoding: str, *, forced: bool, now: float) -> _RawPeer:
+        raw = self._raw[addr] = _RawPeer(encoding, forced, now)
+        while len(self._raw) > self.config.max_peers:
+            self._raw.popitem(last=False)
+        return raw
+
+    def _on_raw(self, data: bytes, addr: Address, now: float) -> bool:
+        """A datagram that is not udpchat: a plain text peer's message if it reads as
+        text (docs/protocol.md, "Plain text peers"); False to drop it as foreign. Not in
+        shared-key mode, where nothing unauthenticated is shown."""
+        if self._opener is not None or plain.looks_like_ipmsg(data):
+            return False
+        raw = self._raw.get(addr)
+        if raw is None:
+            guessed = self.config.raw_encoding or plain.guess(data)
+            if guessed is None:
+                return False
+            raw = self._new_raw(addr, guessed, forced=self.config.raw_encoding is not None, now=now)
+            self._notes.append(RawPeerNote(addr, raw.encoding))
+        elif not raw.forced and not plain.fits(data, raw.encoding):
+            # Not what it sent before: guess again (hex when it is not text at all).
+            raw.encoding = plain.guess(data) or "hex"
+            self._notes.append(RawPeerNote(addr, raw.encoding))
+        if not data:
+            return True  # nothing to show
+        self._raw.move_to_end(addr)
+        raw.last_heard = now
+        self.stats.raw_received += 1
+        self._events.append(
+            MessageReceived(
+                peer=addr,
+                nick="",
+                text=plain.decode(data, raw.encoding),
+                sent_at_ms=self._wall_ms(now),
+                dialect="raw",
+                encoding=raw.encoding,
+            )
+        )
+        return True
 
     def _other_version(self, addr: Address, version: int) -> None:
         """A udpchat of another protocol version: say so once per address (it cannot
@@ -345,10 +420,14 @@ class Receiver:
         return self._notes.popleft() if self._notes else None
 
     def peers(self) -> list[PeerInfo]:
-        return [
+        rows = [
             PeerInfo(a, p.nick, p.present, p.last_heard, p.rooms or ())
             for a, p in self._peers.items()
         ]
+        rows += [
+            PeerInfo(a, "", True, r.last_heard, (), "raw", r.encoding) for a, r in self._raw.items()
+        ]
+        return rows
 
     def farewell(self) -> FarewellNote:
         """What we received of each present peer's stream, for the BYEs we are about to

@@ -29,11 +29,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import wire
+from . import plain, wire
 from .config import Config, Stats
 from .discovery import Announcer
 from .errors import LocalProtocolError, MessageTooLong, NoPeers, OutboxFull, RejectReason
-from .events import Address, DeliveryFailed, Event, MessageDelivered
+from .events import Address, DeliveryFailed, Event, MessageDelivered, RawMessageSent
 from .nick import validate_nick
 from .notes import (
     AckNote,
@@ -44,6 +44,7 @@ from .notes import (
     Note,
     PeerNote,
     PongNote,
+    RawPeerNote,
     RefusedNote,
     RoomsNote,
 )
@@ -226,6 +227,8 @@ class Sender:
             self._room_keys = {room: RoomKey(key, room) for room, key in config.room_keys}
         self._next_control_id = -1
         """Control messages are numbered down from -1, apart from the caller's."""
+        self._raw: dict[Address, str] = {}
+        """Plain text peers and the encoding replies to each are written in."""
 
     # -- caller's API ---------------------------------------------------------
 
@@ -355,6 +358,8 @@ class Sender:
         parent) choose it. Raises MessageTooLong, NoPeers or OutboxFull; nothing is
         queued then.
         """
+        if to is not None and room is None and any(a in self._raw for a in to):
+            return self._send_raw(text, to, now, message_id, sent_at_ms)
         if self.config.transform is not None:
             text = self.config.transform.outgoing(text)
         raw = encode_text(text)
@@ -394,6 +399,38 @@ class Sender:
         self._next_message_id = max(self._next_message_id, message_id + 1)
         self._queue(targets, raw, now, sent_at_ms, message_id, conversation, room)
         self.stats.messages_sent += 1
+        return message_id
+
+    def _send_raw(
+        self, text: str, to: list[Address], now: float, message_id: int | None, sent_at_ms: int
+    ) -> int:
+        """A direct message to plain text peers (and to udpchat peers among `to`, as
+        usual): plain text in each one's encoding, sent once. A raw peer cannot
+        acknowledge: `RawMessageSent` is the message's last event there."""
+        raw_to = [a for a in dict.fromkeys(to) if a in self._raw]
+        others = [a for a in to if a not in self._raw]
+        datagrams = []
+        for addr in raw_to:
+            try:
+                datagrams.append(
+                    (plain.encode(text, self._raw[addr], self.config.raw_line_end), addr)
+                )
+            except ValueError as error:
+                raise LocalProtocolError(f"not sent: {error}") from None
+        if others:
+            message_id = self.send_message(
+                text, now, sent_at_ms=sent_at_ms, to=others, message_id=message_id
+            )
+        elif message_id is None:
+            message_id = self._next_message_id
+        self._next_message_id = max(self._next_message_id, message_id + 1)
+        for data, addr in datagrams:
+            self._outgoing.append((data, addr, ANYONE))
+            self._events.append(
+                RawMessageSent(message_id=message_id, peer=addr, encoding=self._raw[addr])
+            )
+        if not others:
+            self.stats.messages_sent += 1
         return message_id
 
     def _queue(
@@ -501,6 +538,10 @@ class Sender:
                     self._on_rooms(note.peer, target, note.rooms, now)
             case IntroducedNote():
                 self._on_introduced(note, now)
+            case RawPeerNote():
+                self._raw[note.peer] = note.encoding
+                while len(self._raw) > self.config.max_peers:
+                    del self._raw[next(iter(self._raw))]
 
     def handle_timer(self, now: float) -> None:
         """Give up on late deliveries, retransmit what is due, send due probes and the

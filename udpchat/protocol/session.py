@@ -36,6 +36,10 @@ class PeerStatus:
     """Messages to it not yet acknowledged or failed."""
     rooms: tuple[str, ...] = ()
     """The rooms it is in, as far as known."""
+    dialect: str = "udpchat"
+    """"udpchat", or "raw" for a plain text peer."""
+    encoding: str = ""
+    """A raw peer's encoding."""
 
 
 def merge_peers(
@@ -58,6 +62,8 @@ def merge_peers(
                 rtt=target.srtt if target else None,
                 pending=target.pending if target else 0,
                 rooms=info.rooms if info else (),
+                dialect=info.dialect if info else "udpchat",
+                encoding=info.encoding if info else "",
             )
         )
     return rows
@@ -112,6 +118,13 @@ class ChatSession:
         self.receiver.set_room_key(room, None)
         self._pass_notes(now)
         return room
+
+    def add_raw_peer(self, addr: Address, now: float, encoding: str | None = None) -> None:
+        """Chat with `addr` as a plain text peer (docs/protocol.md, "Plain text peers"),
+        in `encoding` from now on, or as guessed from what it sends; see
+        `Receiver.add_raw_peer`."""
+        self.receiver.add_raw_peer(addr, now, encoding)
+        self._pass_notes(now)
 
     @property
     def rooms(self) -> tuple[str, ...]:

@@ -235,6 +235,12 @@ class AsyncioChat(asyncio.DatagramProtocol, Endpoint):
         self._core.add_peer(addr, now)
         self._transmit(now)
 
+    def add_raw_peer(self, addr: Address, encoding: str | None = None) -> None:
+        """Chat with `addr` as a plain text peer, in `encoding` or as it says."""
+        now = self._now()
+        self._core.add_raw_peer(addr, now, encoding)
+        self._transmit(now)
+
     def remove_peer(self, addr: Address) -> None:
         """Stop sending to `addr` (its pending deliveries fail) and say BYE to it."""
         now = self._now()
@@ -561,6 +567,9 @@ class AsyncioRuntime(RuntimeBase):
 
     def add_peer(self, addr: Address) -> None:
         self._call(lambda: self._chat.add_peer(addr))
+
+    def add_raw_peer(self, addr: Address, encoding: str | None = None) -> None:
+        self._call(lambda: self._chat.add_raw_peer(addr, encoding))
 
     def remove_peer(self, addr: Address) -> None:
         self._call(lambda: self._chat.remove_peer(addr))

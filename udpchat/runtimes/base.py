@@ -134,6 +134,12 @@ class ChatRuntime(Protocol):
 
     def add_peer(self, addr: Address) -> None: ...
 
+    def add_raw_peer(self, addr: Address, encoding: str | None = None) -> None:
+        """Chat with `addr` as a plain text peer (nc, socat, a network assistant), in
+        `encoding` from now on (one of `plain.ENCODINGS`), or as guessed from what it
+        sends. LocalProtocolError in shared-key mode; ValueError for another encoding."""
+        ...
+
     def remove_peer(self, addr: Address) -> None: ...
 
     def set_nick(self, nick: str) -> None:

@@ -55,6 +55,7 @@ from ..protocol import (
     encode_text,
     merge_peers,
 )
+from ..protocol.plain import ENCODINGS
 from . import base
 from .base import RuntimeBase, SendText, Transmitter, queue_message, refused
 from .sockets import read_queued
@@ -95,6 +96,15 @@ class SetNick:
 class Join:
     room: str
     key: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RawPeerAdded:
+    """To the receiving process: `peer` is a plain text peer, in `encoding` (None: as
+    it says); the receiving process tells the sending one in a note."""
+
+    peer: Address
+    encoding: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,7 +331,7 @@ class ProcessRuntime(RuntimeBase):
         self._rooms = tuple(r for r in self._rooms if r != left)
         return left
 
-    def _tell_receiver(self, message: RoomKeyHeld) -> None:
+    def _tell_receiver(self, message: RoomKeyHeld | RawPeerAdded) -> None:
         with self._send_lock, contextlib.suppress(OSError):
             self._control.send(message)
 
@@ -331,6 +341,14 @@ class ProcessRuntime(RuntimeBase):
 
     def add_peer(self, addr: Address) -> None:
         self._call(self._commands, AddPeer(addr))
+
+    def add_raw_peer(self, addr: Address, encoding: str | None = None) -> None:
+        # Checked here, since the receiving process answers nothing.
+        if self._config.key is not None:
+            raise LocalProtocolError("a shared key and plain text peers do not mix")
+        if encoding is not None and encoding not in ENCODINGS:
+            raise ValueError(f"encodings: {', '.join(ENCODINGS)}")
+        self._tell_receiver(RawPeerAdded(addr, encoding))
 
     def remove_peer(self, addr: Address) -> None:
         self._call(self._commands, RemovePeer(addr))
@@ -529,6 +547,8 @@ def _receive_loop(
                     receiver.suspect(peers, now)
                 case RoomKeyHeld(room, key):
                     receiver.set_room_key(room, key)
+                case RawPeerAdded(peer, encoding):
+                    receiver.add_raw_peer(peer, now, encoding)
         for readable in sockets:
             if readable.fileno() in ready:
                 datagrams: list[tuple[bytes, Address]] = []

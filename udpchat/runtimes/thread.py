@@ -135,6 +135,11 @@ class ThreadRuntime(RuntimeBase):
             self._core.add_peer(addr, time.monotonic())
         self._work.put(None)
 
+    def add_raw_peer(self, addr: Address, encoding: str | None = None) -> None:
+        with self._lock:
+            self._core.add_raw_peer(addr, time.monotonic(), encoding)
+        self._work.put(None)
+
     def remove_peer(self, addr: Address) -> None:
         with self._lock:
             self._core.remove_peer(addr, time.monotonic())

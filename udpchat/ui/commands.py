@@ -33,6 +33,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "msg": ("/msg NICK text", "a direct message: to one peer only"),
     "query": ("/query NICK", "talk to one peer only: lines you type go to them"),
     "switch": ("/switch #ROOM|NICK", "go to a room you are in, or to a direct conversation"),
+    "raw": ("/raw HOST[:PORT]", "talk to a plain UDP tool (nc, socat, a network assistant)"),
+    "encoding": (
+        "/encoding [PEER] ENC",
+        "read and write a plain peer as utf-8, gbk, gb18030, cp932 or hex",
+    ),
     "quit": ("/quit, /q, /exit", "wait for deliveries, say goodbye, leave (or Ctrl-D, Ctrl-C)"),
 }
 """Command name -> (usage, what it does), in the order /help lists them."""

@@ -22,7 +22,7 @@ from collections import OrderedDict
 
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 
-from ..protocol import Address, DeliveryFailed, MessageDelivered
+from ..protocol import Address, DeliveryFailed, MessageDelivered, RawMessageSent
 from .format import describe, duration
 from .pane import Entry
 
@@ -55,6 +55,8 @@ class OwnMessage(Entry):
         self.complete = False
         """Set when the runtime has nothing pending: no further delivery will come."""
         self.resent = False
+        self.raw = False
+        """Sent to a plain text peer, which cannot acknowledge: no ✓ and no failure."""
         self._marker = self._render_marker()
 
     def row(self, index: int) -> StyleAndTextTuples:
@@ -68,9 +70,13 @@ class OwnMessage(Entry):
     @property
     def settled(self) -> bool:
         """Nothing more will change: it failed, or every expected peer has it."""
-        return bool(self.failed) or self.complete or len(self.delivered) >= self.expected
+        return (
+            bool(self.failed) or self.raw or self.complete or len(self.delivered) >= self.expected
+        )
 
     def _render_marker(self) -> StyleAndTextTuples:
+        if self.raw:
+            return [("", "  "), ("class:state.pending", "sent (raw peer, no receipt)")]
         delivered = len(self.delivered)
         if self.failed:
             text = f"✗ failed after {max(self.failed.values()):.1f} s — /resend {self.number}"
@@ -131,6 +137,13 @@ class Deliveries:
         own = self._by_id.get(event.message_id)
         if own is not None:
             own.delivered[event.peer] = event.elapsed
+            own.changed()
+
+    def raw_sent(self, event: RawMessageSent) -> None:
+        """The message went to a plain text peer: nothing more will be known of it."""
+        own = self._by_id.get(event.message_id)
+        if own is not None:
+            own.raw = True
             own.changed()
 
     def failed(self, event: DeliveryFailed) -> str:

@@ -34,6 +34,7 @@ from ..protocol import (
     PeerJoined,
     PeerLeft,
     PeerRenamed,
+    RawMessageSent,
     RejectReason,
     SendFailed,
     VersionMismatched,
@@ -255,6 +256,9 @@ def describe(
     def shown(peer: Address, nick: str) -> str:
         return nick if names is None else names.of(peer, nick)
 
+    if isinstance(event, MessageReceived) and event.dialect == "raw":
+        where = f"@{format_address(event.peer)} (raw, {event.encoding})"
+        return f"{where}: {escape(event.text)}"
     if isinstance(event, MessageReceived):
         name = escape(shown(event.peer, event.nick)) or "?"
         if event.room:
@@ -303,7 +307,7 @@ def describe(
     if isinstance(event, SendFailed):
         many = f" ({event.count} datagrams)" if event.count > 1 else ""
         return f"* could not send to {format_address(event.peer)}{many}: {event.reason}"
-    return None  # MessageDelivered: silent in line mode
+    return None  # MessageDelivered, RawMessageSent: silent in line mode
 
 
 def describe_rejection(event: DatagramRejected) -> str:
@@ -348,6 +352,7 @@ def _shorten(text: str, limit: int = 40) -> str:
 _NAMES = {
     MessageReceived: "message_received",
     MessageDelivered: "message_delivered",
+    RawMessageSent: "raw_message_sent",
     DeliveryFailed: "delivery_failed",
     PeerJoined: "peer_joined",
     PeerLeft: "peer_left",

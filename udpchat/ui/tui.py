@@ -73,8 +73,10 @@ from ..protocol import (
     PeerJoined,
     PeerLeft,
     PeerRenamed,
+    RawMessageSent,
     SendFailed,
 )
+from ..protocol.plain import ENCODINGS
 from ..runtimes import AddressError, ChatRuntime, resolve_peer
 from .commands import (
     MODEL_DESCRIPTIONS,
@@ -131,6 +133,8 @@ class TerminalUI:
         self._present: dict[Address, str] = {}
         self._strangers = Strangers()
         """Who is in which room; the limit on strangers' direct messages."""
+        self._raw: dict[Address, str] = {}
+        """Plain text peers we have heard from or written to, and their encodings."""
         self._current = room("lobby")
         """Where a typed line goes: a room, or a direct conversation (`/query`)."""
         self._names = Names()
@@ -339,8 +343,14 @@ class TerminalUI:
             self._refresh()
 
     def _show(self, event: Event) -> None:
+        if isinstance(event, MessageReceived) and event.dialect == "raw":
+            self._raw[event.peer] = event.encoding
+        if isinstance(event, RawMessageSent):
+            self._raw[event.peer] = event.encoding
+            self._deliveries.raw_sent(event)
+            return
         if isinstance(event, MessageReceived):
-            name = self._names.of(event.peer, event.nick)
+            name = self._names.of(event.peer, event.nick) or format_address(event.peer)
             where = room(event.room) if event.room else direct(event.peer)
             if where.peer is not None and self._strangers.is_stranger(
                 event.peer, self.runtime.rooms
@@ -413,6 +423,8 @@ class TerminalUI:
         return own
 
     def _name_of(self, where: Chat) -> str:
+        if where.peer is not None and where.peer in self._raw:
+            return f"@{format_address(where.peer)} (raw, {self._raw[where.peer]})"
         if where.peer is not None:
             return where.label(self._names, self._present.get(where.peer, ""))
         return where.label()
@@ -476,6 +488,8 @@ class TerminalUI:
             "msg": self._msg,
             "query": self._query,
             "switch": self._switch,
+            "raw": self._raw_command,
+            "encoding": self._encoding,
             "quit": lambda _: self.request_quit(),
         }
         handler = handlers.get(command.name)
@@ -603,6 +617,50 @@ class TerminalUI:
             self._switch_to(room(wanted))
             return
         self._query(name)
+
+    def _raw_command(self, argument: str) -> None:
+        if not argument:
+            self._error("usage: /raw HOST[:PORT] — talk to nc, socat or a network assistant")
+            return
+        self.app.create_background_task(self._open_raw(argument))
+
+    async def _open_raw(self, target: str) -> None:
+        """/raw, after resolving the name off the event loop."""
+        bind = self.runtime.local_address[0]
+        loop = asyncio.get_running_loop()
+        try:
+            addr = await loop.run_in_executor(None, resolve_peer, target, bind)
+            self.runtime.add_raw_peer(addr)
+        except (AddressError, ValueError, LocalProtocolError) as error:
+            self._error(f"no raw conversation: {error}")
+            self._refresh()
+            return
+        self._raw.setdefault(addr, "utf-8")
+        self._switch_to(direct(addr))
+        self._system(
+            f"lines you type go to {format_address(addr)} as plain text (no receipts);"
+            " /encoding to change how it is read and written"
+        )
+        self._refresh()
+
+    def _encoding(self, argument: str) -> None:
+        name, _, encoding = argument.strip().rpartition(" ")
+        if not name and self._current.peer is not None:
+            name = format_address(self._current.peer)
+        if not encoding or not name:
+            self._error(f"usage: /encoding [PEER] {'|'.join(ENCODINGS)}")
+            return
+        known = [addr for addr in self._raw if format_address(addr) == name.removeprefix("@")]
+        peer = known[0] if known else self._find(name)
+        if peer is None:
+            return
+        try:
+            self.runtime.add_raw_peer(peer, encoding)
+        except (ValueError, LocalProtocolError) as error:
+            self._error(f"encoding not changed: {error}")
+            return
+        self._raw[peer] = encoding
+        self._system(f"{format_address(peer)} is read and written as {encoding}")
 
     def _find(self, name: str) -> Address | None:
         found = find_peer(name, self.runtime.peers(), self._names)

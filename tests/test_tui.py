@@ -736,6 +736,10 @@ async def test_peers_shows_address_nick_last_seen_round_trip_and_pending() -> No
             peer=CAROL, nick="", present=False, configured=False, silent_for=None, rtt=None,
             pending=0,
         ),
+        PeerStatus(
+            peer=("127.0.0.1", 8080), nick="", present=True, configured=False, silent_for=3.0,
+            rtt=None, pending=0, dialect="raw", encoding="gb18030",
+        ),
     ]  # fmt: skip
     async with running(runtime) as chat:
         chat.say("/peers")
@@ -744,6 +748,7 @@ async def test_peers_shows_address_nick_last_seen_round_trip_and_pending() -> No
             r" +rtt 0\.4 ms +1 pending$"
         )
         await chat.shows(r"^ +127\.0\.0\.1:9002 +- +- +away +seen never +rtt - +0 pending$")
+        await chat.shows(r"^ +127\.0\.0\.1:8080 +\(raw, gb18030\) +- +here +seen 3 s ago")
         runtime.rows = []
         chat.say("/peers")
         await chat.shows(r"no peers yet")

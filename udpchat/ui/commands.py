@@ -112,7 +112,7 @@ def peers_lines(rows: list[PeerStatus]) -> list[str]:
     table = [
         [
             format_address(row.peer),
-            escape(row.nick) or "-",
+            f"(raw, {row.encoding})" if row.dialect == "raw" else escape(row.nick) or "-",
             " ".join(f"#{room}" for room in row.rooms) or "-",
             ("here" if row.present else "away") + (", configured" if row.configured else ""),
             f"seen {ago(row.silent_for)}",

@@ -622,6 +622,7 @@ async def test_join_msg_query_switch_and_leave_steer_where_lines_go() -> None:
         await chat.until(lambda: runtime.sent_in[-1:] == ["dev"], "a line said in #dev")
         chat.say("/msg bob just you")
         await chat.until(lambda: runtime.sent_to[-1:] == [[BOB]], "a direct message")
+        await chat.shows(r"\* sent to @bob — Alt-3 shows it$")
         assert chat.ui.status_text().startswith(" #dev (2 members)")  # /msg stays here
         chat.say("/rooms")
         await chat.shows(r"\* 2 rooms:\n +#dev  2 members \(you are in\)\n +#lobby  2 members")
@@ -662,8 +663,10 @@ async def test_a_member_joining_a_room_is_shown_in_that_rooms_pane() -> None:
         runtime.push(PeerJoined(peer=BOB, nick="bob", rooms=LOBBY))
         chat.say("/join dev")
         await chat.shows(r"you joined #dev")
+        runtime.push(MemberJoined(peer=BOB, nick="bob", room="elsewhere"))  # not ours
         runtime.push(MemberJoined(peer=BOB, nick="bob", room="dev"))
         await chat.shows(r"^\d\d:\d\d \* bob \(127\.0\.0\.1:9001\) joined #dev$")
+        assert "elsewhere" not in chat.pane
         await chat.until(lambda: chat.ui.status_text().startswith(" #dev (2 members)"))
 
 

@@ -219,6 +219,8 @@ class LineMode:
         if self.jsonl:
             self._emit(to_json(event))
             return
+        if isinstance(event, MemberJoined | MemberLeft) and event.room not in self.runtime.rooms:
+            return  # a room we are not in (JSONL still has it, for scripts)
         text = describe(event, self._texts, self._names)
         if text is not None:
             self._emit(f"{clock()} {text}")

@@ -378,7 +378,9 @@ class TerminalUI:
             joined = isinstance(event, MemberJoined)
             self._strangers.member(event.peer, event.room, present=joined)
             pane = self._panes.get(room(event.room))
-            if text is not None and pane is not None:  # shown where it happened
+            if pane is None or event.room not in self.runtime.rooms:
+                return  # a room we are not in: /rooms tells, the screen need not
+            if text is not None:  # shown where it happened
                 pane.add(line_entry(text, "class:system"))
                 return
         elif isinstance(event, PeerLeft):
@@ -595,8 +597,9 @@ class TerminalUI:
             self._error("usage: /msg NICK text")
             return
         peer = self._find(parsed[0])
-        if peer is not None:
-            self._send(parsed[1], direct(peer))
+        if peer is not None and self._send(parsed[1], direct(peer)) and self._current.peer != peer:
+            number = list(self._panes).index(direct(peer)) + 1
+            self._system(f"sent to {self._name_of(direct(peer))} — Alt-{number} shows it")
 
     def _query(self, argument: str) -> None:
         if not argument:

@@ -9,6 +9,9 @@ receive half keeps the table of raw peers, the send half sends the replies.
 
 from __future__ import annotations
 
+from . import ipmsg
+from .errors import WireError
+
 ENCODINGS = ("utf-8", "gbk", "gb18030", "cp932", "hex")
 """What a raw peer's text can be read and written as (`/encoding`, `--encoding`); "hex"
 shows the bytes as hex digits, and takes hex digits to send."""
@@ -77,7 +80,10 @@ def encode(text: str, encoding: str, line_end: str = "\n") -> bytes:
 
 
 def looks_like_ipmsg(data: bytes) -> bool:
-    """An IP Messenger packet ("1:packet:user:host:command:..."): another dialect, not
-    a raw peer's text."""
-    parts = data[:256].split(b":", 5)
-    return len(parts) >= 6 and parts[0][:1] == b"1" and parts[1].isdigit() and parts[4].isdigit()
+    """An IP Messenger packet ("1:packet:user:host:command:..."): another dialect
+    (`ipmsg`), not a raw peer's text."""
+    try:
+        ipmsg.decode(data)
+    except WireError:
+        return False
+    return True

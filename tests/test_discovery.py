@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import pytest
 from memnet import MemNet, Sent
@@ -53,6 +54,19 @@ def lan(
 
 def session_of(i: int) -> bytes:
     return (i + 1).to_bytes(4, "big") + bytes.fromhex("5e551011")
+
+
+def lose_first(kind: type) -> tuple[Callable[[Sent], bool], list[Sent]]:
+    """A `drop_if` rule losing the first datagram of `kind`, and the list it puts it in."""
+    lost: list[Sent] = []
+
+    def rule(sent: Sent) -> bool:
+        if not lost and isinstance(sent.record, kind):
+            lost.append(sent)
+            return True
+        return False
+
+    return rule, lost
 
 
 def seen_by(net: MemNet, addr: Address) -> set[Address]:
@@ -147,15 +161,7 @@ def test_a_lost_answer_is_made_good_by_the_next_announcement() -> None:
     net.groups[GROUP] = [a, b]
     net.attach(a, ChatSession("alice", config=DISCOVERING))
     net.run_until(5)  # alice's next announcement is due at 8 s
-    lost: list[Sent] = []
-
-    def lose_first_hello(sent: Sent) -> bool:
-        if not lost and isinstance(sent.record, wire.Hello):
-            lost.append(sent)
-            return True
-        return False
-
-    net.drop_if = lose_first_hello
+    net.drop_if, lost = lose_first(wire.Hello)
     net.attach(b, ChatSession("bob", config=DISCOVERING))
     net.run_for(0.5)
     assert [s.src for s in lost] == [a] and not converged(net)
@@ -466,15 +472,7 @@ def test_an_idle_peer_whose_first_copy_is_lost_is_not_reported_gone() -> None:
     net = lan(2)
     net.run_for(100)  # b last announced at 64 s: idle, silent for 36 s
     a, b = host(0), host(1)
-    lost: list[Sent] = []
-
-    def lose_first_data(sent: Sent) -> bool:
-        if not lost and isinstance(sent.record, wire.Data):
-            lost.append(sent)
-            return True
-        return False
-
-    net.drop_if = lose_first_data
+    net.drop_if, lost = lose_first(wire.Data)
     net.send(a, "are you idle?")
     net.run_for(5)
     assert lost and net.texts(b) == ["are you idle?"]

@@ -143,9 +143,11 @@ def test_discovery_line_says_where_others_are_looked_for() -> None:
 def test_a_strangers_direct_messages_are_limited_and_the_rest_counted() -> None:
     strangers = Strangers()
     mallory, bob = ("10.0.0.66", 9000), ("10.0.0.2", 9000)
-    strangers.joined(mallory, ("elsewhere",))
-    strangers.joined(bob, ("lobby",))
+    strangers.see(PeerJoined(peer=mallory, nick="mallory", rooms=("elsewhere",)))
+    strangers.see(PeerJoined(peer=bob, nick="bob", rooms=("lobby",)))
     assert strangers.is_stranger(mallory, ("lobby",))
+    said = MessageReceived(peer=mallory, nick="mallory", text="hi", sent_at_ms=0, room="lobby")
+    assert [strangers.screen(said, ("lobby",), 0.0) for _ in range(9)] == [(True, 0)] * 9
     assert not strangers.is_stranger(bob, ("lobby",))
     outcomes = [strangers.admit(mallory, 0.0) for _ in range(8)]
     assert outcomes == [(True, 0)] * 5 + [(False, 1), (False, 0), (False, 0)]
@@ -154,7 +156,10 @@ def test_a_strangers_direct_messages_are_limited_and_the_rest_counted() -> None:
     assert strangers.admit(mallory, 10.1) == (False, 4)  # reported once per 10 s
     strangers.answered(mallory)
     assert not strangers.is_stranger(mallory, ("lobby",))
-    strangers.member(mallory, "lobby", present=True)
+    strangers.see(MemberJoined(peer=mallory, nick="mallory", room="lobby"))
     assert strangers.members("lobby") == [mallory, bob]
+    strangers.see(MemberLeft(peer=mallory, nick="mallory", room="lobby"))
+    strangers.see(PeerLeft(peer=bob, nick="bob", reason=LeaveReason.BYE))
+    assert strangers.members("lobby") == []
     line = suppressed_text(mallory, "mallory", 3)
     assert line.startswith("* 3 direct messages from mallory (10.0.0.66:9000) not shown")

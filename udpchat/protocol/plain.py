@@ -10,7 +10,7 @@ receive half keeps the table of raw peers, the send half sends the replies.
 from __future__ import annotations
 
 from . import ipmsg
-from .errors import WireError
+from .errors import LocalProtocolError, WireError
 
 ENCODINGS = ("utf-8", "gbk", "gb18030", "cp932", "hex")
 """What a raw peer's text can be read and written as (`/encoding`, `--encoding`); "hex"
@@ -18,6 +18,16 @@ shows the bytes as hex digits, and takes hex digits to send."""
 MAX_RAW_DATAGRAM = 65507
 """The most a UDP datagram over IPv4 can carry: the longest reply."""
 _ALLOWED_CONTROLS = frozenset("\t\n\r")
+
+
+def check_raw_peer(encoding: str | None, *, keyed: bool) -> None:
+    """Whether a raw peer may be added in `encoding` (None: guessed): LocalProtocolError
+    in shared-key mode, where nothing unauthenticated is shown; ValueError for an
+    encoding not in ENCODINGS."""
+    if keyed:
+        raise LocalProtocolError("a shared key and plain text peers do not mix")
+    if encoding is not None and encoding not in ENCODINGS:
+        raise ValueError(f"encodings: {', '.join(ENCODINGS)}")
 
 
 def is_text(text: str) -> bool:

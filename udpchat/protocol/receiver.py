@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from . import plain, wire
 from .config import Config, Stats
-from .errors import LocalProtocolError, RejectReason, WireError
+from .errors import RejectReason, WireError
 from .events import (
     Address,
     DatagramRejected,
@@ -190,10 +190,8 @@ class Receiver:
         self._rejected_sources: set[Address] = set()
         self._room_keys: dict[str, RoomKey] = {}
         """Our keyed rooms' keys: what checks a peer's tags and opens its lines."""
-        if config.room_keys:
-            from .crypto import RoomKey
-
-            self._room_keys = {room: RoomKey(key, room) for room, key in config.room_keys}
+        for room, key in config.room_keys:
+            self.set_room_key(room, key)
         self._raw: OrderedDict[Address, _RawPeer] = OrderedDict()
         """Plain text peers, the least recently heard first (at most `max_peers`)."""
         self._other_versions: OrderedDict[Address, int] = OrderedDict()
@@ -280,10 +278,7 @@ class Receiver:
         and written in `encoding` from now on, or, if None, as `Config.raw_encoding` or
         its datagrams say. LocalProtocolError in shared-key mode; ValueError for an
         encoding not in `plain.ENCODINGS`."""
-        if self._opener is not None:
-            raise LocalProtocolError("a shared key and plain text peers do not mix")
-        if encoding is not None and encoding not in plain.ENCODINGS:
-            raise ValueError(f"encodings: {', '.join(plain.ENCODINGS)}")
+        plain.check_raw_peer(encoding, keyed=self._opener is not None)
         raw = self._raw.get(addr)
         if raw is None:
             chosen = encoding or self.config.raw_encoding or "utf-8"

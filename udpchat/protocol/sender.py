@@ -221,10 +221,8 @@ class Sender:
         self._rooms_version = 0
         self._room_keys: dict[str, RoomKey] = {}
         """Keyed rooms: listed by their tag, their lines sealed with the room's key."""
-        if config.room_keys:
-            from .crypto import RoomKey
-
-            self._room_keys = {room: RoomKey(key, room) for room, key in config.room_keys}
+        for room, key in config.room_keys:
+            self._set_room_key(room, key)
         self._next_control_id = -1
         """Control messages are numbered down from -1, apart from the caller's."""
         self._raw: dict[Address, str] = {}
@@ -285,16 +283,19 @@ class Sender:
             return room  # already in it, unkeyed: nothing changes
         if room not in self.rooms and len(self.rooms) >= MAX_ROOMS:
             raise LocalProtocolError(f"at most {MAX_ROOMS} rooms at once; /leave one first")
+        self._set_room_key(room, key)
+        if room not in self.rooms:
+            self.rooms.append(room)
+        self._membership_changed(now)
+        return room
+
+    def _set_room_key(self, room: str, key: bytes | None) -> None:
         if key is None:
             self._room_keys.pop(room, None)
         else:
             from .crypto import RoomKey  # only keyed rooms pay for importing cryptography
 
             self._room_keys[room] = RoomKey(key, room)
-        if room not in self.rooms:
-            self.rooms.append(room)
-        self._membership_changed(now)
-        return room
 
     def leave(self, room: str, now: float) -> str:
         """Leave `room` and tell every present peer (LocalProtocolError if not in it)."""
@@ -377,14 +378,8 @@ class Sender:
                 if not self.rooms:
                     raise NoPeers("not in any room: /join one, or /msg a peer")
                 room = self.rooms[0]
-            if self._room_keys and room in self._room_keys:
-                targets = [t for t in self._targets.values() if _member(t, room, keyed=True)]
-            else:  # inline: this runs for every line said
-                targets = [
-                    t
-                    for t in self._targets.values()
-                    if t.active and (t.configured if t.rooms is None else room in t.rooms)
-                ]
+            keyed = room in self._room_keys
+            targets = [t for t in self._targets.values() if _member(t, room, keyed=keyed)]
             if not targets:
                 raise NoPeers(f"nobody else is in #{room}")
         if self._pending + len(targets) > self.config.max_pending:

@@ -55,7 +55,7 @@ from ..protocol import (
     encode_text,
     merge_peers,
 )
-from ..protocol.plain import ENCODINGS
+from ..protocol.plain import check_raw_peer
 from . import base
 from .base import RuntimeBase, SendText, Transmitter, queue_message, refused
 from .sockets import read_queued
@@ -344,10 +344,7 @@ class ProcessRuntime(RuntimeBase):
 
     def add_raw_peer(self, addr: Address, encoding: str | None = None) -> None:
         # Checked here, since the receiving process answers nothing.
-        if self._config.key is not None:
-            raise LocalProtocolError("a shared key and plain text peers do not mix")
-        if encoding is not None and encoding not in ENCODINGS:
-            raise ValueError(f"encodings: {', '.join(ENCODINGS)}")
+        check_raw_peer(encoding, keyed=self._config.key is not None)
         self._tell_receiver(RawPeerAdded(addr, encoding))
 
     def remove_peer(self, addr: Address) -> None:

@@ -9,7 +9,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from ..protocol import Address, PeerStatus
+from ..protocol import (
+    Address,
+    Event,
+    MemberJoined,
+    MemberLeft,
+    MessageReceived,
+    PeerJoined,
+    PeerLeft,
+    PeerStatus,
+)
 from .format import Names, escape, format_address
 
 
@@ -95,18 +104,25 @@ class Strangers:
         """peer -> [tokens, when last filled, suppressed since the last report, when
         last reported]."""
 
-    def joined(self, peer: Address, rooms: Iterable[str]) -> None:
-        self.rooms_of[peer] = set(rooms)
+    def see(self, event: Event) -> None:
+        """Follow who is in which room, from the runtime's events."""
+        if isinstance(event, PeerJoined):
+            self.rooms_of[event.peer] = set(event.rooms)
+        elif isinstance(event, MemberJoined):
+            self.rooms_of.setdefault(event.peer, set()).add(event.room)
+        elif isinstance(event, MemberLeft):
+            self.rooms_of.setdefault(event.peer, set()).discard(event.room)
+        elif isinstance(event, PeerLeft):
+            self.rooms_of.pop(event.peer, None)
 
-    def member(self, peer: Address, room: str, *, present: bool) -> None:
-        rooms = self.rooms_of.setdefault(peer, set())
-        if present:
-            rooms.add(room)
-        else:
-            rooms.discard(room)
-
-    def left(self, peer: Address) -> None:
-        self.rooms_of.pop(peer, None)
+    def screen(
+        self, message: MessageReceived, our_rooms: Iterable[str], now: float
+    ) -> tuple[bool, int]:
+        """For a message received at `now`: (show it?, how many suppressed to report
+        now). Only a stranger's direct messages are limited (`admit`)."""
+        if message.room or not self.is_stranger(message.peer, our_rooms):
+            return True, 0
+        return self.admit(message.peer, now)
 
     def answered(self, peer: Address) -> None:
         """We wrote to `peer` directly: it is no stranger from now on."""

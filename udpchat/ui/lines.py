@@ -33,8 +33,6 @@ from ..protocol import (
     MemberJoined,
     MemberLeft,
     MessageReceived,
-    PeerJoined,
-    PeerLeft,
 )
 from ..runtimes import ChatRuntime
 from .conversations import Strangers, find_peer, split_msg, suppressed_text
@@ -228,19 +226,9 @@ class LineMode:
     def _track(self, event: Event) -> bool:
         """Follow who is in which room; False for a stranger's direct message past the
         limit (`Strangers`), which is counted and reported instead of shown."""
-        strangers = self._strangers
-        if isinstance(event, PeerJoined):
-            strangers.joined(event.peer, event.rooms)
-        elif isinstance(event, MemberJoined | MemberLeft):
-            strangers.member(event.peer, event.room, present=isinstance(event, MemberJoined))
-        elif isinstance(event, PeerLeft):
-            strangers.left(event.peer)
-        elif (
-            isinstance(event, MessageReceived)
-            and not event.room
-            and strangers.is_stranger(event.peer, self.runtime.rooms)
-        ):
-            shown, suppressed = strangers.admit(event.peer, time.monotonic())
+        self._strangers.see(event)
+        if isinstance(event, MessageReceived):
+            shown, suppressed = self._strangers.screen(event, self.runtime.rooms, time.monotonic())
             if suppressed:
                 name = self._names.of(event.peer, event.nick)
                 if self.jsonl:

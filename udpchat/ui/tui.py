@@ -352,17 +352,13 @@ class TerminalUI:
         if isinstance(event, MessageReceived):
             name = self._names.of(event.peer, event.nick) or format_address(event.peer)
             where = room(event.room) if event.room else direct(event.peer)
-            if where.peer is not None and self._strangers.is_stranger(
-                event.peer, self.runtime.rooms
-            ):
-                shown, suppressed = self._strangers.admit(event.peer, time.monotonic())
-                if suppressed:
-                    self._pane(where).add(
-                        line_entry(suppressed_text(event.peer, name, suppressed), "class:warning")
-                    )
-                if not shown:
-                    return
-            self._add_message(name, event.text, where)
+            shown, suppressed = self._strangers.screen(event, self.runtime.rooms, time.monotonic())
+            if suppressed:
+                self._pane(where).add(
+                    line_entry(suppressed_text(event.peer, name, suppressed), "class:warning")
+                )
+            if shown:
+                self._add_message(name, event.text, where)
             return
         if isinstance(event, MessageDelivered):
             self._deliveries.delivered(event)
@@ -371,12 +367,10 @@ class TerminalUI:
             self._line(self._deliveries.failed(event), "class:error")
             return
         text = describe(event, names=self._names)
+        self._strangers.see(event)
         if isinstance(event, PeerJoined):
             self._present[event.peer] = self._names.of(event.peer, event.nick)
-            self._strangers.joined(event.peer, event.rooms)
         elif isinstance(event, MemberJoined | MemberLeft):
-            joined = isinstance(event, MemberJoined)
-            self._strangers.member(event.peer, event.room, present=joined)
             pane = self._panes.get(room(event.room))
             if pane is None or event.room not in self.runtime.rooms:
                 return  # a room we are not in: /rooms tells, the screen need not
@@ -385,7 +379,6 @@ class TerminalUI:
                 return
         elif isinstance(event, PeerLeft):
             self._present.pop(event.peer, None)
-            self._strangers.left(event.peer)
         elif isinstance(event, PeerRenamed):
             self._present[event.peer] = self._names.of(event.peer, event.new_nick)
         if text is not None:

@@ -48,7 +48,14 @@ from udpchat.protocol import (
     plain,
 )
 from udpchat.protocol.crypto import derive_master_key
-from udpchat.protocol.notes import IntroducedNote, RoomsNote
+from udpchat.protocol.events import FileOffered
+from udpchat.protocol.notes import (
+    IntroducedNote,
+    IpmsgAckNote,
+    IpmsgAnswerNote,
+    IpmsgPeerNote,
+    RoomsNote,
+)
 from udpchat.protocol.wire import (
     MAX_DATAGRAM,
     VERSION,
@@ -1138,6 +1145,11 @@ EVENTS = [
     PeerNote(BOB, present=True, send_hello=True, rooms=("lobby",)),
     RoomsNote(BOB, ("lobby", "dev")),
     IntroducedNote(BOB, "lobby", (ALICE, ("fd00::1", 9000))),
+    FileOffered(peer=("10.0.0.7", 2425), nick="tux", name="a:b.txt", size=1024),
+    PeerJoined(peer=("10.0.0.7", 2425), nick="tux", dialect="ipmsg", group="dev", host="vm"),
+    IpmsgPeerNote(("10.0.0.7", 2425), True, "tux", False, "gb18030", True),
+    IpmsgAnswerNote(("10.0.0.7", 2425), 1764835200, True, False),
+    IpmsgAckNote(("10.0.0.7", 2425), 1764835201),
 ]
 
 

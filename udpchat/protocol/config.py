@@ -95,6 +95,19 @@ class Config:
     guesses per peer (UTF-8, else GB18030). docs/protocol.md, "Plain text peers"."""
     raw_line_end: str = "\n"
     """What ends each line sent to a plain text peer."""
+    ipmsg: bool = False
+    """Speak IP Messenger too (`--ipmsg`): IPMsg packets are its users' presence and
+    messages (docs/protocol.md, "IP Messenger peers"); the chat must then be on UDP port
+    2425, where IPMsg clients send. False: they are dropped as foreign."""
+    ipmsg_broadcast: tuple[tuple[str, int], ...] = ()
+    """Where our IPMsg entry packets (BR_ENTRY, BR_EXIT, BR_ABSENCE) are broadcast: the
+    LAN's broadcast addresses, port 2425 (the runtime finds them)."""
+    ipmsg_user: str = "udpchat"
+    """The login name IPMsg packets carry (the runtime gives the real one)."""
+    ipmsg_host: str = "udpchat"
+    """The host name IPMsg packets carry (the runtime gives the real one)."""
+    ipmsg_group: str = ""
+    """The group IPMsg users see us in."""
     transform: MessageTransform | None = None
     """Work applied to every message's text on the send and the receive path (the
     benchmark's CPU-bound scenario), or None."""
@@ -121,6 +134,8 @@ class Config:
                 raise ValueError("room_keys: a room among rooms, and a 32-byte master key")
         if self.raw_encoding is not None and self.raw_encoding not in ENCODINGS:
             raise ValueError(f"raw_encoding must be one of {', '.join(ENCODINGS)}")
+        if self.ipmsg and self.key is not None:
+            raise ValueError("a shared key and IP Messenger do not mix: IPMsg is not authenticated")
         if self.max_peers_per_host < 1:
             raise ValueError("max_peers_per_host must be positive")
         if self.give_up_after <= 0 or self.max_peers < 1 or self.max_pending < 1:
@@ -168,6 +183,8 @@ class Stats:
     """ANNOUNCE datagrams from others that passed the checks."""
     raw_received: int = 0
     """Datagrams from plain text peers, shown as their messages."""
+    ipmsg_received: int = 0
+    """IP Messenger packets taken (entries, messages, answers)."""
     discovery_dropped: int = 0
     """Datagrams on the discovery port that were not an ANNOUNCE we could read (another
     key or none, another program): dropped without a report or an answer."""

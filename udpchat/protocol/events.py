@@ -26,6 +26,12 @@ class PeerJoined:
     """True when an address we knew came back with a new session id."""
     rooms: tuple[str, ...] = ()
     """The rooms it is in, as far as known yet (a later `MemberJoined` tells more)."""
+    dialect: str = "udpchat"
+    """"udpchat", or "ipmsg" for an IP Messenger client (IPMsg, FeiQ, iptux)."""
+    group: str = ""
+    """An IP Messenger user's group."""
+    host: str = ""
+    """An IP Messenger user's host name, as it gives it."""
 
 
 class LeaveReason(Enum):
@@ -102,9 +108,24 @@ class MessageReceived:
     room: str = ""
     """The room it was said in, or "" for a direct message (to us alone)."""
     dialect: str = "udpchat"
-    """"udpchat", or "raw" for a plain text peer (nc, socat, a network assistant)."""
+    """"udpchat", "raw" for a plain text peer (nc, socat, a network assistant), or
+    "ipmsg" for an IP Messenger client."""
     encoding: str = ""
-    """For a raw peer: the encoding its text was read in ("utf-8", "gb18030", ...)."""
+    """For a raw or IPMsg peer: the encoding its text was read in ("utf-8", "gb18030",
+    ...)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileOffered:
+    peer: Address
+    """The IP Messenger user offering the file."""
+    nick: str
+    """Its nickname."""
+    name: str
+    """The file's name as offered."""
+    size: int
+    """Its size in bytes, as offered. Receiving files is not supported: the offer is
+    shown so that it is not lost silently."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -187,6 +208,7 @@ Event = (
     | MemberLeft
     | VersionMismatched
     | MessageReceived
+    | FileOffered
     | MessageDelivered
     | RawMessageSent
     | DeliveryFailed

@@ -140,13 +140,23 @@ def safe_name(name: str) -> str:
     return name.replace(":", ";")
 
 
-def entry_extra(nick: str, group: str, user: str, host: str, encoding: str = "utf-8") -> bytes:
+def entry_extra(
+    nick: str,
+    group: str,
+    user: str,
+    host: str,
+    encoding: str = "utf-8",
+    mark: tuple[str, str] | None = None,
+) -> bytes:
     """The extra of BR_ENTRY, ANSENTRY and BR_ABSENCE, for a sender with `CAPUTF8OPT`
     and without `UTF8OPT` (entry packets never carry it): nickname and group in
     `encoding` (a client without the extension reads them in its code page; characters
-    the encoding lacks become "?"), then the extension's `UN/HN/NN/GN` fields in UTF-8."""
+    the encoding lacks become "?"), then the extension's `UN/HN/NN/GN` fields in UTF-8,
+    and `mark` as one more (key, value) field if given."""
     names = "\0".join((safe_name(nick), safe_name(group)))
     fields = f"UN:{safe_name(user)}\nHN:{safe_name(host)}\nNN:{nick}\nGN:{group}\n"
+    if mark is not None:
+        fields += f"{mark[0]}:{mark[1]}\n"
     return names.encode(encoding, errors="replace") + b"\0\n" + fields.encode("utf-8")
 
 
@@ -155,20 +165,64 @@ class Entry(NamedTuple):
     group: str
 
 
+def read_fields(extra: bytes) -> dict[str, str]:
+    """The UTF-8 `KEY:value` fields after `\\0\\n` in an entry's extra (UN, HN, NN,
+    GN, and any other), bad bytes escaped; {} when there are none."""
+    _, sep, tail = extra.partition(b"\0\n")
+    fields: dict[str, str] = {}
+    if not sep:
+        return fields
+    for line in tail.split(b"\n")[:16]:
+        key, sep, value = line.partition(b":")
+        if sep and 0 < len(key) <= 8:
+            fields[key.decode("utf-8", "replace")] = value.decode("utf-8", "backslashreplace")
+    return fields
+
+
 def read_entry(extra: bytes, encoding: str) -> Entry:
     """An entry packet's nickname and group: from the UTF-8 `NN`/`GN` fields when
     present, else from the leading `nick\\0group` in `encoding` (bad bytes escaped)."""
-    head, _, tail = extra.partition(b"\0\n")
-    utf8: dict[str, str] = {}
-    for line in tail.split(b"\n"):
-        key, sep, value = line.partition(b":")
-        if sep and key in (b"NN", b"GN"):
-            utf8[key.decode()] = value.decode("utf-8", errors="backslashreplace")
+    head = extra.partition(b"\0\n")[0]
+    utf8 = read_fields(extra)
     nick_raw, _, rest = head.partition(b"\0")
     group_raw = rest.split(b"\0", 1)[0]
     nick = utf8.get("NN") or nick_raw.decode(encoding, errors="backslashreplace")
     group = utf8.get("GN") or group_raw.decode(encoding, errors="backslashreplace")
     return Entry(nick, group)
+
+
+MAX_FILES = 16
+"""File offers read from one message; the rest are not shown."""
+
+
+def read_files(attachments: bytes, encoding: str) -> list[tuple[str, int]]:
+    """The files a `SENDMSG|FILEATTACHOPT` offers, from what follows the text's NUL:
+    entries `fileID:name:size:mtime:attr:` (numbers in hex, `:` in a name doubled),
+    separated by `\\a`. (name, size) per readable entry; broken ones are skipped."""
+    files = []
+    for entry in attachments.split(b"\a")[:MAX_FILES]:
+        entry = entry.strip(b"\0")
+        _, sep, rest = entry.partition(b":")
+        if not sep:
+            continue
+        name, index = bytearray(), 0
+        while index < len(rest):
+            if rest[index : index + 2] == b"::":
+                name += b":"
+                index += 2
+            elif rest[index : index + 1] == b":":
+                break
+            else:
+                name += rest[index : index + 1]
+                index += 1
+        size_field = rest[index + 1 :].split(b":", 1)[0]
+        try:
+            size = int(size_field, 16)
+        except ValueError:
+            continue
+        if name and 0 <= size < 1 << 64:
+            files.append((bytes(name).decode(encoding, errors="backslashreplace"), size))
+    return files
 
 
 def message_text(packet: Packet, encoding: str) -> str:

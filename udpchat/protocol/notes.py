@@ -114,6 +114,40 @@ class RawPeerNote:
     encoding: str
 
 
+@dataclass(frozen=True, slots=True)
+class IpmsgPeerNote:
+    """An IP Messenger user is present at `peer` (or gone, `present` False): how to
+    write to it, and whether to answer its BR_ENTRY with an ANSENTRY."""
+
+    peer: Address
+    present: bool
+    nick: str
+    utf8: bool = False
+    """It advertised CAPUTF8OPT: write to it in UTF-8, with UTF8OPT."""
+    encoding: str = ""
+    """Else the encoding it reads."""
+    answer_entry: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class IpmsgAnswerNote:
+    """`peer` sent the message numbered `number`: answer RECVMSG (`received`) and
+    READMSG (`read`, a sealed message, shown at once)."""
+
+    peer: Address
+    number: int
+    received: bool
+    read: bool
+
+
+@dataclass(frozen=True, slots=True)
+class IpmsgAckNote:
+    """`peer` sent RECVMSG for our packet `number`."""
+
+    peer: Address
+    number: int
+
+
 Note = (
     AckNote
     | PongNote
@@ -125,4 +159,7 @@ Note = (
     | RoomsNote
     | IntroducedNote
     | RawPeerNote
+    | IpmsgPeerNote
+    | IpmsgAnswerNote
+    | IpmsgAckNote
 )

@@ -25,7 +25,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import plain, wire
+from . import ipmsg, plain, wire
 from .config import Config, Stats
 from .errors import RejectReason, WireError
 from .events import (
@@ -42,6 +42,7 @@ from .events import (
     PeerRenamed,
     VersionMismatched,
 )
+from .ipmsg_peers import Inbound as IpmsgInbound
 from .notes import (
     AckNote,
     AddressNote,
@@ -137,9 +138,13 @@ class PeerInfo:
     rooms: tuple[str, ...] = ()
     """The rooms it is in, as far as known."""
     dialect: str = "udpchat"
-    """"udpchat", or "raw" for a plain text peer."""
+    """"udpchat", "raw" for a plain text peer, "ipmsg" for an IP Messenger user."""
     encoding: str = ""
-    """A raw peer's encoding."""
+    """A raw or IPMsg peer's encoding."""
+    group: str = ""
+    """An IPMsg user's group."""
+    host: str = ""
+    """An IPMsg user's host name."""
 
 
 @dataclass(slots=True)
@@ -196,6 +201,15 @@ class Receiver:
         """Plain text peers, the least recently heard first (at most `max_peers`)."""
         self._other_versions: OrderedDict[Address, int] = OrderedDict()
         """Addresses whose other protocol version has been reported (once each)."""
+        self._ipmsg = IpmsgInbound(
+            config,
+            session,
+            self._events,
+            self._notes,
+            lambda addr, reason, detail: self._reject(addr, reason, detail=detail),
+            self.stats,
+        )
+        """IP Messenger users (`Config.ipmsg`)."""
         self._plain_outgoing: list[tuple[bytes, Address]] = []
         """REFUSED notices: never sealed, so a peer with another key can read them."""
         self._refusals_sent: OrderedDict[Address, float] = OrderedDict()
@@ -231,8 +245,11 @@ class Receiver:
             if announced:
                 self.stats.discovery_dropped += 1
                 return
-            if error.reason is RejectReason.NOT_UDPCHAT and self._on_raw(data, addr, now):
-                return
+            if error.reason is RejectReason.NOT_UDPCHAT:
+                if self.config.ipmsg and self._on_ipmsg(data, addr, now):
+                    return
+                if self._on_raw(data, addr, now):
+                    return
             self._reject(addr, error.reason, data, error.detail)
             if error.reason in wire.REFUSAL_CODES:
                 self._refuse(data, addr, error.reason, now)
@@ -279,6 +296,8 @@ class Receiver:
         its datagrams say. LocalProtocolError in shared-key mode; ValueError for an
         encoding not in `plain.ENCODINGS`."""
         plain.check_raw_peer(encoding, keyed=self._opener is not None)
+        if encoding is not None and self._ipmsg.set_encoding(addr, encoding):
+            return  # an IP Messenger user: only its encoding changes
         raw = self._raw.get(addr)
         if raw is None:
             chosen = encoding or self.config.raw_encoding or "utf-8"
@@ -325,6 +344,20 @@ class Receiver:
                 encoding=raw.encoding,
             )
         )
+        return True
+
+    def _on_ipmsg(self, data: bytes, addr: Address, now: float) -> bool:
+        """An IP Messenger packet: its user's presence or message (docs/protocol.md,
+        "IP Messenger peers"); False when the datagram is not IPMsg at all."""
+        try:
+            packet = ipmsg.decode(data)
+        except WireError as error:
+            if error.reason is RejectReason.NOT_UDPCHAT:
+                return False
+            self._reject(addr, error.reason, data, error.detail)
+            return True
+        self.stats.ipmsg_received += 1
+        self._ipmsg.receive(packet, addr, now, self._wall_ms(now))
         return True
 
     def _other_version(self, addr: Address, version: int) -> None:
@@ -421,6 +454,12 @@ class Receiver:
         ]
         rows += [
             PeerInfo(a, "", True, r.last_heard, (), "raw", r.encoding) for a, r in self._raw.items()
+        ]
+        rows += [
+            PeerInfo(
+                i.peer, i.nick, i.present, i.last_heard, (), "ipmsg", i.encoding, i.group, i.host
+            )
+            for i in self._ipmsg.peers()
         ]
         return rows
 

@@ -34,6 +34,7 @@ from .config import Config, Stats
 from .discovery import Announcer
 from .errors import LocalProtocolError, MessageTooLong, NoPeers, OutboxFull, RejectReason
 from .events import Address, DeliveryFailed, Event, MessageDelivered, RawMessageSent
+from .ipmsg_peers import Outbound as IpmsgOutbound
 from .nick import validate_nick
 from .notes import (
     AckNote,
@@ -41,6 +42,9 @@ from .notes import (
     AnnouncedNote,
     FarewellNote,
     IntroducedNote,
+    IpmsgAckNote,
+    IpmsgAnswerNote,
+    IpmsgPeerNote,
     Note,
     PeerNote,
     PongNote,
@@ -227,6 +231,8 @@ class Sender:
         """Control messages are numbered down from -1, apart from the caller's."""
         self._raw: dict[Address, str] = {}
         """Plain text peers and the encoding replies to each are written in."""
+        self._ipmsg = IpmsgOutbound(config, session, self.nick, wall_offset, self.stats)
+        """IP Messenger users: their messages, and every IPMsg packet we send."""
 
     # -- caller's API ---------------------------------------------------------
 
@@ -269,6 +275,7 @@ class Sender:
     def set_nick(self, nick: str) -> None:
         """Change our nickname and announce it to every peer that is present."""
         self.nick = validate_nick(nick)
+        self._ipmsg.set_nick(self.nick)
         for target in self._targets.values():
             if target.confirmed:
                 self._send_hello(target, wants_reply=False)
@@ -359,8 +366,10 @@ class Sender:
         parent) choose it. Raises MessageTooLong, NoPeers or OutboxFull; nothing is
         queued then.
         """
-        if to is not None and room is None and any(a in self._raw for a in to):
-            return self._send_raw(text, to, now, message_id, sent_at_ms)
+        if to is not None and room is None:
+            foreign = [a for a in dict.fromkeys(to) if a in self._raw or self._is_ipmsg(a)]
+            if foreign:
+                return self._send_foreign(text, to, foreign, now, message_id, sent_at_ms)
         if self.config.transform is not None:
             text = self.config.transform.outgoing(text)
         raw = encode_text(text)
@@ -396,14 +405,30 @@ class Sender:
         self.stats.messages_sent += 1
         return message_id
 
-    def _send_raw(
-        self, text: str, to: list[Address], now: float, message_id: int | None, sent_at_ms: int
+    def _is_ipmsg(self, addr: Address) -> bool:
+        """An IP Messenger user, and not a udpchat that speaks our own protocol there."""
+        if not self._ipmsg.knows(addr):
+            return False
+        target = self._targets.get(addr)
+        return target is None or not target.confirmed
+
+    def _send_foreign(
+        self,
+        text: str,
+        to: list[Address],
+        foreign: list[Address],
+        now: float,
+        message_id: int | None,
+        sent_at_ms: int,
     ) -> int:
-        """A direct message to plain text peers (and to udpchat peers among `to`, as
-        usual): plain text in each one's encoding, sent once. A raw peer cannot
-        acknowledge: `RawMessageSent` is the message's last event there."""
-        raw_to = [a for a in dict.fromkeys(to) if a in self._raw]
-        others = [a for a in to if a not in self._raw]
+        """A direct message to plain text peers and IP Messenger users among `to` (and
+        to the udpchat peers among it, as usual). Raw peers get plain text in their
+        encoding, once: they cannot acknowledge, so `RawMessageSent` is the message's
+        last event there. IPMsg users get it in their dialect, acknowledged and
+        retransmitted (`ipmsg_peers.Outbound`)."""
+        raw_to = [a for a in foreign if a in self._raw]
+        ipmsg_to = [a for a in foreign if a not in self._raw]
+        others = [a for a in to if a not in foreign]
         datagrams = []
         for addr in raw_to:
             try:
@@ -412,6 +437,9 @@ class Sender:
                 )
             except ValueError as error:
                 raise LocalProtocolError(f"not sent: {error}") from None
+        self._ipmsg.check(text, ipmsg_to)
+        if self.pending() + len(ipmsg_to) > self.config.max_pending:
+            raise OutboxFull(f"outbox full: {self.pending()} messages are waiting for delivery")
         if others:
             message_id = self.send_message(
                 text, now, sent_at_ms=sent_at_ms, to=others, message_id=message_id
@@ -424,6 +452,7 @@ class Sender:
             self._events.append(
                 RawMessageSent(message_id=message_id, peer=addr, encoding=self._raw[addr])
             )
+        self._ipmsg.send(message_id, text, ipmsg_to, now)
         if not others:
             self.stats.messages_sent += 1
         return message_id
@@ -487,6 +516,7 @@ class Sender:
             if target.configured or target.confirmed:
                 self._outgoing.append((self._bye(addr), target.addr, target.session))
         self._announcer.stop()
+        self._ipmsg.close()
 
     def take_farewell(self, note: FarewellNote) -> None:
         """Keep what the receive half received of each peer, for `close`'s BYEs."""
@@ -537,12 +567,15 @@ class Sender:
                 self._raw[note.peer] = note.encoding
                 while len(self._raw) > self.config.max_peers:
                     del self._raw[next(iter(self._raw))]
+            case IpmsgPeerNote() | IpmsgAnswerNote() | IpmsgAckNote():
+                self._ipmsg.handle_note(note, now)
 
     def handle_timer(self, now: float) -> None:
         """Give up on late deliveries, retransmit what is due, send due probes and the
         due announcement."""
         if self._announcer.due(now):
             self._announce()
+        self._ipmsg.handle_timer(now)
         for addr, target in self._targets.items():
             while target.deliveries:
                 delivery = next(iter(target.deliveries.values()))
@@ -590,6 +623,7 @@ class Sender:
                     self._transmit(addr, target, unsent.popleft(), now)
         outgoing, self._outgoing = self._outgoing, []
         out = seal_all(self._sealer, outgoing, int((now + self._wall_offset) * 1000))
+        out += self._ipmsg.datagrams_to_send(now)
         self.stats.datagrams_sent += len(out)
         self.stats.bytes_sent += sum(len(data) for data, _ in out)
         return out
@@ -598,6 +632,9 @@ class Sender:
         """The earliest deadline, probe, retransmission or announcement; None when there
         is none."""
         soonest = self._announcer.next_at
+        ipmsg_at = self._ipmsg.get_timer()
+        if ipmsg_at is not None and (soonest is None or ipmsg_at < soonest):
+            soonest = ipmsg_at
         for target in self._targets.values():
             if not target.deliveries and target.next_probe is None and target.loss_time is None:
                 continue  # idle (most peers of a quiet LAN): nothing in flight, no probe due
@@ -620,7 +657,7 @@ class Sender:
         return soonest
 
     def next_event(self) -> Event | None:
-        return self._events.popleft() if self._events else None
+        return self._events.popleft() if self._events else self._ipmsg.next_event()
 
     def take_unanswered(self) -> list[Address]:
         """Peers we retransmitted to since the last call and that have not answered for
@@ -633,7 +670,7 @@ class Sender:
 
     def pending(self) -> int:
         """Deliveries (message, peer) neither acknowledged nor failed yet."""
-        return self._pending
+        return self._pending + self._ipmsg.pending()
 
     def active_peers(self) -> int:
         """How many peers a new message to the default room would go to."""
@@ -644,8 +681,13 @@ class Sender:
         return sum(_member(t, room, keyed=keyed) for t in self._targets.values())
 
     def targets(self) -> list[TargetInfo]:
-        return [
+        rows = [
             TargetInfo(a, t.configured, len(t.deliveries), t.srtt) for a, t in self._targets.items()
+        ]
+        return rows + [
+            TargetInfo(a, False, pending, None)
+            for a, pending in self._ipmsg.pending_by_peer()
+            if a not in self._targets
         ]
 
     # -- internals ------------------------------------------------------------

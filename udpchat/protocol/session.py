@@ -37,9 +37,13 @@ class PeerStatus:
     rooms: tuple[str, ...] = ()
     """The rooms it is in, as far as known."""
     dialect: str = "udpchat"
-    """"udpchat", or "raw" for a plain text peer."""
+    """"udpchat", "raw" for a plain text peer, "ipmsg" for an IP Messenger user."""
     encoding: str = ""
-    """A raw peer's encoding."""
+    """A raw or IPMsg peer's encoding."""
+    group: str = ""
+    """An IPMsg user's group."""
+    host: str = ""
+    """An IPMsg user's host name."""
 
 
 def merge_peers(
@@ -64,6 +68,8 @@ def merge_peers(
                 rooms=info.rooms if info else (),
                 dialect=info.dialect if info else "udpchat",
                 encoding=info.encoding if info else "",
+                group=info.group if info else "",
+                host=info.host if info else "",
             )
         )
     return rows

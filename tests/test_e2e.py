@@ -23,6 +23,7 @@ from udpchat.protocol import (
     RawMessageSent,
     RejectReason,
     SendFailed,
+    ipmsg,
     wire,
 )
 from udpchat.protocol.crypto import derive_master_key
@@ -168,6 +169,46 @@ def test_a_plain_udp_tool_is_a_raw_peer_answered_in_its_encoding(
         sent = wait_for(a, lambda e: isinstance(e, RawMessageSent))
         assert sent == RawMessageSent(message_id=message_id, peer=got.peer, encoding=encoding)
     assert a.pending() == 0 and a.stats().raw_received == 1
+
+
+def test_an_ipmsg_client_joins_and_chats_both_ways_with_acknowledgements(
+    model: str, open_runtime: OpenRuntime
+) -> None:
+    """A socket plays an IPMsg client packet by packet (FeiQ-like: GBK, no UTF-8)."""
+    a = open_runtime(model, "alice", config=Config(ipmsg=True))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.bind(("127.0.0.1", 0))
+        client.settimeout(10)
+
+        def send(number: int, command: int, extra: bytes) -> None:
+            packet = ipmsg.Packet(b"1_lbt6_0#128#MAC", number, b"xh", b"pc", command, extra)
+            client.sendto(ipmsg.encode(packet), a.local_address)
+
+        def receive(mode: int) -> ipmsg.Packet:
+            while True:
+                data, source = client.recvfrom(65535)
+                assert source == a.local_address
+                packet = ipmsg.decode(data)
+                if packet.mode == mode:
+                    return packet
+
+        send(1, ipmsg.BR_ENTRY, "小红\0研发部\0".encode("gbk"))
+        assert receive(ipmsg.ANSENTRY).options & ipmsg.CAPUTF8OPT
+        joined = wait_for(a, lambda e: isinstance(e, PeerJoined))
+        assert isinstance(joined, PeerJoined)
+        assert (joined.nick, joined.dialect, joined.group) == ("小红", "ipmsg", "研发部")
+        send(2, ipmsg.SENDMSG | ipmsg.SENDCHECKOPT, "你好\0".encode("gbk"))
+        assert receive(ipmsg.RECVMSG).extra == b"2"
+        got = wait_for(a, lambda e: isinstance(e, MessageReceived))
+        assert isinstance(got, MessageReceived)
+        assert (got.text, got.dialect, got.encoding) == ("你好", "ipmsg", "gb18030")
+        message_id = a.send("收到", to=[got.peer])
+        message = receive(ipmsg.SENDMSG)
+        assert message.options == ipmsg.SENDCHECKOPT and message.extra == "收到".encode("gbk")
+        send(3, ipmsg.RECVMSG, str(message.number).encode())
+        done = wait_for(a, lambda e: isinstance(e, (MessageDelivered, DeliveryFailed)))
+        assert isinstance(done, MessageDelivered) and done.message_id == message_id
+    assert a.pending() == 0
 
 
 def test_in_shared_key_mode_a_plain_udp_tool_is_dropped_with_a_preview(

@@ -127,8 +127,8 @@ class AsyncioChat(asyncio.DatagramProtocol, Endpoint):
                 sock.close()
                 self._close_discovery()
                 raise
-            self._transmitter = Transmitter(self._sendto, self._publish, quiet=self._announce_to)
             self._core.start_announcing(self._announce_to)
+        self._transmitter = Transmitter(self._sendto, self._publish, quiet=self._quiet)
         # Reading the socket behind the transport's back is only safe where the transport
         # itself reads with a plain non-blocking recvfrom (not e.g. a proactor's overlapped
         # reads, which would reorder datagrams).

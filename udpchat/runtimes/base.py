@@ -27,7 +27,9 @@ contract of that callback:
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import getpass
 import socket
 import threading
 import time
@@ -47,7 +49,7 @@ from ..protocol import (
     SendFailed,
     Stats,
 )
-from .discovery import Discovery, open_discovery
+from .discovery import Discovery, ipmsg_broadcasts, open_discovery
 from .sockets import bind_socket, normalize
 
 if TYPE_CHECKING:
@@ -193,6 +195,8 @@ class Endpoint:
         announcements there and announce this chat (docs/protocol.md, "Discovery");
         None: no discovery."""
         self._config = config or Config()
+        if self._config.ipmsg:
+            self._config = _ipmsg_config(self._config, bind)
         self._bind, self._port, self._initial_peers = bind, port, list(peers)
         self._on_event = on_event
         self._discovery_port = discovery_port
@@ -214,6 +218,8 @@ class Endpoint:
         """The socket, bound, and the discovery socket if asked for (AddressError with a
         one-line reason if either cannot be)."""
         sock = bind_socket(self._bind, self._port)
+        if self._config.ipmsg:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         if self._discovery_port is not None:
             try:
                 self._discovery = open_discovery(sock, self._bind, self._discovery_port)
@@ -227,9 +233,35 @@ class Endpoint:
     def _announce_to(self) -> tuple[Address, ...]:
         return self._discovery.announce_to if self._discovery is not None else ()
 
+    @property
+    def _quiet(self) -> tuple[Address, ...]:
+        """Where errors sending are not reported: the discovery and IPMsg broadcasts."""
+        return quiet_addresses(self._announce_to, self._config)
+
     def _close_discovery(self) -> None:
         if self._discovery is not None:
             self._discovery.close()
+
+
+def _ipmsg_config(config: Config, bind: str) -> Config:
+    """`config` with what IP Messenger packets carry filled in where the caller left the
+    defaults: this machine's login and host names, and the broadcast addresses."""
+    user = config.ipmsg_user
+    if user == "udpchat":
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):  # no login name (a container's unnamed uid)
+            pass
+    host = config.ipmsg_host
+    if host == "udpchat":
+        host = socket.gethostname() or host
+    broadcast = config.ipmsg_broadcast or ipmsg_broadcasts(bind)
+    return dataclasses.replace(config, ipmsg_user=user, ipmsg_host=host, ipmsg_broadcast=broadcast)
+
+
+def quiet_addresses(announce_to: tuple[Address, ...], config: Config) -> tuple[Address, ...]:
+    """The broadcast and group addresses whose send errors are the network's business."""
+    return announce_to + config.ipmsg_broadcast
 
 
 class RuntimeBase(Endpoint):

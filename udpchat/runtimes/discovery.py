@@ -31,7 +31,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from ..protocol import Address
+from ..protocol import Address, ipmsg
 from ..protocol.wire import DISCOVERY_GROUP, DISCOVERY_GROUP6
 from .sockets import SOCKET_BUFFER, AddressError, family_of, interfaces_up
 
@@ -119,6 +119,19 @@ def _broadcasts_of(bind: str) -> list[str]:
         if address == bind:
             return sorted(broadcasts)
     return []
+
+
+def ipmsg_broadcasts(bind: str) -> tuple[Address, ...]:
+    """Where IP Messenger entry packets are broadcast from a chat bound to `bind`: that
+    address's subnet broadcast, or, bound to 0.0.0.0, 255.255.255.255 and every
+    interface's subnet broadcast (as IPMsg clients do); on port 2425. None for IPv6 or
+    loopback, which have no broadcast."""
+    if family_of(bind) == socket.AF_INET6:
+        return ()
+    if bind != "0.0.0.0":
+        return tuple((b, ipmsg.PORT) for b in _broadcasts_of(bind))
+    subnets = {b for _, _, broadcasts in interfaces_up() for b in broadcasts}
+    return (("255.255.255.255", ipmsg.PORT), *((b, ipmsg.PORT) for b in sorted(subnets)))
 
 
 def _open_ipv6(chat: socket.socket, port: int) -> Discovery:

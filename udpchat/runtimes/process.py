@@ -57,7 +57,14 @@ from ..protocol import (
 )
 from ..protocol.plain import check_raw_peer
 from . import base
-from .base import RuntimeBase, SendText, Transmitter, queue_message, refused
+from .base import (
+    RuntimeBase,
+    SendText,
+    Transmitter,
+    queue_message,
+    quiet_addresses,
+    refused,
+)
 from .sockets import read_queued
 
 if TYPE_CHECKING:
@@ -603,7 +610,9 @@ def _send_loop(sock: socket.socket, sender: Sender, status: Any, pipes: _Pipes) 
     stopping = False
     sources = [commands, notes, lifeline]
     transmitter = Transmitter(
-        sock.sendto, _to_parent(pipes.events), quiet=sender.config.announce_to
+        sock.sendto,
+        _to_parent(pipes.events),
+        quiet=quiet_addresses(sender.config.announce_to, sender.config),
     )
     while True:
         # A fresh clock: handling a backlog of queued sends can take longer than an RTO,

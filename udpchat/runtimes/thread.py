@@ -65,9 +65,7 @@ class ThreadRuntime(RuntimeBase):
         self._sock = self._bind_socket()
         listener = self._discovery.listener if self._discovery is not None else None
         self._reader = Reader(self._sock, listener)
-        self._transmitter = Transmitter(
-            self._sock.sendto, self._outlet.publish, quiet=self._announce_to
-        )
+        self._transmitter = Transmitter(self._sock.sendto, self._outlet.publish, quiet=self._quiet)
         with self._lock:
             now = time.monotonic()
             self._core.start_announcing(self._announce_to)

@@ -414,7 +414,10 @@ class Iptux:
         window = self._open_chat(pal_address, deadline - time.monotonic())
         start = self.log_size()
         self._xdotool("windowfocus", "--sync", window)
-        self._xdotool("type", "--clearmodifiers", "--delay", "5", text)
+        # A character outside the keymap is typed by remapping a spare key; typed 5 ms
+        # apart, two such characters in a row can lose the first (seen: "你好" -> "你").
+        delay = "5" if text.isascii() else "40"
+        self._xdotool("type", "--clearmodifiers", "--delay", delay, text)
         self._xdotool("key", "--clearmodifiers", "Return")
         found: list[LoggedPacket] = []
 

@@ -346,27 +346,58 @@ def test_messages_to_one_user_go_one_at_a_time_with_increasing_numbers() -> None
     assert numbers == sorted(set(numbers)) and len(numbers) == 3
 
 
-def test_an_unanswered_message_fails_after_give_up_and_the_next_one_goes() -> None:
+def test_an_unanswered_message_fails_after_give_up_with_those_queued_behind_it() -> None:
     alice = chat(give_up_after=30.0)
     joined(alice, iptux_entry())
     first = alice.send_message("lost", 1.0, sent_at_ms=0, to=[TUX])
-    alice.send_message("later", 20.0, sent_at_ms=0, to=[TUX])
-    sends = 0
-    now = 1.0
+    second = alice.send_message("queued", 20.0, sent_at_ms=0, to=[TUX])
+    sends, now = 0, 1.0
     failed: list[DeliveryFailed] = []
     while not failed:
         events, out = drain(alice, now)
         sends += sum(p.mode == m.SENDMSG for p in out)
         failed = [e for e in events if isinstance(e, DeliveryFailed)]
         timer = alice.get_timer()
-        assert timer is not None
+        if timer is None:
+            break
         now = timer
         alice.handle_timer(now)
-    events, out = drain(alice, now)
-    failed += [e for e in events if isinstance(e, DeliveryFailed)]
-    assert failed[0].message_id == first and failed[0].elapsed == pytest.approx(30.0)
+        events, out = drain(alice, now)
+        sends += sum(p.mode == m.SENDMSG for p in out)
+        failed = [e for e in events if isinstance(e, DeliveryFailed)]
+    assert [(e.message_id, e.elapsed) for e in failed] == [(first, 30.0), (second, 11.0)]
     assert 10 <= sends <= 20  # 0.5, 1, 2, 2, 2 ... s apart for 30 s
-    assert [p.extra for p in out if p.mode == m.SENDMSG] == [b"later"]
+    assert alice.pending() == 0 and alice.get_timer() is None
+
+
+def test_messages_queued_behind_a_slow_one_do_not_fail_while_it_gets_through() -> None:
+    alice = chat(give_up_after=30.0)
+    joined(alice, iptux_entry())
+    ids = [alice.send_message(f"m{i}", 0.0, sent_at_ms=0, to=[TUX]) for i in range(3)]
+    delivered: list[int] = []
+    out = sent_to(alice, 0.0)
+    for step in range(3):  # each answered after 20 s: 60 s for the three
+        (sent,) = [p for p, _ in out if p.mode == m.SENDMSG]
+        now = 20.0 * step + 20.0
+        alice.handle_timer(now - 0.01)
+        sent_to(alice, now - 0.01)  # a retransmission
+        alice.receive_datagram(packet(100 + step, m.RECVMSG, str(sent.number).encode()), TUX, now)
+        out = sent_to(alice, now)
+        events = events_of(alice)
+        delivered += [e.message_id for e in events if isinstance(e, MessageDelivered)]
+        assert not any(isinstance(e, DeliveryFailed) for e in events)
+    assert delivered == ids
+
+
+def test_a_new_nickname_waits_while_a_message_is_in_flight() -> None:
+    alice = chat(ipmsg_broadcast=(LAN_BROADCAST,))
+    joined(alice, iptux_entry())
+    alice.send_message("hi", 1.0, sent_at_ms=0, to=[TUX])
+    ((message, _),) = sent_to(alice, 1.0)
+    alice.set_nick("alice2")
+    assert sent_to(alice, 1.1) == []
+    alice.receive_datagram(packet(9, m.RECVMSG, str(message.number).encode()), TUX, 1.2)
+    assert [p.mode for p, _ in sent_to(alice, 1.2)] == [m.BR_ABSENCE]
 
 
 def test_pending_messages_fail_when_the_user_exits() -> None:

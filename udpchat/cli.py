@@ -29,6 +29,7 @@ from .protocol import (
     InvalidRoom,
     validate_room,
 )
+from .protocol.ipmsg import PORT as IPMSG_PORT
 from .protocol.plain import ENCODINGS
 from .protocol.wire import DISCOVERY_PORT
 from .runtimes import (
@@ -114,6 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="lf",
         metavar="END",
         help="what ends each line sent to a plain UDP tool: lf (default), crlf or none",
+    )
+    parser.add_argument(
+        "--ipmsg",
+        action="store_true",
+        help=(
+            "also chat with IP Messenger, FeiQ and iptux users on the LAN (the chat then"
+            " listens on UDP port 2425, theirs)"
+        ),
     )
     parser.add_argument(
         "--room",
@@ -275,6 +284,13 @@ def run(argv: Sequence[str] | None = None) -> int:
     rooms = _rooms(args.room)
     give_up = _seconds(args.give_up)
     port = parse_port(args.port if args.port is not None else str(DEFAULT_PORT))
+    if args.ipmsg:
+        if args.port is not None and port != IPMSG_PORT:
+            raise UsageError(
+                f"--ipmsg listens on UDP port {IPMSG_PORT}, where IP Messenger clients send"
+                " and answer; leave out --port"
+            )
+        port = IPMSG_PORT
     text = args.discovery_port
     if not text.isdigit() or not 1 <= int(text) <= 65535:
         raise UsageError(
@@ -315,9 +331,12 @@ def run(argv: Sequence[str] | None = None) -> int:
         room_keys=room_keys,
         raw_encoding=args.encoding,
         raw_line_end=_line_end(args.line_end),
+        ipmsg=args.ipmsg and not shared_key,
     )
     if raw_peers and config.key is not None:
         raise UsageError("--raw-peer and a shared key do not mix: plain text is not authenticated")
+    if args.ipmsg and config.key is not None:
+        raise UsageError("--ipmsg and a shared key do not mix: IP Messenger is not authenticated")
 
     def runtime_on(port: int) -> ChatRuntime:
         runtime = create_runtime(
@@ -338,6 +357,11 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         runtime = runtime_on(port)
     except PortInUse:
+        if args.ipmsg:
+            raise AddressError(
+                f"UDP port {IPMSG_PORT} is taken: another IP Messenger client (iptux, FeiQ)"
+                " or a udpchat with --ipmsg runs on this machine, and only one can have it"
+            ) from None
         # The default port is taken (another chat on this machine): with discovery the
         # others find us on any port, so take a free one rather than fail.
         if args.port is not None or discovery_port is None:

@@ -11,13 +11,17 @@ last packet it took from us).
 Rules:
 - `BR_ENTRY` is broadcast at start and once more 2 s later (a broadcast is easily lost and
   never retransmitted); every `BR_ENTRY` heard is answered by a unicast `ANSENTRY`.
-  `BR_EXIT` goes out on close, `BR_ABSENCE` on a new nickname.
+  `BR_EXIT` goes out on close, `BR_ABSENCE` on a new nickname. The repeated `BR_ENTRY` and
+  `BR_ABSENCE` wait while a message is in flight: an entry packet makes iptux forget the
+  last message number it took from us, and it would show a retransmission twice.
 - A message is `SENDMSG|SENDCHECKOPT`, with `UTF8OPT` and UTF-8 text to a peer that
   advertised `CAPUTF8OPT`, else in the peer's encoding. It is sent again, with the same
-  packet number, until a `RECVMSG` carrying that number comes back, and fails after
-  `give_up_after`. One message per peer is in flight at a time: iptux shows a message
-  only if its number is above every number it has taken from us, so a retransmission
-  overtaken by a later message would be acknowledged and never shown.
+  packet number, until a `RECVMSG` carrying that number comes back. One message per peer
+  is in flight at a time: iptux shows a message only if its number is above every
+  message number it has taken from us, so a retransmission overtaken by a later message
+  would be acknowledged and never shown. The give-up (`give_up_after`) counts from a
+  message's first copy; when it comes, the user has answered nothing for that long, and
+  the messages queued behind fail with it.
 - A `SENDMSG` that asks is answered with `RECVMSG` (never one with `BROADCASTOPT` or
   `AUTORETOPT`), every copy of it; it is shown once, remembered over a window of packet
   numbers per peer (`ipmsg.Seen`).
@@ -311,6 +315,8 @@ class _Message:
     queued_at: float
     number: int = 0
     """Its packet number once sent (every copy carries the same)."""
+    first_sent: float | None = None
+    """When its first copy left: the give-up counts from there."""
     data: bytes = b""
     tries: int = 0
     retry_at: float = 0.0
@@ -417,15 +423,19 @@ class Outbound:
             self._entry_at = [now, now + ENTRY_REPEAT] if due else []
         while self._entry_at and self._entry_at[0] <= now:
             self._entry_at.pop(0)
-            self._broadcast(ipmsg.BR_ENTRY, now)
+            if not self._busy():  # see `_busy`: the repeat is not worth a duplicate
+                self._broadcast(ipmsg.BR_ENTRY, now)
         for addr, target in self._targets.items():
-            while target.queue and target.queue[0].queued_at + self._config.give_up_after <= now:
-                reason = f"no acknowledgement within {self._config.give_up_after:g} s"
-                self._fail(addr, target.queue.popleft(), now, reason)
-                if target.queue:
-                    self._transmit(addr, target, now)
             head = target.queue[0] if target.queue else None
-            if head is not None and head.retry_at <= now:
+            if head is None:
+                continue
+            if head.first_sent is not None and head.first_sent + self._give_up <= now:
+                # Silent for the whole give-up: what waits behind it fails with it, rather
+                # than each in turn for as long again.
+                reason = f"no acknowledgement within {self._give_up:g} s"
+                while target.queue:
+                    self._fail(addr, target.queue.popleft(), now, reason)
+            elif head.retry_at <= now:
                 self._transmit(addr, target, now)
 
     def get_timer(self) -> float | None:
@@ -437,16 +447,30 @@ class Outbound:
         for target in self._targets.values():
             if target.queue:
                 head = target.queue[0]
-                times += [head.retry_at, head.queued_at + self._config.give_up_after]
+                times.append(head.retry_at)
+                if head.first_sent is not None:
+                    times.append(head.first_sent + self._give_up)
         return min(times) if times else None
 
+    @property
+    def _give_up(self) -> float:
+        return self._config.give_up_after
+
+    def _busy(self) -> bool:
+        """A message is in flight. An entry packet then waits: iptux forgets the last
+        message number it took from us when we send one, and would show a
+        retransmission of the message in flight a second time."""
+        return any(target.queue for target in self._targets.values())
+
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        for mode in self._broadcasts_due:
-            self._broadcast(mode, now)
-            if mode == ipmsg.BR_EXIT:
-                data = self._entry_packet(mode, now)
-                self._outgoing += [(data, addr) for addr in self._targets]
-        self._broadcasts_due.clear()
+        closing = ipmsg.BR_EXIT in self._broadcasts_due
+        if closing or not self._busy():
+            for mode in self._broadcasts_due:
+                self._broadcast(mode, now)
+                if mode == ipmsg.BR_EXIT:
+                    data = self._entry_packet(mode, now)
+                    self._outgoing += [(data, addr) for addr in self._targets]
+            self._broadcasts_due.clear()
         outgoing, self._outgoing = self._outgoing, []
         return outgoing
 
@@ -514,6 +538,8 @@ class Outbound:
                 message.number, command, self._encode_text(message.text, target)
             )
         message.tries += 1
+        if message.first_sent is None:
+            message.first_sent = now
         delay = min(FIRST_RETRY * (1 << min(message.tries - 1, 8)), self._config.max_rto)
         message.retry_at = now + delay
         self._outgoing.append((message.data, addr))

@@ -105,6 +105,23 @@ def help_lines() -> list[str]:
     return lines
 
 
+def _who(row: PeerStatus) -> str:
+    if row.dialect == "raw":
+        return f"(raw, {row.encoding})"
+    if row.dialect == "ipmsg":
+        return f"{escape(row.nick)} (IPMsg, {row.encoding})"
+    return escape(row.nick) or "-"
+
+
+def _where(row: PeerStatus) -> str:
+    """Its rooms, or an IP Messenger user's group and host."""
+    if row.dialect == "ipmsg":
+        about = [f"group {escape(row.group)}"] if row.group else []
+        about += [f"host {escape(row.host)}"] if row.host else []
+        return ", ".join(about) or "-"
+    return " ".join(f"#{room}" for room in row.rooms) or "-"
+
+
 def peers_lines(rows: list[PeerStatus]) -> list[str]:
     """/peers: one line per peer, columns aligned whatever the width of the nicknames."""
     if not rows:
@@ -112,8 +129,8 @@ def peers_lines(rows: list[PeerStatus]) -> list[str]:
     table = [
         [
             format_address(row.peer),
-            f"(raw, {row.encoding})" if row.dialect == "raw" else escape(row.nick) or "-",
-            " ".join(f"#{room}" for room in row.rooms) or "-",
+            _who(row),
+            _where(row),
             ("here" if row.present else "away") + (", configured" if row.configured else ""),
             f"seen {ago(row.silent_for)}",
             f"rtt {duration(row.rtt)}" if row.rtt is not None else "rtt -",

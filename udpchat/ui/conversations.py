@@ -89,7 +89,8 @@ class Strangers:
     Anyone may say HELLO and then send direct messages, so a stranger's are shown at
     most `BURST` at once and then one per `REFILL` seconds; the rest are counted and
     reported as "N more ... suppressed", at most once per `REFILL` seconds per peer.
-    Peers in one of our rooms, and those we have written to, are never limited.
+    Peers in one of our rooms, those we have written to, and IP Messenger users (who
+    joined the IPMsg network we chose to be on, one per address) are never limited.
     """
 
     BURST = 5
@@ -108,6 +109,8 @@ class Strangers:
         """Follow who is in which room, from the runtime's events."""
         if isinstance(event, PeerJoined):
             self.rooms_of[event.peer] = set(event.rooms)
+            if event.dialect == "ipmsg":
+                self.answered(event.peer)
         elif isinstance(event, MemberJoined):
             self.rooms_of.setdefault(event.peer, set()).add(event.room)
         elif isinstance(event, MemberLeft):

@@ -26,6 +26,7 @@ from ..protocol import (
     DatagramsRefused,
     DeliveryFailed,
     Event,
+    FileOffered,
     LeaveReason,
     MemberJoined,
     MemberLeft,
@@ -204,6 +205,16 @@ def duration(seconds: float) -> str:
     return f"{seconds:.1f} s"
 
 
+def size(count: int) -> str:
+    """A file size as people read it: "900 B", "12.5 KiB", "3.1 MiB"."""
+    value, unit = float(count), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
+
+
 def ago(seconds: float | None) -> str:
     """How long ago we last heard from a peer: "3 s ago", "2 min ago", or "never"."""
     if seconds is None:
@@ -259,6 +270,21 @@ def describe(
     if isinstance(event, MessageReceived) and event.dialect == "raw":
         where = f"@{format_address(event.peer)} (raw, {event.encoding})"
         return f"{where}: {escape(event.text)}"
+    if isinstance(event, MessageReceived) and event.dialect == "ipmsg":
+        name = escape(shown(event.peer, event.nick)) or format_address(event.peer)
+        return f"@{name} (IPMsg, {event.encoding}): {escape(event.text)}"
+    if isinstance(event, FileOffered):
+        return (
+            f"* {who(event.peer, shown(event.peer, event.nick))} offered a file"
+            f" {escape(event.name)} ({size(event.size)}), not supported"
+        )
+    if isinstance(event, PeerJoined) and event.dialect == "ipmsg":
+        about = ", ".join(
+            ["IP Messenger"]
+            + ([f"group {escape(event.group)}"] if event.group else [])
+            + ([f"host {escape(event.host)}"] if event.host else [])
+        )
+        return f"* {who(event.peer, shown(event.peer, event.nick))} joined ({about})"
     if isinstance(event, MessageReceived):
         name = escape(shown(event.peer, event.nick)) or "?"
         if event.room:
@@ -351,6 +377,7 @@ def _shorten(text: str, limit: int = 40) -> str:
 
 _NAMES = {
     MessageReceived: "message_received",
+    FileOffered: "file_offered",
     MessageDelivered: "message_delivered",
     RawMessageSent: "raw_message_sent",
     DeliveryFailed: "delivery_failed",

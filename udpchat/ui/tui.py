@@ -65,6 +65,7 @@ from ..protocol import (
     DatagramRejected,
     DeliveryFailed,
     Event,
+    FileOffered,
     LocalProtocolError,
     MemberJoined,
     MemberLeft,
@@ -135,6 +136,8 @@ class TerminalUI:
         """Who is in which room; the limit on strangers' direct messages."""
         self._raw: dict[Address, str] = {}
         """Plain text peers we have heard from or written to, and their encodings."""
+        self._ipmsg: dict[Address, str] = {}
+        """IP Messenger users, and the encoding of their last message ("" before one)."""
         self._current = room("lobby")
         """Where a typed line goes: a room, or a direct conversation (`/query`)."""
         self._names = Names()
@@ -345,6 +348,15 @@ class TerminalUI:
     def _show(self, event: Event) -> None:
         if isinstance(event, MessageReceived) and event.dialect == "raw":
             self._raw[event.peer] = event.encoding
+        if isinstance(event, MessageReceived) and event.dialect == "ipmsg":
+            self._ipmsg[event.peer] = event.encoding
+        if isinstance(event, PeerJoined) and event.dialect == "ipmsg":
+            self._ipmsg.setdefault(event.peer, "")
+        if isinstance(event, FileOffered):
+            text = describe(event, names=self._names)
+            if text is not None:
+                self._pane(direct(event.peer)).add(line_entry(text, "class:system"))
+            return
         if isinstance(event, RawMessageSent):
             self._raw[event.peer] = event.encoding
             self._deliveries.raw_sent(event)
@@ -420,6 +432,10 @@ class TerminalUI:
     def _name_of(self, where: Chat) -> str:
         if where.peer is not None and where.peer in self._raw:
             return f"@{format_address(where.peer)} (raw, {self._raw[where.peer]})"
+        if where.peer is not None and where.peer in self._ipmsg:
+            label = where.label(self._names, self._present.get(where.peer, ""))
+            encoding = self._ipmsg[where.peer]
+            return f"{label} (IPMsg{', ' + encoding if encoding else ''})"
         if where.peer is not None:
             return where.label(self._names, self._present.get(where.peer, ""))
         return where.label()
@@ -655,7 +671,10 @@ class TerminalUI:
         except (ValueError, LocalProtocolError) as error:
             self._error(f"encoding not changed: {error}")
             return
-        self._raw[peer] = encoding
+        if peer in self._ipmsg:
+            self._ipmsg[peer] = encoding
+        else:
+            self._raw[peer] = encoding
         self._system(f"{format_address(peer)} is read and written as {encoding}")
 
     def _find(self, name: str) -> Address | None:

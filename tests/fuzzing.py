@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import struct
 
-from udpchat.protocol import RejectReason, wire
+from udpchat.protocol import RejectReason, ipmsg, wire
 from udpchat.protocol.crypto import ORIGIN_RECEIVE, ORIGIN_SEND, Sealer
 from udpchat.protocol.sealing import ANYONE
 
@@ -37,7 +37,15 @@ def corpus() -> list[bytes]:
     ]
     sealed.append(Sealer(KEY, SESSION, ORIGIN_RECEIVE).seal(plain[-1], STAMP_MS, PEER_SESSION))
     sealed.append(Sealer(KEY, SESSION, ORIGIN_SEND).seal(plain[0], STAMP_MS, ANYONE))
-    return plain + sealed + [b"", b"hello from netcat\n", "你好".encode("gbk")]
+    ipmsg_packets = [
+        b"1_iptux 0.8.3:4:root:vm:259:tux\0lab\0icon-tux.png\0utf-8\0",
+        b"1:1764000000:xh:pc:16777217:" + ipmsg.entry_extra("小红", "研发部", "xh", "pc"),
+        b"1_lbt6_0#128#MAC:1764000001:feiq:PC:288:" + "你好\0".encode("gbk"),
+        b"1:1764000002:u:h:2097440:see\x000:a::b.txt:1f4:5f000000:1:\x07",
+        b"1_iptux 0.8.3:7:root:vm:289:1796373138\0",
+        b"1_iptux 0.8.3:8:root:vm:65538:\0",
+    ]
+    return plain + sealed + ipmsg_packets + [b"", b"hello from netcat\n", "你好".encode("gbk")]
 
 
 def mutate(rng: random.Random, data: bytes, pool: list[bytes]) -> bytes:

@@ -653,8 +653,29 @@ def test_room_key_file_keys_the_room_a_chat_starts_in(chats: list[Chat], tmp_pat
         (["--encoding", "latin-1"], "--encoding must be one of utf-8, gbk, gb18030, cp932, hex"),
         (["--line-end", "cr"], "--line-end must be lf, crlf or none"),
         (["--raw-peer", "127.0.0.1:9", "--key-file", "/dev/null"], "is not a regular file"),
+        (["--ipmsg", "--port", "9000"], "--ipmsg listens on UDP port 2425"),
     ],
 )
 def test_bad_room_options_are_one_line(args: list[str], message: str) -> None:
     code, stderr = run_error(*args)
     assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_ipmsg_and_a_shared_key_do_not_mix(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text("a passphrase for the LAN\n")
+    key.chmod(0o600)
+    code, stderr = run_error("--ipmsg", "--bind", "127.0.0.1", "--key-file", str(key))
+    assert code == 2 and len(stderr.strip().splitlines()) == 1
+    assert "--ipmsg and a shared key do not mix" in stderr
+
+
+def test_ipmsg_on_a_taken_port_2425_is_one_line_naming_the_likely_owner() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+        try:
+            holder.bind(("127.0.0.1", 2425))
+        except OSError:
+            pass  # taken already, by whatever: the chat must say so all the same
+        code, stderr = run_error("--ipmsg", "--bind", "127.0.0.1")
+    assert code == 2 and len(stderr.strip().splitlines()) == 1
+    assert "UDP port 2425 is taken: another IP Messenger client (iptux, FeiQ)" in stderr

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from udpchat.protocol import (
+    FileOffered,
     LeaveReason,
     MemberJoined,
     MemberLeft,
@@ -14,8 +15,10 @@ from udpchat.protocol import (
     PeerJoined,
     PeerLeft,
     PeerRenamed,
+    PeerStatus,
     VersionMismatched,
 )
+from udpchat.ui.commands import peers_lines
 from udpchat.ui.conversations import Strangers, suppressed_text
 from udpchat.ui.format import Names, deliveries, describe, escape, json_line, to_json
 
@@ -163,3 +166,32 @@ def test_a_strangers_direct_messages_are_limited_and_the_rest_counted() -> None:
     assert strangers.members("lobby") == []
     line = suppressed_text(mallory, "mallory", 3)
     assert line.startswith("* 3 direct messages from mallory (10.0.0.66:9000) not shown")
+
+
+TUX = ("10.77.0.1", 2425)
+
+
+def test_ip_messenger_users_are_marked_with_their_group_host_and_encoding() -> None:
+    joined = PeerJoined(peer=TUX, nick="tux", dialect="ipmsg", group="研发部", host="vm")
+    assert describe(joined) == "* tux (10.77.0.1:2425) joined (IP Messenger, group 研发部, host vm)"
+    said = MessageReceived(
+        peer=TUX, nick="tux", text="你好", sent_at_ms=0, dialect="ipmsg", encoding="gb18030"
+    )
+    assert describe(said) == "@tux (IPMsg, gb18030): 你好"
+    offer = FileOffered(peer=TUX, nick="tux", name="报告\x1b[2J.pdf", size=128_000)
+    assert describe(offer) == (
+        "* tux (10.77.0.1:2425) offered a file 报告\\x1b[2J.pdf (125.0 KiB), not supported"
+    )
+    assert json.loads(to_json(offer))["event"] == "file_offered"
+    row = PeerStatus(
+        peer=TUX, nick="tux", present=True, configured=False, silent_for=2.0, rtt=None,
+        pending=1, dialect="ipmsg", encoding="utf-8", group="lab", host="tuxhost",
+    )  # fmt: skip
+    (line,) = peers_lines([row])[1:]
+    assert "tux (IPMsg, utf-8)  group lab, host tuxhost  here" in line
+
+
+def test_an_ip_messenger_user_is_no_stranger() -> None:
+    strangers = Strangers()
+    strangers.see(PeerJoined(peer=TUX, nick="tux", dialect="ipmsg"))
+    assert not strangers.is_stranger(TUX, ("lobby",))

@@ -3,7 +3,8 @@
 
 Each input is seeded by its number, so a run is the same every time and a failure names
 the seed that replays it. What is checked is behaviour, not speed: decode raises only
-WireError, a session never raises on anything it receives, plain or in shared-key mode,
+WireError, a session never raises on anything it receives, plain, in shared-key mode or
+speaking IP Messenger too,
 and the run reached every path it is meant to (decoded, refused, opened, rejected).
 """
 
@@ -28,6 +29,7 @@ def test_mutated_datagrams_never_break_the_decoder_or_the_core() -> None:
     unlimited = Config(unknown_rate=1e12, unknown_burst=1e12)
     plain = ChatSession("bob", session_id=bytes(8), config=unlimited)
     keyed = ChatSession("bob", session_id=PEER_SESSION, config=replace(unlimited, key=KEY))
+    ipmsg_chat = ChatSession("bob", config=replace(unlimited, ipmsg=True))
     opener = Opener(KEY, max_skew=60)
     outcomes: Counter[str] = Counter()
     for seed in range(FUZZ_INPUTS):
@@ -48,6 +50,8 @@ def test_mutated_datagrams_never_break_the_decoder_or_the_core() -> None:
         except WireError:
             outcomes["not opened"] += 1
         plain.receive_datagram(data, addr, now)
+        ipmsg_chat.receive_datagram(data, addr, now)
+        ipmsg_chat.datagrams_to_send(now)
         keyed.receive_datagram(data, addr, now + STAMP_MS / 1000)
         plain.datagrams_to_send(now)
         keyed.datagrams_to_send(now + STAMP_MS / 1000)
@@ -56,6 +60,7 @@ def test_mutated_datagrams_never_break_the_decoder_or_the_core() -> None:
     # Every path was reached: mutants that still decode, and sealed ones that still open
     # (an edit in padding or a duplicate), beside those refused.
     assert min(outcomes[name] for name in ("decoded", "refused", "opened", "not opened")) > 0
+    assert ipmsg_chat.stats().ipmsg_received > 0
     keyed_stats, plain_stats = keyed.stats(), plain.stats()
     assert keyed_stats.auth_failed > 0 and plain_stats.malformed_dropped > 0
     assert keyed_stats.messages_received + plain_stats.messages_received > 0

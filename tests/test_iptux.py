@@ -43,6 +43,7 @@ def iptux_lan(open_lan: OpenLan, tmp_path: Path) -> Iterator[tuple[VirtualLan, I
 def meet(lan: VirtualLan, iptux: Iptux, model: str) -> LanChat:
     """udpchat on h2 with --ipmsg, once each side lists the other."""
     chat = LanChat(lan, lan.hosts[1], model, "--ipmsg", "--no-discovery")
+    assert chat.seen[0]["ipmsg"] is True
     joined = chat.expect(lambda e: e["event"] == "peer_joined" and e["dialect"] == "ipmsg")
     assert (joined["nick"], joined["group"], joined["host"]) == ("tux", "lab", "tuxhost")
     assert joined["peer"] == f"{iptux.address}:{ipmsg.PORT}"

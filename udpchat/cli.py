@@ -309,11 +309,17 @@ def run(argv: Sequence[str] | None = None) -> int:
     key_source = shared_key[1] if shared_key else None
     ui: TerminalUI | LineMode
     if ui_class is not None:
-        ui = ui_class(drain_timeout=give_up + 5, shared_key=key_source, quiet=args.quiet)
+        ui = ui_class(
+            drain_timeout=give_up + 5, shared_key=key_source, quiet=args.quiet, ipmsg=args.ipmsg
+        )
     else:
         stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
         ui = LineMode(
-            jsonl=args.jsonl, drain_timeout=give_up + 5, stdin=stdin, shared_key=key_source
+            jsonl=args.jsonl,
+            drain_timeout=give_up + 5,
+            stdin=stdin,
+            shared_key=key_source,
+            ipmsg=args.ipmsg,
         )
     room_keys: tuple[tuple[str, bytes], ...] = ()
     if args.room_key_file is not None:

@@ -126,6 +126,13 @@ def ready_text(local: Address, nick: str, model: str, shared_key: str | None = N
     return f"listening on {format_address(local)} as {escape(nick)} ({how})"
 
 
+IPMSG_TEXT = (
+    "IP Messenger users (IPMsg, FeiQ, iptux) on the LAN see you and can write to you"
+    " (UDP port 2425); /msg NICK answers them"
+)
+"""The ready line of a chat with `--ipmsg`."""
+
+
 def discovery_text(port: int | None, local: Address | None = None) -> str:
     """The line that says whether this chat looks for others, on the LAN or (bound to a
     loopback address, `local`) on this machine."""

@@ -37,6 +37,7 @@ from ..protocol import (
 from ..runtimes import ChatRuntime
 from .conversations import Strangers, find_peer, split_msg, suppressed_text
 from .format import (
+    IPMSG_TEXT,
     Names,
     clock,
     deliveries,
@@ -73,9 +74,12 @@ class LineMode:
         stdout: TextIO | None = None,
         stderr: TextIO | None = None,
         shared_key: str | None = None,
+        ipmsg: bool = False,
     ) -> None:
         self.shared_key = shared_key
         """Where the shared key came from ("--key-file"), for the ready line; None: no key."""
+        self.ipmsg = ipmsg
+        """IP Messenger is on (`--ipmsg`): the ready lines say so."""
         self.jsonl = jsonl
         self.drain_timeout = drain_timeout
         self.stdin = stdin or sys.stdin
@@ -142,6 +146,7 @@ class LineMode:
                         shared_key=self.shared_key,
                         reachable_at=reachable_at(local),
                         discovery_port=runtime.discovery_port,
+                        ipmsg=self.ipmsg,
                     )
                 )
             else:
@@ -153,6 +158,8 @@ class LineMode:
                 self._emit(
                     f"{clock()} * {discovery_text(runtime.discovery_port, runtime.local_address)}"
                 )
+                if self.ipmsg:
+                    self._emit(f"{clock()} * {IPMSG_TEXT}")
             for event in self._early or ():
                 self._show(event)
             self._early = None

@@ -94,6 +94,7 @@ from .conversations import Conversation as Chat
 from .conversations import Strangers, direct, find_peer, room, split_msg, suppressed_text
 from .delivery import Deliveries, OwnMessage
 from .format import (
+    IPMSG_TEXT,
     Names,
     deliveries,
     describe,
@@ -122,9 +123,15 @@ class TerminalUI:
     `run(runtime)` returns the exit status."""
 
     def __init__(
-        self, *, drain_timeout: float = 35.0, shared_key: str | None = None, quiet: bool = False
+        self,
+        *,
+        drain_timeout: float = 35.0,
+        shared_key: str | None = None,
+        quiet: bool = False,
+        ipmsg: bool = False,
     ) -> None:
         self._shared_key = shared_key
+        self._ipmsg_on = ipmsg
         self._quiet = quiet
         """No terminal bell for a direct message in a conversation not on screen."""
         """Where the shared key came from ("--key-file"); None: no key."""
@@ -201,6 +208,8 @@ class TerminalUI:
         if reach is not None:
             self._system(reach)
         self._system(discovery_text(runtime.discovery_port, runtime.local_address))
+        if self._ipmsg_on:
+            self._system(IPMSG_TEXT)
         loop = asyncio.get_running_loop()
         with self._inbox_lock:
             self._loop = loop

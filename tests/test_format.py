@@ -195,3 +195,20 @@ def test_an_ip_messenger_user_is_no_stranger() -> None:
     strangers = Strangers()
     strangers.see(PeerJoined(peer=TUX, nick="tux", dialect="ipmsg"))
     assert not strangers.is_stranger(TUX, ("lobby",))
+
+
+def test_a_flood_from_many_ports_of_one_machine_is_limited_as_one_stranger() -> None:
+    strangers = Strangers()
+    outcomes = []
+    for port in range(40000, 40100):
+        said = MessageReceived(
+            peer=("10.0.0.66", port), nick="", text="spam", sent_at_ms=0, dialect="raw"
+        )
+        outcomes.append(strangers.screen(said, ("lobby",), 0.0))
+    assert sum(shown for shown, _ in outcomes) == Strangers.BURST
+    assert sum(count for _, count in outcomes) == 1  # the first suppressed, reported at once
+    later = MessageReceived(peer=("10.0.0.66", 41000), nick="", text="x", sent_at_ms=0)
+    assert strangers.screen(later, ("lobby",), 10.0) == (True, 0)
+    assert strangers.screen(later, ("lobby",), 10.1) == (False, 95)  # 94 earlier, and this
+    other = MessageReceived(peer=("10.0.0.67", 40000), nick="", text="hi", sent_at_ms=0)
+    assert strangers.screen(other, ("lobby",), 10.1) == (True, 0)  # another machine

@@ -37,6 +37,7 @@ from udpchat.protocol import (
     DatagramRejected,
     DeliveryFailed,
     Event,
+    FileOffered,
     LeaveReason,
     LocalProtocolError,
     MemberJoined,
@@ -587,6 +588,37 @@ async def test_a_raw_peer_has_its_own_pane_with_its_encoding_and_no_receipts() -
         assert runtime.raw[nc] == "cp932"
         chat.say("/encoding latin-1")
         await chat.shows(r"encoding not changed: encodings")
+
+
+@pytest.mark.asyncio
+async def test_an_ip_messenger_user_has_a_pane_marked_ipmsg_with_its_encoding() -> None:
+    runtime = FakeRuntime()
+    tux: Address = ("10.77.0.1", 2425)
+    runtime.rows = [
+        PeerStatus(
+            peer=tux, nick="tux", present=True, configured=False, silent_for=1.0, rtt=None,
+            pending=0, dialect="ipmsg", encoding="gb18030", group="lab", host="tuxhost",
+        )
+    ]  # fmt: skip
+    async with running(runtime) as chat:
+        runtime.push(PeerJoined(peer=tux, nick="tux", dialect="ipmsg", group="lab", host="vm"))
+        await chat.shows(r"\* tux \(10\.77\.0\.1:2425\) joined \(IP Messenger, group lab")
+        runtime.push(
+            MessageReceived(
+                peer=tux, nick="tux", text="你好", sent_at_ms=0, dialect="ipmsg", encoding="gb18030"
+            )
+        )
+        runtime.push(FileOffered(peer=tux, nick="tux", name="a.pdf", size=2048))
+        chat.say("/query tux")
+        await chat.shows(r"^\d\d:\d\d tux: 你好$")
+        await chat.shows(r"offered a file a\.pdf \(2\.0 KiB\), not supported$")
+        assert chat.ui.status_text().startswith(" @tux (IPMsg, gb18030)")
+        chat.say("/encoding cp932")
+        await chat.shows(r"\* 10\.77\.0\.1:2425 is read and written as cp932$")
+        assert runtime.raw[tux] == "cp932"
+        assert chat.ui.status_text().startswith(" @tux (IPMsg, cp932)")
+        chat.say("/peers")
+        await chat.shows(r"tux \(IPMsg, gb18030\)\s+group lab, host tuxhost\s+here")
 
 
 @pytest.mark.asyncio

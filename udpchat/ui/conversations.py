@@ -88,7 +88,9 @@ class Strangers:
     A *stranger* is a peer in none of our rooms whom we have not written to directly.
     Anyone may say HELLO and then send direct messages, so a stranger's are shown at
     most `BURST` at once and then one per `REFILL` seconds; the rest are counted and
-    reported as "N more ... suppressed", at most once per `REFILL` seconds per peer.
+    reported as "N more ... suppressed", at most once per `REFILL` seconds. The limit is
+    per IP address, not per peer: a flood from many ports of one machine is one
+    stranger's.
     Peers in one of our rooms, those we have written to, and IP Messenger users (who
     joined the IPMsg network we chose to be on, one per address) are never limited.
     """
@@ -101,8 +103,8 @@ class Strangers:
         self.rooms_of: dict[Address, set[str]] = {}
         """The rooms each present peer is in, as its events said."""
         self._answered: set[Address] = set()
-        self._buckets: dict[Address, list[float]] = {}
-        """peer -> [tokens, when last filled, suppressed since the last report, when
+        self._buckets: dict[str, list[float]] = {}
+        """IP address -> [tokens, when last filled, suppressed since the last report, when
         last reported]."""
 
     def see(self, event: Event) -> None:
@@ -143,12 +145,14 @@ class Strangers:
 
     def admit(self, peer: Address, now: float) -> tuple[bool, int]:
         """For a stranger's direct message at `now`: (show it?, how many suppressed
-        since the last report, to report now; 0: nothing to report)."""
-        bucket = self._buckets.get(peer)
+        from its IP address since the last report, to report now; 0: nothing to
+        report)."""
+        host = peer[0]
+        bucket = self._buckets.get(host)
         if bucket is None:
             if len(self._buckets) >= self.REMEMBERED:
                 del self._buckets[next(iter(self._buckets))]
-            bucket = self._buckets[peer] = [float(self.BURST), now, 0.0, float("-inf")]
+            bucket = self._buckets[host] = [float(self.BURST), now, 0.0, float("-inf")]
         tokens = min(float(self.BURST), bucket[0] + (now - bucket[1]) / self.REFILL)
         bucket[1] = now
         if tokens >= 1:

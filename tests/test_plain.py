@@ -156,3 +156,14 @@ def test_in_shared_key_mode_text_is_dropped_and_no_raw_peer_can_be_added() -> No
     assert isinstance(event, DatagramRejected)
     with pytest.raises(LocalProtocolError, match="do not mix"):
         bob.add_raw_peer(NC, 0.0)
+
+
+def test_a_flood_of_text_from_many_source_ports_keeps_the_raw_table_bounded() -> None:
+    bob = ChatSession("bob", config=Config(max_peers=64, unknown_rate=1e9, unknown_burst=1e9))
+    for port in range(20000, 21000):
+        bob.receive_datagram(f"spam {port}\n".encode(), ("10.0.0.66", port), 0.0)
+    assert len(shown(bob)) == 1000  # each is a message; the UI limits what reaches the screen
+    assert len([p for p in bob.peers(0.0) if p.dialect == "raw"]) == 64
+    assert bob.stats().raw_received == 1000
+    # Replies go only where asked, once: the flood made us send nothing.
+    assert bob.datagrams_to_send(0.0) == []

@@ -42,7 +42,6 @@ from .events import (
     PeerRenamed,
     VersionMismatched,
 )
-from .ipmsg_peers import Inbound as IpmsgInbound
 from .notes import (
     AckNote,
     AddressNote,
@@ -61,6 +60,7 @@ from .sealing import Outgoing, seal_all
 
 if TYPE_CHECKING:
     from .crypto import Opener, RoomKey, Sealer
+    from .ipmsg_peers import Inbound as IpmsgInbound
 
 _PREVIEW_BYTES = 80
 _VERIFY_TOKEN = 0
@@ -201,15 +201,20 @@ class Receiver:
         """Plain text peers, the least recently heard first (at most `max_peers`)."""
         self._other_versions: OrderedDict[Address, int] = OrderedDict()
         """Addresses whose other protocol version has been reported (once each)."""
-        self._ipmsg = IpmsgInbound(
-            config,
-            session,
-            self._events,
-            self._notes,
-            lambda addr, reason, detail: self._reject(addr, reason, detail=detail),
-            self.stats,
-        )
-        """IP Messenger users (`Config.ipmsg`)."""
+        self._ipmsg: IpmsgInbound | None = None
+        """IP Messenger users (only with `Config.ipmsg`, which alone pays for importing
+        the dialect)."""
+        if config.ipmsg:
+            from .ipmsg_peers import Inbound
+
+            self._ipmsg = Inbound(
+                config,
+                session,
+                self._events,
+                self._notes,
+                lambda addr, reason, detail: self._reject(addr, reason, detail=detail),
+                self.stats,
+            )
         self._plain_outgoing: list[tuple[bytes, Address]] = []
         """REFUSED notices: never sealed, so a peer with another key can read them."""
         self._refusals_sent: OrderedDict[Address, float] = OrderedDict()
@@ -246,7 +251,7 @@ class Receiver:
                 self.stats.discovery_dropped += 1
                 return
             if error.reason is RejectReason.NOT_UDPCHAT:
-                if self.config.ipmsg and self._on_ipmsg(data, addr, now):
+                if self._ipmsg is not None and self._on_ipmsg(data, addr, now):
                     return
                 if self._on_raw(data, addr, now):
                     return
@@ -296,7 +301,12 @@ class Receiver:
         its datagrams say. LocalProtocolError in shared-key mode; ValueError for an
         encoding not in `plain.ENCODINGS`."""
         plain.check_raw_peer(encoding, keyed=self._opener is not None)
-        if encoding is not None and self._ipmsg.set_encoding(addr, encoding):
+        ipmsg_peers = self._ipmsg
+        if (
+            encoding is not None
+            and ipmsg_peers is not None
+            and ipmsg_peers.set_encoding(addr, encoding)
+        ):
             return  # an IP Messenger user: only its encoding changes
         raw = self._raw.get(addr)
         if raw is None:
@@ -357,6 +367,7 @@ class Receiver:
             self._reject(addr, error.reason, data, error.detail)
             return True
         self.stats.ipmsg_received += 1
+        assert self._ipmsg is not None
         self._ipmsg.receive(packet, addr, now, self._wall_ms(now))
         return True
 
@@ -455,12 +466,21 @@ class Receiver:
         rows += [
             PeerInfo(a, "", True, r.last_heard, (), "raw", r.encoding) for a, r in self._raw.items()
         ]
-        rows += [
-            PeerInfo(
-                i.peer, i.nick, i.present, i.last_heard, (), "ipmsg", i.encoding, i.group, i.host
-            )
-            for i in self._ipmsg.peers()
-        ]
+        if self._ipmsg is not None:
+            rows += [
+                PeerInfo(
+                    i.peer,
+                    i.nick,
+                    i.present,
+                    i.last_heard,
+                    (),
+                    "ipmsg",
+                    i.encoding,
+                    i.group,
+                    i.host,
+                )
+                for i in self._ipmsg.peers()
+            ]
         return rows
 
     def farewell(self) -> FarewellNote:

@@ -34,7 +34,6 @@ from .config import Config, Stats
 from .discovery import Announcer
 from .errors import LocalProtocolError, MessageTooLong, NoPeers, OutboxFull, RejectReason
 from .events import Address, DeliveryFailed, Event, MessageDelivered, RawMessageSent
-from .ipmsg_peers import Outbound as IpmsgOutbound
 from .nick import validate_nick
 from .notes import (
     AckNote,
@@ -64,6 +63,7 @@ from .sealing import ANYONE, Outgoing, seal_all
 
 if TYPE_CHECKING:
     from .crypto import RoomKey, Sealer
+    from .ipmsg_peers import Outbound as IpmsgOutbound
 
 _PINGS_REMEMBERED = 4
 _HELLO_RETRY_FIRST = 1.0
@@ -231,8 +231,13 @@ class Sender:
         """Control messages are numbered down from -1, apart from the caller's."""
         self._raw: dict[Address, str] = {}
         """Plain text peers and the encoding replies to each are written in."""
-        self._ipmsg = IpmsgOutbound(config, session, self.nick, wall_offset, self.stats)
-        """IP Messenger users: their messages, and every IPMsg packet we send."""
+        self._ipmsg: IpmsgOutbound | None = None
+        """IP Messenger users: their messages, and every IPMsg packet we send (only with
+        `Config.ipmsg`, which alone pays for importing the dialect)."""
+        if config.ipmsg:
+            from .ipmsg_peers import Outbound
+
+            self._ipmsg = Outbound(config, session, self.nick, wall_offset, self.stats)
 
     # -- caller's API ---------------------------------------------------------
 
@@ -275,7 +280,8 @@ class Sender:
     def set_nick(self, nick: str) -> None:
         """Change our nickname and announce it to every peer that is present."""
         self.nick = validate_nick(nick)
-        self._ipmsg.set_nick(self.nick)
+        if self._ipmsg is not None:
+            self._ipmsg.set_nick(self.nick)
         for target in self._targets.values():
             if target.confirmed:
                 self._send_hello(target, wants_reply=False)
@@ -407,7 +413,7 @@ class Sender:
 
     def _is_ipmsg(self, addr: Address) -> bool:
         """An IP Messenger user, and not a udpchat that speaks our own protocol there."""
-        if not self._ipmsg.knows(addr):
+        if self._ipmsg is None or not self._ipmsg.knows(addr):
             return False
         target = self._targets.get(addr)
         return target is None or not target.confirmed
@@ -437,7 +443,9 @@ class Sender:
                 )
             except ValueError as error:
                 raise LocalProtocolError(f"not sent: {error}") from None
-        self._ipmsg.check(text, ipmsg_to)
+        if ipmsg_to:
+            assert self._ipmsg is not None  # an address is IPMsg only with it
+            self._ipmsg.check(text, ipmsg_to)
         if self.pending() + len(ipmsg_to) > self.config.max_pending:
             raise OutboxFull(f"outbox full: {self.pending()} messages are waiting for delivery")
         if others:
@@ -452,7 +460,8 @@ class Sender:
             self._events.append(
                 RawMessageSent(message_id=message_id, peer=addr, encoding=self._raw[addr])
             )
-        self._ipmsg.send(message_id, text, ipmsg_to, now)
+        if self._ipmsg is not None:
+            self._ipmsg.send(message_id, text, ipmsg_to, now)
         if not others:
             self.stats.messages_sent += 1
         return message_id
@@ -516,7 +525,8 @@ class Sender:
             if target.configured or target.confirmed:
                 self._outgoing.append((self._bye(addr), target.addr, target.session))
         self._announcer.stop()
-        self._ipmsg.close()
+        if self._ipmsg is not None:
+            self._ipmsg.close()
 
     def take_farewell(self, note: FarewellNote) -> None:
         """Keep what the receive half received of each peer, for `close`'s BYEs."""
@@ -568,14 +578,16 @@ class Sender:
                 while len(self._raw) > self.config.max_peers:
                     del self._raw[next(iter(self._raw))]
             case IpmsgPeerNote() | IpmsgAnswerNote() | IpmsgAckNote():
-                self._ipmsg.handle_note(note, now)
+                if self._ipmsg is not None:
+                    self._ipmsg.handle_note(note, now)
 
     def handle_timer(self, now: float) -> None:
         """Give up on late deliveries, retransmit what is due, send due probes and the
         due announcement."""
         if self._announcer.due(now):
             self._announce()
-        self._ipmsg.handle_timer(now)
+        if self._ipmsg is not None:
+            self._ipmsg.handle_timer(now)
         for addr, target in self._targets.items():
             while target.deliveries:
                 delivery = next(iter(target.deliveries.values()))
@@ -623,7 +635,8 @@ class Sender:
                     self._transmit(addr, target, unsent.popleft(), now)
         outgoing, self._outgoing = self._outgoing, []
         out = seal_all(self._sealer, outgoing, int((now + self._wall_offset) * 1000))
-        out += self._ipmsg.datagrams_to_send(now)
+        if self._ipmsg is not None:
+            out += self._ipmsg.datagrams_to_send(now)
         self.stats.datagrams_sent += len(out)
         self.stats.bytes_sent += sum(len(data) for data, _ in out)
         return out
@@ -632,7 +645,7 @@ class Sender:
         """The earliest deadline, probe, retransmission or announcement; None when there
         is none."""
         soonest = self._announcer.next_at
-        ipmsg_at = self._ipmsg.get_timer()
+        ipmsg_at = self._ipmsg.get_timer() if self._ipmsg is not None else None
         if ipmsg_at is not None and (soonest is None or ipmsg_at < soonest):
             soonest = ipmsg_at
         for target in self._targets.values():
@@ -657,7 +670,9 @@ class Sender:
         return soonest
 
     def next_event(self) -> Event | None:
-        return self._events.popleft() if self._events else self._ipmsg.next_event()
+        if self._events:
+            return self._events.popleft()
+        return self._ipmsg.next_event() if self._ipmsg is not None else None
 
     def take_unanswered(self) -> list[Address]:
         """Peers we retransmitted to since the last call and that have not answered for
@@ -670,7 +685,7 @@ class Sender:
 
     def pending(self) -> int:
         """Deliveries (message, peer) neither acknowledged nor failed yet."""
-        return self._pending + self._ipmsg.pending()
+        return self._pending + (self._ipmsg.pending() if self._ipmsg is not None else 0)
 
     def active_peers(self) -> int:
         """How many peers a new message to the default room would go to."""
@@ -684,6 +699,8 @@ class Sender:
         rows = [
             TargetInfo(a, t.configured, len(t.deliveries), t.srtt) for a, t in self._targets.items()
         ]
+        if self._ipmsg is None:
+            return rows
         return rows + [
             TargetInfo(a, False, pending, None)
             for a, pending in self._ipmsg.pending_by_peer()

@@ -32,7 +32,9 @@ from ..protocol import (
     LocalProtocolError,
     MemberJoined,
     MemberLeft,
+    MessageDelivered,
     MessageReceived,
+    RawMessageSent,
 )
 from ..runtimes import ChatRuntime
 from .conversations import Strangers, find_peer, split_msg, suppressed_text
@@ -93,6 +95,12 @@ class LineMode:
         self._early: list[Event] | None = []
         """Events that came before the first line was printed (None once it is)."""
         self._early_lock = threading.Lock()
+        self._sending_lock = threading.Lock()
+        self._sending = False
+        """A message is being handed to the runtime: its outcome, which can come before
+        `send` returns (a LAN answers in well under a millisecond), is held back until
+        its `message_sent` line is out (guarded by `_sending_lock`)."""
+        self._held: list[Event] = []
 
     def on_event(self, event: Event) -> None:
         """The runtime's callback: print the event (on the runtime's thread)."""
@@ -187,20 +195,29 @@ class LineMode:
                     continue
                 to, text = found, parsed[1]
                 self._strangers.answered(found)
+            with self._sending_lock:
+                self._sending = True
             try:
                 if to is None:  # the default room: the runtimes' fast path
-                    message_id = self.runtime.send(text)
+                    message_id: int | None = self.runtime.send(text)
                 else:
                     message_id = self.runtime.send(text, to=[to])
             except LocalProtocolError as error:
                 self._refuse(text, str(error))
-                continue
-            self._texts[message_id] = text
-            if len(self._texts) > _TEXTS_REMEMBERED:
-                self._texts.popitem(last=False)
-            if self.jsonl:
-                where = {"room": room} if to is None else {"direct": format_address(to)}
-                self._emit(json_line("message_sent", message_id=message_id, text=text, **where))
+                message_id = None
+            with self._sending_lock:
+                if message_id is not None:
+                    self._texts[message_id] = text
+                    if len(self._texts) > _TEXTS_REMEMBERED:
+                        self._texts.popitem(last=False)
+                    if self.jsonl:
+                        where = {"room": room} if to is None else {"direct": format_address(to)}
+                        sent = json_line("message_sent", message_id=message_id, text=text, **where)
+                        self._emit(sent)
+                self._sending = False
+                held, self._held = self._held, []
+            for event in held:
+                self._show(event)
 
     def _refuse(self, text: str, reason: str) -> None:
         self.failures += 1
@@ -217,6 +234,11 @@ class LineMode:
                 self._note(f"gave up waiting for {deliveries(self.runtime.pending())}")
 
     def _show(self, event: Event) -> None:
+        if isinstance(event, MessageDelivered | DeliveryFailed | RawMessageSent):
+            with self._sending_lock:
+                if self._sending and event.message_id not in self._texts:
+                    self._held.append(event)  # after its message_sent line
+                    return
         if isinstance(event, DeliveryFailed):
             self.failures += 1
         if not self._track(event):

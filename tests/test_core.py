@@ -1201,13 +1201,18 @@ def test_messages_held_behind_a_given_up_gap_are_shown_when_no_data_follows() ->
         net.send(ALICE, text)
     net.run_for(5.0)
     assert net.texts(BOB) == []  # held behind the gap
-    assert len(net.events(ALICE, MessageDelivered)) == 3  # acknowledged selectively
+    # Acknowledged selectively, so not sent again, but not delivered: not shown yet.
+    assert net.events(ALICE, MessageDelivered) == []
     net.run_for(30.0)  # the first message is given up on at 31 s; no DATA follows
     (failed,) = net.events(ALICE, DeliveryFailed)
     assert failed.message_id == 1
     shown_at = net.times(BOB, MessageReceived)
     assert net.texts(BOB) == texts[1:]
     assert shown_at[0] - (1.0 + 30.0) < 0.5  # at once, not at the next keepalive
+    # Shown, so delivered, as the cumulative ACK that follows says.
+    delivered = net.events(ALICE, MessageDelivered)
+    assert [d.message_id for d in delivered] == [2, 3, 4]
+    assert all(d.elapsed < 30.0 + 0.5 for d in delivered)
     pings = [s.decoded(Ping) for s in net.datagrams(src=ALICE, kind=Ping)]
     assert pings[-1].base == len(texts)  # nothing in flight: base is the next seq
 
@@ -1317,3 +1322,26 @@ def test_transform_runs_once_per_message_on_each_path_and_pickles() -> None:
     net.send(ALICE, "x" * 3000)  # three fragments, one transform each way
     net.run_until_settled()
     assert net.texts(BOB) == ["X" * 3000 + " (SENT)"]
+
+
+def test_messages_held_by_a_receiver_that_dies_are_never_reported_delivered() -> None:
+    """Delivered means shown: a receiver that acknowledged messages selectively while it
+    held them behind a gap, and then died, never showed them."""
+    net = pair(latency=0.01)
+    net.run_for(1.0)
+
+    def lose_the_first_message(sent: Sent) -> bool:
+        record = sent.record
+        return sent.src == ALICE and isinstance(record, Data) and record.seq == 0
+
+    net.drop_if = lose_the_first_message
+    for text in ["lost", "held 1", "held 2"]:
+        net.send(ALICE, text)
+    net.run_for(2.0)
+    assert net.texts(BOB) == []
+    net.drop_if = lambda sent: sent.src == BOB or sent.dst == BOB  # bob is gone
+    net.run_for(40.0)
+    assert net.events(ALICE, MessageDelivered) == []
+    failed = net.events(ALICE, DeliveryFailed)
+    assert [f.message_id for f in failed] == [1, 2, 3]
+    assert "never showed it" in failed[1].reason

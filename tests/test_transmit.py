@@ -45,6 +45,13 @@ def test_datagrams_leave_before_the_events_of_the_same_flush() -> None:
     assert wire.log == [(b"ack", BOB), [HELLO]]
 
 
+def test_the_process_models_receiver_hands_events_over_before_it_acknowledges() -> None:
+    wire = Wire({})
+    transmitter = Transmitter(wire.sendto, wire.publish, events_first=True)
+    transmitter.transmit(Flushed([(b"ack", BOB)], [HELLO], None))
+    assert wire.log == [[HELLO], (b"ack", BOB)]
+
+
 def test_a_refused_datagram_is_reported_once_per_interval_with_a_count() -> None:
     clock, wire = Clock(), Wire({BROADCAST: errno.EACCES})
     transmitter = Transmitter(wire.sendto, wire.publish, clock=clock)

@@ -66,6 +66,9 @@ if TYPE_CHECKING:
     from .ipmsg_peers import Outbound as IpmsgOutbound
 
 _PINGS_REMEMBERED = 4
+_SHOWN_GRACE = 1.0
+"""Seconds at least that a message the peer has whole but holds behind a given-up one
+is waited for after its give-up time."""
 _HELLO_RETRY_FIRST = 1.0
 _LOSS_THRESHOLD = 3
 """A fragment may be lost once this many fragments transmitted after it are acknowledged
@@ -92,6 +95,12 @@ class _Delivery:
     queued_at: float
     deadline: float
     unacked: int
+    last_seq: int = 0
+    """The seq of its last fragment: it is delivered when the peer's cumulative ACK has
+    passed it (a selective ACK only stops retransmission)."""
+    waiting: bool = False
+    """Past its give-up with every fragment acknowledged: waiting for the peer to show
+    it (see `Sender.handle_timer`)."""
     room: str = ""
     """The room a ROOM message was said in."""
     control: bool = False
@@ -490,7 +499,15 @@ class Sender:
                     self.session, target.session, field, target.next_seq
                 )
                 payloads = _split(key.seal(raw, associated), self.nick, self._overhead, field)
-            delivery = _Delivery(message_id, now, deadline, len(payloads), room, control)
+            delivery = _Delivery(
+                message_id,
+                now,
+                deadline,
+                len(payloads),
+                last_seq=target.next_seq + len(payloads) - 1,
+                room=room,
+                control=control,
+            )
             target.deliveries[message_id] = delivery
             for index, payload in enumerate(payloads):
                 seq = target.next_seq
@@ -589,11 +606,22 @@ class Sender:
         if self._ipmsg is not None:
             self._ipmsg.handle_timer(now)
         for addr, target in self._targets.items():
-            while target.deliveries:
-                delivery = next(iter(target.deliveries.values()))
+            for delivery in list(target.deliveries.values()):
                 if delivery.deadline > now:
+                    if delivery.waiting:
+                        continue  # its grace (below) may outlast later deadlines
                     break
+                if delivery.unacked == 0 and not delivery.waiting:
+                    # Every fragment arrived, and the peer holds the message behind an
+                    # earlier one: once that is given up (a PING tells the new base), the
+                    # peer shows it and its cumulative ACK says so. A peer that died
+                    # holding it never will, and then it fails after this grace.
+                    delivery.waiting = True
+                    delivery.deadline = now + max(4 * target.rto, _SHOWN_GRACE)
+                    continue
                 reason = f"no acknowledgement within {self.config.give_up_after:g} s"
+                if delivery.waiting:
+                    reason = "the peer got it but never showed it (held behind a lost message)"
                 if target.refused is not None:
                     reason += f"; it could not authenticate our datagrams ({target.refused.value})"
                 self._fail(addr, target, delivery, now, reason)
@@ -727,7 +755,7 @@ class Sender:
         target = self._targets.get(note.peer)
         if target is not None:
             target.answered_at = now
-        if target is None or not target.in_flight:
+        if target is None or not (target.in_flight or target.deliveries):
             return
         acked: list[_Fragment] = []
         in_flight = target.in_flight
@@ -756,21 +784,28 @@ class Sender:
             target.largest_acked_order = max(target.largest_acked_order, order)
             self._resend_lost(note.peer, target, now)
         for fragment in acked:
-            delivery = fragment.delivery
-            delivery.unacked -= 1
-            if delivery.unacked == 0 and delivery.message_id in target.deliveries:
-                del target.deliveries[delivery.message_id]
-                if delivery.control:
-                    continue
-                self._pending -= 1
-                self.stats.messages_delivered += 1
-                self._events.append(
-                    MessageDelivered(
-                        message_id=delivery.message_id,
-                        peer=note.peer,
-                        elapsed=now - delivery.queued_at,
-                    )
+            fragment.delivery.unacked -= 1
+        # Delivered means shown: the receiver shows messages in seq order and its
+        # cumulative point passes a message only once it has handed it on, while a
+        # message it holds behind a gap is only selectively acknowledged (and is lost
+        # if it dies). Deliveries are in seq order, so the first one not passed ends it.
+        deliveries = target.deliveries
+        while deliveries:
+            delivery = next(iter(deliveries.values()))
+            if delivery.last_seq >= note.cumulative or delivery.unacked:
+                break
+            del deliveries[delivery.message_id]
+            if delivery.control:
+                continue
+            self._pending -= 1
+            self.stats.messages_delivered += 1
+            self._events.append(
+                MessageDelivered(
+                    message_id=delivery.message_id,
+                    peer=note.peer,
+                    elapsed=now - delivery.queued_at,
                 )
+            )
 
     def _resend_lost(self, addr: Address, target: _Target, now: float) -> None:
         """Resend the fragments that both thresholds declare lost; arm `loss_time` for

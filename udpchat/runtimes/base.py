@@ -22,6 +22,10 @@ contract of that callback:
   nobody reads its output; `close` waits at most a second for a call under way.
 - It is called only once the datagrams made in the same flush are on the wire, so a
   message the caller has seen is already acknowledged (the caller may close at once).
+  The process model's receiving process is the exception: it hands a flush's events to
+  the parent first and then sends its ACKs, so that nothing is acknowledged that the
+  chat did not get; it finishes that flush before it heeds a close, so the caller may
+  still close at once.
 - It is never called after `close()` has returned.
 """
 
@@ -374,6 +378,7 @@ class Transmitter:
         *,
         clock: Callable[[], float] = time.monotonic,
         quiet: Iterable[Address] = (),
+        events_first: bool = False,
     ) -> None:
         """`send` puts one datagram on the wire (a socket's `sendto`); `publish` hands a
         flush's events on (to `on_event`, or to the process that calls it). Errors sending
@@ -383,10 +388,16 @@ class Transmitter:
         self._publish = publish
         self._send_errors = SendErrors(clock)
         self._quiet = frozenset(quiet)
+        self._events_first = events_first
 
     def transmit(self, flushed: Flushed) -> None:
-        """Send the flush's datagrams, then publish its events (and any SendFailed)."""
+        """Send the flush's datagrams, then publish its events (and any SendFailed);
+        with `events_first`, the events go first (see the process model's receiving
+        process)."""
         events = flushed.events
+        if self._events_first and events:
+            self._publish(events)
+            events = []
         for data, addr in flushed.datagrams:
             try:
                 self._send(data, addr)

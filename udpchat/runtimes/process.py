@@ -524,7 +524,10 @@ def _receive_loop(
     sockets = [sock] if listener is None else [sock, listener]
     for fd in [s.fileno() for s in sockets] + [control.fileno(), lifeline.fileno()]:
         poller.register(fd, select.POLLIN)
-    transmitter = Transmitter(sock.sendto, _to_parent(pipes.events))
+    # Events before ACKs: a message is acknowledged once the parent has it (it is in the
+    # pipe), so that a receiving process killed in between never acknowledged a
+    # message the chat did not get. The parent's close still waits for this flush.
+    transmitter = Transmitter(sock.sendto, _to_parent(pipes.events), events_first=True)
     pipes.events.send(Ready())
     timer = receiver.get_timer()
     while True:

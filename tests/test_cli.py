@@ -39,6 +39,10 @@ class Chat:
             discovery = ["--no-discovery"]
         else:
             discovery = ["--discovery-port", str(discovery_port)]
+        # Two chats of a test are two people: each keeps no history unless the test
+        # names a file (one default file would be shared, and the second would say so).
+        if "--history" not in args and "--no-history" not in args:
+            discovery.append("--no-history")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "udpchat", *discovery, "--bind", "127.0.0.1", *args],
             stdin=subprocess.PIPE,

@@ -32,6 +32,7 @@ from prompt_toolkit.output import ColorDepth, DummyOutput, Output
 from prompt_toolkit.output.vt100 import Vt100_Output
 from prompt_toolkit.utils import get_cwidth
 
+from udpchat.archive import Journal
 from udpchat.protocol import (
     Address,
     DatagramRejected,
@@ -56,6 +57,7 @@ from udpchat.protocol import (
 )
 from udpchat.protocol.plain import ENCODINGS
 from udpchat.runtimes import ChatRuntime, EventCallback
+from udpchat.store import History, Received
 from udpchat.ui.commands import peers_lines
 from udpchat.ui.pane import WRAP_INDENT, wrap
 from udpchat.ui.tui import TerminalUI
@@ -256,12 +258,13 @@ async def running(
     *,
     handle_signals: bool = False,
     shared_key: str | None = None,
+    journal: Journal | None = None,
 ) -> AsyncIterator[Driver]:
     with (
         create_pipe_input() as pipe,
         create_app_session(input=pipe, output=output or DummyOutput()),
     ):
-        ui = TerminalUI(drain_timeout=TIMEOUT, shared_key=shared_key)
+        ui = TerminalUI(drain_timeout=TIMEOUT, shared_key=shared_key, journal=journal)
         runtime.on_event = ui.on_event
         task = asyncio.create_task(ui.run_async(runtime, handle_signals=handle_signals))
         driver = Driver(ui, pipe, task)
@@ -619,6 +622,36 @@ async def test_an_ip_messenger_user_has_a_pane_marked_ipmsg_with_its_encoding() 
         assert chat.ui.status_text().startswith(" @tux (IPMsg, cp932)")
         chat.say("/peers")
         await chat.shows(r"tux \(IPMsg, gb18030\)\s+group lab, host tuxhost\s+here")
+
+
+@pytest.mark.asyncio
+async def test_a_conversation_opens_with_its_history_and_search_looks_everywhere(
+    tmp_path: Path,
+) -> None:
+    history = History.open(tmp_path / "history.sqlite3")
+    earlier = 1_764_000_000_000  # 2025-11-24
+    history.add_received(
+        [Received("#lobby", "10.0.0.2:9000", "bob", "lunch at noon?", earlier, earlier, "udpchat")]
+    )
+    row = history.add_sent("#lobby", "alice", "yes, noon", earlier + 60_000)
+    history.set_delivery(row, "10.0.0.2:9000", "delivered", earlier + 60_100)
+    history.add_received(
+        [Received("@bob", "10.0.0.2:9000", "bob", "noon it is", earlier, earlier, "udpchat")]
+    )
+    journal = Journal(history)
+    runtime = FakeRuntime()
+    async with running(runtime, journal=journal) as chat:
+        await chat.shows(r"^11-2\d \d\d:\d\d bob: lunch at noon\?$")
+        await chat.shows(r"alice: yes, noon  ✓$")
+        await chat.shows(r"history above · this run starts here")
+        chat.say("hello again")
+        await chat.until(lambda: runtime.sent == ["hello again"], "the message sent")
+        runtime.push(MessageDelivered(message_id=1, peer=BOB, elapsed=0.001))
+        chat.say("/search noon")
+        await chat.shows(r"\* 3 messages hold 'noon'")
+        await chat.shows(r"@bob bob: noon it is$")
+    stored = [(m.text, m.state) for m in History.open(tmp_path / "history.sqlite3").select()]
+    assert ("hello again", "delivered") in stored
 
 
 @pytest.mark.asyncio

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from . import __version__
@@ -45,6 +46,7 @@ from .ui.format import escape
 from .ui.lines import LineMode
 
 if TYPE_CHECKING:
+    from .archive import Journal
     from .ui.tui import TerminalUI
 
 EXIT_USAGE = 2
@@ -115,6 +117,17 @@ def build_parser() -> argparse.ArgumentParser:
         default="lf",
         metavar="END",
         help="what ends each line sent to a plain UDP tool: lf (default), crlf or none",
+    )
+    parser.add_argument(
+        "--history",
+        metavar="PATH",
+        help=(
+            "the history file (default: $XDG_DATA_HOME/udpchat/history.sqlite3);"
+            " 'udpchat history --help' reads it"
+        ),
+    )
+    parser.add_argument(
+        "--no-history", action="store_true", help="keep no history of this chat on disk"
     )
     parser.add_argument(
         "--ipmsg",
@@ -303,6 +316,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     raw_peers = [resolve_peer(text, args.bind) for text in args.raw_peer]
     if args.encoding is not None and args.encoding not in ENCODINGS:
         raise UsageError(f"--encoding must be one of {', '.join(ENCODINGS)}, not {args.encoding!r}")
+    if args.history is not None and args.no_history:
+        raise UsageError("--history and --no-history do not go together")
+    journal = _open_history(args)
     in_terminal = _is_terminal(sys.stdin) and _is_terminal(sys.stdout)
     ui_class = _terminal_ui_class() if in_terminal and not (args.plain or args.jsonl) else None
     shared_key = _shared_key(args)
@@ -310,7 +326,11 @@ def run(argv: Sequence[str] | None = None) -> int:
     ui: TerminalUI | LineMode
     if ui_class is not None:
         ui = ui_class(
-            drain_timeout=give_up + 5, shared_key=key_source, quiet=args.quiet, ipmsg=args.ipmsg
+            drain_timeout=give_up + 5,
+            shared_key=key_source,
+            quiet=args.quiet,
+            ipmsg=args.ipmsg,
+            journal=journal,
         )
     else:
         stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
@@ -320,6 +340,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             stdin=stdin,
             shared_key=key_source,
             ipmsg=args.ipmsg,
+            journal=journal,
         )
     room_keys: tuple[tuple[str, bytes], ...] = ()
     if args.room_key_file is not None:
@@ -354,6 +375,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             config=config,
             on_event=ui.on_event,
             discovery_port=discovery_port,
+            history=journal.history.path if journal and journal.history else None,
         )
         runtime.open()
         for addr in raw_peers:
@@ -377,6 +399,30 @@ def run(argv: Sequence[str] | None = None) -> int:
         return ui.run(runtime)
     finally:
         runtime.close()
+        if journal is not None:
+            journal.close()
+
+
+def _open_history(args: argparse.Namespace) -> Journal | None:
+    """The history this chat keeps, or None (`--no-history`, or it cannot be opened:
+    then one line says why, and the chat runs without it)."""
+    if args.no_history:
+        return None
+    from .archive import Journal  # sqlite3 only for a chat that keeps history
+    from .store import History, HistoryError, default_path
+
+    path = Path(args.history) if args.history is not None else default_path()
+    try:
+        history = History.open(path)
+    except HistoryError as error:
+        print(f"udpchat: history off for this run: {error}", file=sys.stderr)
+        return None
+    if history.shared:
+        print(
+            f"udpchat: another udpchat is using the history {path} too; both write to it",
+            file=sys.stderr,
+        )
+    return Journal(history)
 
 
 def _terminal_ui_class() -> type[TerminalUI]:
@@ -405,6 +451,10 @@ def _is_terminal(stream: TextIO | None) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script: errors become one line and exit status 2."""
     arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["history"]:
+        from .history_cli import main as history_main  # reading the history only
+
+        return history_main(arguments[1:])
     if arguments[:1] == ["bench"]:
         # Imported only here, so that starting a chat does not load the benchmark.
         from .bench.cli import main as bench_main

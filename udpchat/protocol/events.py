@@ -1,5 +1,5 @@
-"""Events the core hands to its caller through `next_event()`, and the one a runtime
-adds (`SendFailed`: the core never touches a socket).
+"""Events the core hands to its caller through `next_event()`, and the ones a runtime
+adds (`SendFailed` and `HistoryFailed`: the core never touches a socket or a file).
 
 Each is a frozen, slotted dataclass named for something that has happened. They hold
 only plain values so they pickle: the process model sends them through pipes.
@@ -200,6 +200,13 @@ class SendFailed:
     them, this one included."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryFailed:
+    reason: str
+    """Why the history could not be written (one line). History is off for the rest of
+    the run; the chat goes on, and "delivered" then means handed to the application."""
+
+
 Event = (
     PeerJoined
     | PeerLeft
@@ -215,4 +222,5 @@ Event = (
     | DatagramRejected
     | DatagramsRefused
     | SendFailed
+    | HistoryFailed
 )

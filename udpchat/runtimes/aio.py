@@ -55,6 +55,7 @@ from .sockets import RECEIVE_BUFFER, normalize, read_queued
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from ..archive import Inbox
     from .base import RuntimeOptions
 
 _CLOSE_TIMEOUT = 0.5
@@ -91,6 +92,7 @@ class AsyncioChat(asyncio.DatagramProtocol, Endpoint):
         self._closed = False
         self._sending = False
         """True while `_sendto` is inside the transport's sendto."""
+        self._inbox_store: Inbox | None = None
         self._listening: asyncio.BaseTransport | None = None
         """The discovery socket's transport, when there is one."""
 
@@ -128,7 +130,13 @@ class AsyncioChat(asyncio.DatagramProtocol, Endpoint):
                 self._close_discovery()
                 raise
             self._core.start_announcing(self._announce_to)
-        self._transmitter = Transmitter(self._sendto, self._publish, quiet=self._quiet)
+        self._inbox_store = self._inbox()
+        self._transmitter = Transmitter(
+            self._sendto,
+            self._publish,
+            quiet=self._quiet,
+            before=self._inbox_store.store if self._inbox_store is not None else None,
+        )
         # Reading the socket behind the transport's back is only safe where the transport
         # itself reads with a plain non-blocking recvfrom (not e.g. a proactor's overlapped
         # reads, which would reorder datagrams).
@@ -160,6 +168,8 @@ class AsyncioChat(asyncio.DatagramProtocol, Endpoint):
                 # it would be lost with the socket anyway.
                 transport.abort()
                 await asyncio.shield(lost)
+        if self._inbox_store is not None:
+            self._inbox_store.close()
         self._finish()
 
     async def __aenter__(self) -> AsyncioChat:
@@ -456,6 +466,7 @@ class AsyncioRuntime(RuntimeBase):
             config=self._config,
             on_event=self._on_chat_event,
             discovery_port=self._discovery_port,
+            history=self._history,
         )
         self._nick = nick
         self._rooms: tuple[str, ...] = self._config.rooms

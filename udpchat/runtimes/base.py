@@ -39,6 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol, TypedDict
 
 from ..protocol import (
@@ -58,6 +59,8 @@ from .sockets import bind_socket, normalize
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
+
+    from ..archive import Inbox
 
 EventCallback = Callable[[Event], None]
 """What a runtime calls with each event; see the contract above."""
@@ -177,6 +180,7 @@ class RuntimeOptions(TypedDict, total=False):
     config: Config | None
     on_event: EventCallback | None
     discovery_port: int | None
+    history: Path | None
 
 
 class Endpoint:
@@ -192,18 +196,21 @@ class Endpoint:
         config: Config | None = None,
         on_event: EventCallback | None = None,
         discovery_port: int | None = None,
+        history: Path | None = None,
     ) -> None:
         """Chat as `nick` (1-32 bytes) on a UDP socket bound to `bind`:`port` (0: any free
         port), greeting `peers` at `open`; `on_event` is called with every event (see the
         contract above; None: events are dropped). With `discovery_port`, listen for
         announcements there and announce this chat (docs/protocol.md, "Discovery");
-        None: no discovery."""
+        None: no discovery. With `history`, every message received is stored in that
+        history file before it is acknowledged (`archive.Inbox`)."""
         self._config = config or Config()
         if self._config.ipmsg:
             self._config = _ipmsg_config(self._config, bind)
         self._bind, self._port, self._initial_peers = bind, port, list(peers)
         self._on_event = on_event
         self._discovery_port = discovery_port
+        self._history = history
         self._discovery: Discovery | None = None
         self._address: Address | None = None
 
@@ -241,6 +248,14 @@ class Endpoint:
     def _quiet(self) -> tuple[Address, ...]:
         """Where errors sending are not reported: the discovery and IPMsg broadcasts."""
         return quiet_addresses(self._announce_to, self._config)
+
+    def _inbox(self) -> Inbox | None:
+        """Where received messages are stored before their ACKs go, if anywhere."""
+        if self._history is None:
+            return None
+        from ..archive import Inbox  # sqlite3 only for a chat that keeps history
+
+        return Inbox(self._history)
 
     def _close_discovery(self) -> None:
         if self._discovery is not None:
@@ -379,6 +394,7 @@ class Transmitter:
         clock: Callable[[], float] = time.monotonic,
         quiet: Iterable[Address] = (),
         events_first: bool = False,
+        before: Callable[[list[Event]], None] | None = None,
     ) -> None:
         """`send` puts one datagram on the wire (a socket's `sendto`); `publish` hands a
         flush's events on (to `on_event`, or to the process that calls it). Errors sending
@@ -389,12 +405,18 @@ class Transmitter:
         self._send_errors = SendErrors(clock)
         self._quiet = frozenset(quiet)
         self._events_first = events_first
+        self._before = before
+        """The step that comes before anything of a flush leaves: storing its received
+        messages (`archive.Inbox.store`), so that nothing is acknowledged that is not
+        on disk. It may add an event (HistoryFailed)."""
 
     def transmit(self, flushed: Flushed) -> None:
         """Send the flush's datagrams, then publish its events (and any SendFailed);
         with `events_first`, the events go first (see the process model's receiving
         process)."""
         events = flushed.events
+        if self._before is not None and events:
+            self._before(events)
         if self._events_first and events:
             self._publish(events)
             events = []

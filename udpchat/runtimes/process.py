@@ -41,6 +41,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..protocol import (
@@ -70,6 +71,7 @@ from .sockets import read_queued
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from ..archive import Inbox
     from .base import RuntimeOptions
 
 _JOIN_TIMEOUT = 0.5
@@ -234,7 +236,7 @@ class ProcessRuntime(RuntimeBase):
         self._from_sender, sender_events = ctx.Pipe(duplex=False)
         self._receiver = ctx.Process(
             target=_receiver_main,
-            args=(sock, listener, session, config),
+            args=(sock, listener, session, config, self._history),
             kwargs={
                 "pipes": _Pipes(control_r, notes_w, receiver_events, lifeline_r, self._lifeline)
             },
@@ -501,15 +503,24 @@ def _receiver_main(
     listener: socket.socket | None,
     session: bytes,
     config: Config,
+    history: Path | None,
     *,
     pipes: _Pipes,
 ) -> None:
-    """Receiving process: sockets in, receive half, ACKs out, notes and events onward."""
+    """Receiving process: sockets in, receive half, events onward, ACKs out (received
+    messages stored first, with `history`)."""
     _child_setup(pipes)
+    inbox = None
+    if history is not None:
+        from ..archive import Inbox  # this process's own connection to the history
+
+        inbox = Inbox(history)
     try:
         receiver = Receiver(session, config, wall_offset=base.wall_offset())
-        _receive_loop(sock, listener, receiver, pipes)
+        _receive_loop(sock, listener, receiver, pipes, inbox)
     finally:
+        if inbox is not None:
+            inbox.close()
         sock.close()
         if listener is not None:
             listener.close()
@@ -517,7 +528,11 @@ def _receiver_main(
 
 
 def _receive_loop(
-    sock: socket.socket, listener: socket.socket | None, receiver: Receiver, pipes: _Pipes
+    sock: socket.socket,
+    listener: socket.socket | None,
+    receiver: Receiver,
+    pipes: _Pipes,
+    inbox: Inbox | None,
 ) -> None:
     control, lifeline = pipes.calls, pipes.lifeline
     poller = select.poll()
@@ -527,7 +542,12 @@ def _receive_loop(
     # Events before ACKs: a message is acknowledged once the parent has it (it is in the
     # pipe), so that a receiving process killed in between never acknowledged a
     # message the chat did not get. The parent's close still waits for this flush.
-    transmitter = Transmitter(sock.sendto, _to_parent(pipes.events), events_first=True)
+    transmitter = Transmitter(
+        sock.sendto,
+        _to_parent(pipes.events),
+        events_first=True,
+        before=inbox.store if inbox is not None else None,
+    )
     pipes.events.send(Ready())
     timer = receiver.get_timer()
     while True:

@@ -30,6 +30,7 @@ from .sockets import Reader, normalize
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from ..archive import Inbox
     from .base import RuntimeOptions
 
 
@@ -53,6 +54,7 @@ class ThreadRuntime(RuntimeBase):
         """When the sending thread will wake by itself (guarded by the lock)."""
         self._sock: socket.socket | None = None
         self._transmitter: Transmitter | None = None
+        self._inbox_store: Inbox | None = None
         self._threads: list[threading.Thread] = []
 
     # -- ChatRuntime ----------------------------------------------------------
@@ -65,7 +67,13 @@ class ThreadRuntime(RuntimeBase):
         self._sock = self._bind_socket()
         listener = self._discovery.listener if self._discovery is not None else None
         self._reader = Reader(self._sock, listener)
-        self._transmitter = Transmitter(self._sock.sendto, self._outlet.publish, quiet=self._quiet)
+        self._inbox_store = self._inbox()
+        self._transmitter = Transmitter(
+            self._sock.sendto,
+            self._outlet.publish,
+            quiet=self._quiet,
+            before=self._inbox_store.store if self._inbox_store is not None else None,
+        )
         with self._lock:
             now = time.monotonic()
             self._core.start_announcing(self._announce_to)
@@ -91,6 +99,8 @@ class ThreadRuntime(RuntimeBase):
         self._sock.close()
         self._reader.close()
         self._close_discovery()
+        if self._inbox_store is not None:
+            self._inbox_store.close()
         self._outlet.shut()
         with self._lock:
             self._lock.notify_all()  # wakes wait_delivered: nothing more will be delivered

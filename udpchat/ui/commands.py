@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "/encoding [PEER] ENC",
         "read and write a plain peer as utf-8, gbk, gb18030, cp932 or hex",
     ),
+    "search": ("/search TEXT", "find messages in the history, in every conversation"),
     "quit": ("/quit, /q, /exit", "wait for deliveries, say goodbye, leave (or Ctrl-D, Ctrl-C)"),
 }
 """Command name -> (usage, what it does), in the order /help lists them."""

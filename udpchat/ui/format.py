@@ -18,7 +18,7 @@ import time
 import unicodedata
 from collections.abc import Callable, Sequence
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..protocol import (
     Address,
@@ -27,6 +27,7 @@ from ..protocol import (
     DeliveryFailed,
     Event,
     FileOffered,
+    HistoryFailed,
     LeaveReason,
     MemberJoined,
     MemberLeft,
@@ -42,6 +43,9 @@ from ..protocol import (
 )
 from ..protocol.wire import VERSION
 from ..runtimes.sockets import lan_addresses
+
+if TYPE_CHECKING:
+    from ..store import StoredMessage
 
 # Bidirectional controls, and the line and paragraph separators, which some terminals
 # and most editors take for a line end.
@@ -340,6 +344,8 @@ def describe(
     if isinstance(event, SendFailed):
         many = f" ({event.count} datagrams)" if event.count > 1 else ""
         return f"* could not send to {format_address(event.peer)}{many}: {event.reason}"
+    if isinstance(event, HistoryFailed):
+        return f"* history off for this run: {event.reason}"
     return None  # MessageDelivered, RawMessageSent: silent in line mode
 
 
@@ -397,6 +403,7 @@ _NAMES = {
     DatagramRejected: "datagram_rejected",
     DatagramsRefused: "datagrams_refused",
     SendFailed: "send_failed",
+    HistoryFailed: "history_failed",
 }
 
 
@@ -415,6 +422,40 @@ def to_json(event: Event, wall: float | None = None) -> str:
         del record["room"]
         record["direct"] = True
     return _dumps(record)
+
+
+STATE_MARKS = {
+    "delivered": "✓",
+    "partly delivered": "✓ partly",
+    "failed": "✗ failed",
+    "pending": "…",
+    "sent": "→",
+}
+"""The mark after each of our own messages in the history: what became of it ("sent":
+to a raw peer, which acknowledges nothing)."""
+
+
+def stored_line(message: StoredMessage) -> str:
+    """A message of the history for people: "2026-12-04 14:02:19 #lobby bob: text", with
+    the mark of its outcome after one of ours. Peer text is escaped, as in the chat."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(message.sent_at_ms / 1000))
+    who = escape(message.nick or message.peer) or "?"
+    line = f"{when} {escape(message.conversation)} {who}: {escape(message.text)}"
+    if message.direction == "out":
+        line += f"  {STATE_MARKS.get(message.state, '…')}"
+    return line
+
+
+def stored_record(message: StoredMessage, name: str = "stored_message") -> str:
+    """A message of the history as a JSON line named `name`: every field, its times also
+    in ISO 8601 (local time), and "time", when it was sent, as on the chat's JSON lines."""
+    fields: dict[str, Any] = {
+        field: getattr(message, field) for field in type(message).__dataclass_fields__
+    }
+    fields["sent_at"] = _iso(message.sent_at_ms / 1000)
+    received = message.received_at_ms
+    fields["received_at"] = _iso(received / 1000) if received is not None else None
+    return json_line(name, message.sent_at_ms / 1000, **fields)
 
 
 def json_line(name: str, wall: float | None = None, **fields: Any) -> str:
@@ -436,6 +477,9 @@ def _json_escape(char: str) -> str:
 
 
 def _iso(wall: float | None) -> str:
-    now = time.time() if wall is None else wall
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
-    return f"{stamp}.{int(now % 1 * 1000):03d}{time.strftime('%z', time.localtime(now))}"
+    """ISO 8601 in local time with milliseconds (rounded: a time stored in ms, such as a
+    message's in the history, comes back as it was)."""
+    ms = round((time.time() if wall is None else wall) * 1000)
+    moment = time.localtime(ms // 1000)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", moment)
+    return f"{stamp}.{ms % 1000:03d}{time.strftime('%z', moment)}"

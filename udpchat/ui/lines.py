@@ -25,10 +25,12 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import TextIO
 
+from ..archive import Journal, conversation_of
 from ..protocol import (
     Address,
     DeliveryFailed,
     Event,
+    HistoryFailed,
     LocalProtocolError,
     MemberJoined,
     MemberLeft,
@@ -45,11 +47,14 @@ from .format import (
     deliveries,
     describe,
     discovery_text,
+    escape,
     format_address,
     json_line,
     reach_text,
     reachable_at,
     ready_text,
+    stored_line,
+    stored_record,
     to_json,
 )
 
@@ -77,11 +82,15 @@ class LineMode:
         stderr: TextIO | None = None,
         shared_key: str | None = None,
         ipmsg: bool = False,
+        journal: Journal | None = None,
     ) -> None:
         self.shared_key = shared_key
         """Where the shared key came from ("--key-file"), for the ready line; None: no key."""
         self.ipmsg = ipmsg
         """IP Messenger is on (`--ipmsg`): the ready lines say so."""
+        self.journal = journal
+        """Where our messages and their outcomes are stored, and `/search` looks; None
+        without history."""
         self.jsonl = jsonl
         self.drain_timeout = drain_timeout
         self.stdin = stdin or sys.stdin
@@ -182,18 +191,26 @@ class LineMode:
             if "\ufffd" in text:
                 self._note("input was not valid UTF-8; the bad bytes were replaced")
             to: Address | None = None
+            nick, dialect = "", "udpchat"
             if text.startswith("//"):
                 text = text[1:]
+            elif text.startswith("/search ") or text == "/search":
+                self._search(text[len("/search") :].strip())
+                continue
             elif text.startswith("/msg ") or text == "/msg":
                 parsed = split_msg(text[4:])
                 if parsed is None:
                     self._refuse(text, "usage: /msg NICK text")
                     continue
-                found = find_peer(parsed[0], self.runtime.peers(), self._names)
+                rows = self.runtime.peers()
+                found = find_peer(parsed[0], rows, self._names)
                 if isinstance(found, str):
                     self._refuse(text, found)
                     continue
                 to, text = found, parsed[1]
+                for row in rows:
+                    if row.peer == found:
+                        nick, dialect = ("" if row.dialect == "raw" else row.nick), row.dialect
                 self._strangers.answered(found)
             with self._sending_lock:
                 self._sending = True
@@ -206,6 +223,13 @@ class LineMode:
                 self._refuse(text, str(error))
                 message_id = None
             with self._sending_lock:
+                if message_id is not None and self.journal is not None:
+                    where_to = conversation_of("", to, nick) if to else f"#{room}"
+                    failed = self.journal.sent(
+                        message_id, where_to, self.runtime.nick, text, dialect
+                    )
+                    if failed is not None:
+                        self._history_off(failed)
                 if message_id is not None:
                     self._texts[message_id] = text
                     if len(self._texts) > _TEXTS_REMEMBERED:
@@ -239,6 +263,10 @@ class LineMode:
                 if self._sending and event.message_id not in self._texts:
                     self._held.append(event)  # after its message_sent line
                     return
+                if self.journal is not None:
+                    failed = self.journal.outcome(event)
+                    if failed is not None:
+                        self._history_off(failed)
         if isinstance(event, DeliveryFailed):
             self.failures += 1
         if not self._track(event):
@@ -273,6 +301,27 @@ class LineMode:
                     self._emit(f"{clock()} {suppressed_text(event.peer, name, suppressed)}")
             return shown
         return True
+
+    def _history_off(self, reason: str) -> None:
+        self._show(HistoryFailed(reason=reason))
+
+    def _search(self, text: str) -> None:
+        """/search TEXT: the messages of the history that hold TEXT, newest first."""
+        if not text:
+            self._refuse("/search", "usage: /search TEXT")
+            return
+        if self.journal is None:
+            self._refuse(f"/search {text}", "no history in this chat (--no-history)")
+            return
+        found = self.journal.search(text, limit=20)
+        if self.jsonl:
+            for stored in found:
+                self._emit(stored_record(stored, "search_result"))
+            return
+        many = "1 message holds" if len(found) == 1 else f"{len(found)} messages hold"
+        self._emit(f"{clock()} * {many} {escape(text)!r} (newest first, at most 20)")
+        for stored in found:
+            self._emit(f"  {stored_line(stored)}")
 
     def _note(self, text: str) -> None:
         """A message about our own state: stderr, so stdout stays the conversation."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 import zlib
 from collections.abc import Callable, Iterator
 
@@ -196,10 +197,17 @@ def line_entry(text: str, style: str = "class:system") -> Entry:
     return Entry([("class:time", f"{stamp} "), (style, text)], len(stamp) + 3)
 
 
-def message_fragments(nick: str, text: str, own: bool) -> tuple[StyleAndTextTuples, int]:
-    """A message as fragments ("HH:MM nick: text"), and the indent of its further lines."""
+def message_fragments(
+    nick: str, text: str, own: bool, wall: float | None = None
+) -> tuple[StyleAndTextTuples, int]:
+    """A message as fragments ("HH:MM nick: text"), and the indent of its further lines.
+    `wall`: when it was said (a message from the history), else now; a day other than
+    today is shown with its date."""
+    stamp = clock(wall, seconds=False)
+    if wall is not None and time.strftime("%x", time.localtime(wall)) != time.strftime("%x"):
+        stamp = time.strftime("%m-%d %H:%M", time.localtime(wall))
     prefix: StyleAndTextTuples = [
-        ("class:time", f"{clock(seconds=False)} "),
+        ("class:time", f"{stamp} "),
         (nick_style(nick) + (" class:own" if own else ""), escape(nick) or "?"),
         ("", ": "),
     ]

@@ -59,6 +59,7 @@ from prompt_toolkit.layout.menus import CompletionsMenu
 from prompt_toolkit.output import ColorDepth
 from prompt_toolkit.styles import Style
 
+from ..archive import Journal, conversation_of
 from ..keyfile import KeyFileError, read_key_file
 from ..protocol import (
     Address,
@@ -66,6 +67,7 @@ from ..protocol import (
     DeliveryFailed,
     Event,
     FileOffered,
+    HistoryFailed,
     LocalProtocolError,
     MemberJoined,
     MemberLeft,
@@ -95,6 +97,7 @@ from .conversations import Strangers, direct, find_peer, room, split_msg, suppre
 from .delivery import Deliveries, OwnMessage
 from .format import (
     IPMSG_TEXT,
+    STATE_MARKS,
     Names,
     deliveries,
     describe,
@@ -103,6 +106,7 @@ from .format import (
     format_address,
     reach_text,
     ready_text,
+    stored_line,
 )
 from .pane import (
     PANE_STYLE,
@@ -112,6 +116,9 @@ from .pane import (
     line_entry,
     message_fragments,
 )
+
+_REPLAYED = 50
+"""Lines of the history a conversation opens with."""
 
 EXIT_OK = 0
 EXIT_UNDELIVERED = 1
@@ -129,9 +136,15 @@ class TerminalUI:
         shared_key: str | None = None,
         quiet: bool = False,
         ipmsg: bool = False,
+        journal: Journal | None = None,
     ) -> None:
         self._shared_key = shared_key
         self._ipmsg_on = ipmsg
+        self._journal = journal
+        """The history: our messages and their outcomes go there, each pane opens with
+        its last lines, `/search` looks there; None without history."""
+        self._nick_of: dict[Address, str] = {}
+        """Each peer's nickname as it gives it (history names direct conversations so)."""
         self._quiet = quiet
         """No terminal bell for a direct message in a conversation not on screen."""
         """Where the shared key came from ("--key-file"); None: no key."""
@@ -200,6 +213,7 @@ class TerminalUI:
             # The start-up lines belong to the first room's pane, whatever its name.
             self._panes = {room(rooms[0]): self._panes.pop(self._current)}
             self._current = room(rooms[0])
+            self._replay(self.conversation, self._current)
             for name in rooms[1:]:
                 self._pane(room(name))
         ready = ready_text(runtime.local_address, self._nick, runtime.model, self._shared_key)
@@ -248,7 +262,32 @@ class TerminalUI:
         pane = self._panes.get(where)
         if pane is None:
             pane = self._panes[where] = Conversation()
+            self._replay(pane, where)
         return pane
+
+    def _history_name(self, where: Chat) -> str:
+        if where.peer is None:
+            return f"#{where.room}"
+        nick = "" if where.peer in self._raw else self._nick_of.get(where.peer, "")
+        return conversation_of("", where.peer, nick)
+
+    def _replay(self, pane: Conversation, where: Chat) -> None:
+        """Open a conversation with its last lines from the history, and a mark where
+        this run starts."""
+        if self._journal is None:
+            return
+        stored = self._journal.recent(self._history_name(where), _REPLAYED)
+        for message in stored:
+            own = message.direction == "out"
+            fragments, indent = message_fragments(
+                message.nick, message.text, own, wall=message.sent_at_ms / 1000
+            )
+            if own:
+                mark = STATE_MARKS.get(message.state, "…")
+                fragments.append(("class:state.delivered", f"  {mark}"))
+            pane.add(Entry(fragments, indent))
+        if stored:
+            pane.add(line_entry("── history above · this run starts here ──", "class:system"))
 
     def _switch_to(self, where: Chat) -> None:
         """Put `where`'s conversation on screen; lines typed go there from now on."""
@@ -355,6 +394,16 @@ class TerminalUI:
             self._refresh()
 
     def _show(self, event: Event) -> None:
+        if isinstance(event, PeerJoined | MessageReceived) and event.nick:
+            self._nick_of[event.peer] = event.nick
+        elif isinstance(event, PeerRenamed):
+            self._nick_of[event.peer] = event.new_nick
+        if self._journal is not None and isinstance(
+            event, MessageDelivered | DeliveryFailed | RawMessageSent
+        ):
+            failed = self._journal.outcome(event)
+            if failed is not None:
+                self._show(HistoryFailed(reason=failed))
         if isinstance(event, MessageReceived) and event.dialect == "raw":
             self._raw[event.peer] = event.encoding
         if isinstance(event, MessageReceived) and event.dialect == "ipmsg":
@@ -491,7 +540,30 @@ class TerminalUI:
             return False
         self._add_own(message_id, text, current)
         self._pane(current).follow()
+        if self._journal is not None:
+            dialect = "raw" if current.peer in self._raw else "udpchat"
+            if current.peer in self._ipmsg:
+                dialect = "ipmsg"
+            failed = self._journal.sent(
+                message_id, self._history_name(current), self._nick, text, dialect
+            )
+            if failed is not None:
+                self._show(HistoryFailed(reason=failed))
         return True
+
+    def _search(self, argument: str) -> None:
+        text = argument.strip()
+        if not text:
+            self._error("usage: /search TEXT")
+            return
+        if self._journal is None:
+            self._error("no history in this chat (--no-history)")
+            return
+        found = self._journal.search(text, limit=20)
+        many = "1 message holds" if len(found) == 1 else f"{len(found)} messages hold"
+        self._system(f"{many} {escape(text)!r} (newest first, at most 20):")
+        for stored in found:
+            self._line(f"  {stored_line(stored)}")
 
     def _run_command(self, command: Command) -> None:
         handlers: dict[str, Callable[[str], None]] = {
@@ -509,6 +581,7 @@ class TerminalUI:
             "query": self._query,
             "switch": self._switch,
             "raw": self._raw_command,
+            "search": self._search,
             "encoding": self._encoding,
             "quit": lambda _: self.request_quit(),
         }

@@ -48,7 +48,7 @@ from udpchat.protocol import (
     plain,
 )
 from udpchat.protocol.crypto import derive_master_key
-from udpchat.protocol.events import FileOffered
+from udpchat.protocol.events import FileOffered, HistoryFailed
 from udpchat.protocol.notes import (
     IntroducedNote,
     IpmsgAckNote,
@@ -1146,6 +1146,7 @@ EVENTS = [
     RoomsNote(BOB, ("lobby", "dev")),
     IntroducedNote(BOB, "lobby", (ALICE, ("fd00::1", 9000))),
     FileOffered(peer=("10.0.0.7", 2425), nick="tux", name="a:b.txt", size=1024),
+    HistoryFailed(reason="history not written: database or disk is full"),
     PeerJoined(peer=("10.0.0.7", 2425), nick="tux", dialect="ipmsg", group="dev", host="vm"),
     IpmsgPeerNote(("10.0.0.7", 2425), True, "tux", False, "gb18030", True),
     IpmsgAnswerNote(("10.0.0.7", 2425), 1764835200, True, False),

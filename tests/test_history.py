@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from conftest import OpenRuntime, wait_for
 from test_cli import Chat
-from udpchat.store import History
 
 from udpchat.protocol import (
     Event,
@@ -21,6 +20,7 @@ from udpchat.protocol import (
     MessageReceived,
 )
 from udpchat.runtimes import create_runtime
+from udpchat.store import History
 
 
 def stored_texts(path: Path) -> list[str]:
@@ -142,3 +142,47 @@ def test_no_history_keeps_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     finally:
         chat.kill()
     assert not (tmp_path / "data").exists()
+
+
+def test_two_chats_sharing_one_history_file_say_so_and_both_write_to_it(tmp_path: Path) -> None:
+    path = tmp_path / "shared.sqlite3"
+    chats: list[Chat] = []
+    try:
+        alice = Chat("--plain", "--port", "0", "--name", "alice", "--history", str(path))
+        chats.append(alice)
+        port = alice.expect(r"listening on 127\.0\.0\.1:(\d+)").group(1)
+        bob = Chat(
+            "--plain", "--port", "0", "--name", "bob", "--history", str(path),
+            "--peer", f"127.0.0.1:{port}",
+        )  # fmt: skip
+        chats.append(bob)
+        alice.expect(r"\* bob \(127\.0\.0\.1:\d+\) joined")
+        alice.say("one file, two terminals")
+        bob.expect(r"#lobby alice: one file, two terminals$")
+        alice.end_input()
+        assert alice.wait() == (0, "")
+        bob.end_input()
+        code, stderr = bob.wait()
+    finally:
+        for chat in chats:
+            chat.kill()
+    assert code == 0
+    assert f"another udpchat is using the history {path} too" in stderr
+    assert stored_texts(path) == ["one file, two terminals"] * 2  # alice's, and bob's copy
+
+
+def test_a_corrupt_history_file_is_left_alone_and_the_chat_runs(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite3"
+    garbage = bytes(range(256)) * 16
+    path.write_bytes(garbage)
+    chat = Chat("--plain", "--port", "0", "--name", "alice", "--history", str(path))
+    try:
+        chat.expect("listening on")
+        chat.end_input()
+        code, stderr = chat.wait()
+    finally:
+        chat.kill()
+    assert code == 0
+    (line,) = stderr.strip().splitlines()
+    assert line.startswith("udpchat: history off for this run:")
+    assert path.read_bytes() == garbage

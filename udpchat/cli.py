@@ -318,11 +318,11 @@ def run(argv: Sequence[str] | None = None) -> int:
         raise UsageError(f"--encoding must be one of {', '.join(ENCODINGS)}, not {args.encoding!r}")
     if args.history is not None and args.no_history:
         raise UsageError("--history and --no-history do not go together")
-    journal = _open_history(args)
     in_terminal = _is_terminal(sys.stdin) and _is_terminal(sys.stdout)
     ui_class = _terminal_ui_class() if in_terminal and not (args.plain or args.jsonl) else None
     shared_key = _shared_key(args)
     key_source = shared_key[1] if shared_key else None
+    journal, history_notes = _open_history(args)
     ui: TerminalUI | LineMode
     if ui_class is not None:
         ui = ui_class(
@@ -331,8 +331,11 @@ def run(argv: Sequence[str] | None = None) -> int:
             quiet=args.quiet,
             ipmsg=args.ipmsg,
             journal=journal,
+            notes=history_notes,
         )
     else:
+        for note in history_notes:
+            print(f"udpchat: {note}", file=sys.stderr)
         stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
         ui = LineMode(
             jsonl=args.jsonl,
@@ -403,11 +406,12 @@ def run(argv: Sequence[str] | None = None) -> int:
             journal.close()
 
 
-def _open_history(args: argparse.Namespace) -> Journal | None:
-    """The history this chat keeps, or None (`--no-history`, or it cannot be opened:
-    then one line says why, and the chat runs without it)."""
+def _open_history(args: argparse.Namespace) -> tuple[Journal | None, list[str]]:
+    """The history this chat keeps, or None (`--no-history`, or it cannot be opened),
+    and the lines to tell the user about it (why it is off; that another chat shares
+    it). The chat runs without history rather than not at all."""
     if args.no_history:
-        return None
+        return None, []
     from .archive import Journal  # sqlite3 only for a chat that keeps history
     from .store import History, HistoryError, default_path
 
@@ -415,14 +419,11 @@ def _open_history(args: argparse.Namespace) -> Journal | None:
     try:
         history = History.open(path)
     except HistoryError as error:
-        print(f"udpchat: history off for this run: {error}", file=sys.stderr)
-        return None
+        return None, [f"history off for this run: {error}"]
+    notes = []
     if history.shared:
-        print(
-            f"udpchat: another udpchat is using the history {path} too; both write to it",
-            file=sys.stderr,
-        )
-    return Journal(history)
+        notes.append(f"another udpchat is using the history {path} too; both write to it")
+    return Journal(history), notes
 
 
 def _terminal_ui_class() -> type[TerminalUI]:

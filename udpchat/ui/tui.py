@@ -33,7 +33,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from prompt_toolkit.application import Application
 from prompt_toolkit.buffer import Buffer
@@ -137,10 +137,13 @@ class TerminalUI:
         quiet: bool = False,
         ipmsg: bool = False,
         journal: Journal | None = None,
+        notes: Sequence[str] = (),
     ) -> None:
         self._shared_key = shared_key
         self._ipmsg_on = ipmsg
         self._journal = journal
+        self._notes = tuple(notes)
+        """Lines about this run to show after the ready lines (the history's state)."""
         """The history: our messages and their outcomes go there, each pane opens with
         its last lines, `/search` looks there; None without history."""
         self._nick_of: dict[Address, str] = {}
@@ -224,6 +227,8 @@ class TerminalUI:
         self._system(discovery_text(runtime.discovery_port, runtime.local_address))
         if self._ipmsg_on:
             self._system(IPMSG_TEXT)
+        for note in self._notes:
+            self._line(f"* {note}", "class:warning")
         loop = asyncio.get_running_loop()
         with self._inbox_lock:
             self._loop = loop

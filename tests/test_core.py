@@ -1186,17 +1186,18 @@ def test_default_limits_are_those_of_the_spec() -> None:
     assert config.reject_report_interval == 5.0
 
 
+def lose_alices_first_datagram(sent: Sent) -> bool:
+    """Every copy of Alice's DATA seq 0: a gap that only the give-up closes."""
+    record = sent.record
+    return sent.src == ALICE and isinstance(record, Data) and record.seq == 0
+
+
 def test_messages_held_behind_a_given_up_gap_are_shown_when_no_data_follows() -> None:
     """The receiver holds later messages while it waits for a gap; when the sender gives
     up on the gap and sends nothing more, a PING must carry the new base."""
     net = pair(latency=0.01)
     net.run_for(1.0)
-
-    def lose_the_first_message(sent: Sent) -> bool:
-        record = sent.record
-        return sent.src == ALICE and isinstance(record, Data) and record.seq == 0
-
-    net.drop_if = lose_the_first_message
+    net.drop_if = lose_alices_first_datagram
     texts = ["lost forever", "second", "third", "fourth"]
     for text in texts:
         net.send(ALICE, text)
@@ -1330,12 +1331,7 @@ def test_messages_held_by_a_receiver_that_dies_are_never_reported_delivered() ->
     held them behind a gap, and then died, never showed them."""
     net = pair(latency=0.01)
     net.run_for(1.0)
-
-    def lose_the_first_message(sent: Sent) -> bool:
-        record = sent.record
-        return sent.src == ALICE and isinstance(record, Data) and record.seq == 0
-
-    net.drop_if = lose_the_first_message
+    net.drop_if = lose_alices_first_datagram
     for text in ["lost", "held 1", "held 2"]:
         net.send(ALICE, text)
     net.run_for(2.0)

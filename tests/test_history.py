@@ -94,19 +94,25 @@ def test_an_unwritable_history_is_reported_once_and_the_chat_goes_on(
     assert [e.text for e in events if isinstance(e, MessageReceived)] == ["one", "two"]
 
 
+def alice_and_bob(chats: list[Chat], alice_file: Path, bob_file: Path) -> tuple[Chat, Chat]:
+    """Two chats in line mode with these history files, once alice has seen bob join."""
+    alice = Chat("--plain", "--port", "0", "--name", "alice", "--history", str(alice_file))
+    chats.append(alice)
+    port = alice.expect(r"listening on 127\.0\.0\.1:(\d+)").group(1)
+    bob = Chat(
+        "--plain", "--port", "0", "--name", "bob", "--history", str(bob_file),
+        "--peer", f"127.0.0.1:{port}",
+    )  # fmt: skip
+    chats.append(bob)
+    alice.expect(r"\* bob \(127\.0\.0\.1:\d+\) joined")
+    return alice, bob
+
+
 def test_the_chat_and_udpchat_history_show_the_same_lines(tmp_path: Path) -> None:
     chats: list[Chat] = []
     try:
-        alice_file, bob_file = tmp_path / "alice.sqlite3", tmp_path / "bob.sqlite3"
-        alice = Chat("--plain", "--port", "0", "--name", "alice", "--history", str(alice_file))
-        chats.append(alice)
-        port = alice.expect(r"listening on 127\.0\.0\.1:(\d+)").group(1)
-        bob = Chat(
-            "--plain", "--port", "0", "--name", "bob", "--history", str(bob_file),
-            "--peer", f"127.0.0.1:{port}",
-        )  # fmt: skip
-        chats.append(bob)
-        alice.expect(r"\* bob \(127\.0\.0\.1:\d+\) joined")
+        bob_file = tmp_path / "bob.sqlite3"
+        alice, bob = alice_and_bob(chats, tmp_path / "alice.sqlite3", bob_file)
         bob.expect(r"\* alice \(127\.0\.0\.1:\d+\) joined")
         alice.say("lunch at noon? 你好")
         bob.expect(r"#lobby alice: lunch at noon\? 你好$")
@@ -148,15 +154,7 @@ def test_two_chats_sharing_one_history_file_say_so_and_both_write_to_it(tmp_path
     path = tmp_path / "shared.sqlite3"
     chats: list[Chat] = []
     try:
-        alice = Chat("--plain", "--port", "0", "--name", "alice", "--history", str(path))
-        chats.append(alice)
-        port = alice.expect(r"listening on 127\.0\.0\.1:(\d+)").group(1)
-        bob = Chat(
-            "--plain", "--port", "0", "--name", "bob", "--history", str(path),
-            "--peer", f"127.0.0.1:{port}",
-        )  # fmt: skip
-        chats.append(bob)
-        alice.expect(r"\* bob \(127\.0\.0\.1:\d+\) joined")
+        alice, bob = alice_and_bob(chats, path, path)
         alice.say("one file, two terminals")
         bob.expect(r"#lobby alice: one file, two terminals$")
         alice.end_input()

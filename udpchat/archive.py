@@ -156,20 +156,19 @@ class Journal:
         return self._write(lambda history: history.set_delivery(row, where, state, at_ms))
 
     def recent(self, conversation: str, limit: int = 50) -> list[StoredMessage]:
-        with self._lock:
-            if self.history is None:
-                return []
-            try:
-                return self.history.recent(conversation, limit)
-            except HistoryError:
-                return []
+        """The conversation's last `limit` messages, oldest first ([] when unreadable)."""
+        return self._read(lambda history: history.recent(conversation, limit))
 
     def search(self, text: str, limit: int = 100) -> list[StoredMessage]:
+        """Messages holding `text`, newest first ([] when unreadable)."""
+        return self._read(lambda history: history.search(text, limit))
+
+    def _read(self, read: Callable[[History], list[StoredMessage]]) -> list[StoredMessage]:
         with self._lock:
             if self.history is None:
                 return []
             try:
-                return self.history.search(text, limit)
+                return read(self.history)
             except HistoryError:
                 return []
 

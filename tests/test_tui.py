@@ -655,6 +655,37 @@ async def test_a_conversation_opens_with_its_history_and_search_looks_everywhere
 
 
 @pytest.mark.asyncio
+async def test_page_up_past_the_first_line_scrolls_back_into_older_history(
+    tmp_path: Path,
+) -> None:
+    history = History.open(tmp_path / "history.sqlite3")
+    at = 1_764_000_000_000
+    history.add_received(
+        [
+            Received("#lobby", "10.0.0.2:9000", "bob", f"old line {n}", at + n, at + n, "udpchat")
+            for n in range(130)
+        ]
+    )
+    runtime = FakeRuntime()
+    async with running(runtime, journal=Journal(history)) as chat:
+        await chat.shows(r"bob: old line 129$")
+        assert "old line 79" not in chat.pane  # 50 lines replayed: 80 to 129
+        pane = chat.ui.conversation
+        for _ in range(60):  # a page at a time; 50 more lines at the first one
+            if pane.anchor == 0 and "old line 0\n" in chat.pane + "\n":
+                break
+            before = (pane.anchor, len(pane.entries))
+            chat.type(PAGE_UP)
+            await chat.until(
+                lambda was=before: (pane.anchor, len(pane.entries)) != was,  # type: ignore[misc]
+                "a page up",
+            )
+        await chat.shows(r"bob: old line 0$")
+        lines = [line for line in chat.pane.splitlines() if "old line" in line]
+        assert [line.rsplit(" ", 1)[1] for line in lines] == [str(n) for n in range(130)]
+
+
+@pytest.mark.asyncio
 async def test_quiet_rings_no_bell() -> None:
     runtime = FakeRuntime()
     output, screen = vt100()

@@ -155,9 +155,12 @@ class Journal:
         at_ms = int(self._clock() * 1000)
         return self._write(lambda history: history.set_delivery(row, where, state, at_ms))
 
-    def recent(self, conversation: str, limit: int = 50) -> list[StoredMessage]:
-        """The conversation's last `limit` messages, oldest first ([] when unreadable)."""
-        return self._read(lambda history: history.recent(conversation, limit))
+    def recent(
+        self, conversation: str, limit: int = 50, before: int | None = None
+    ) -> list[StoredMessage]:
+        """The conversation's last `limit` messages (before the row `before`, if given),
+        oldest first ([] when unreadable)."""
+        return self._read(lambda history: history.recent(conversation, limit, before))
 
     def search(self, text: str, limit: int = 100) -> list[StoredMessage]:
         """Messages holding `text`, newest first ([] when unreadable)."""

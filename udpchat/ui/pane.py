@@ -232,6 +232,9 @@ class Conversation(UIControl):
         """Entries added while scrolled back."""
         self._width, self._height = 80, 24
         """The size of the last frame, for paging between frames."""
+        self.older: Callable[[], list[Entry]] | None = None
+        """Where older entries come from when PageUp reaches the first one (the history);
+        it returns [] when there are none."""
 
     def add(self, entry: Entry) -> None:
         """Append `entry`; past `SCROLLBACK`, drop the oldest tenth at once."""
@@ -250,9 +253,17 @@ class Conversation(UIControl):
         self.unseen = 0
 
     def page_up(self) -> None:
-        """Show the page above; the entry at the top stays in view, at the bottom."""
+        """Show the page above; the entry at the top stays in view, at the bottom. At the
+        first entry, older ones are asked for (`older`) and put in front."""
         bottom = self._bottom()
         top, _ = self._top_for(bottom)
+        if top == 0 and self.older is not None:
+            earlier = self.older()
+            if earlier:
+                self.entries[0:0] = earlier
+                bottom += len(earlier)
+                self.anchor = bottom
+                top, _ = self._top_for(bottom)
         if top < bottom:
             self.anchor = top
         elif top > 0:  # one entry taller than the window

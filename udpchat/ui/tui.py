@@ -81,6 +81,7 @@ from ..protocol import (
 )
 from ..protocol.plain import ENCODINGS
 from ..runtimes import AddressError, ChatRuntime, resolve_peer
+from ..store import StoredMessage
 from .commands import (
     MODEL_DESCRIPTIONS,
     Command,
@@ -116,6 +117,23 @@ from .pane import (
     line_entry,
     message_fragments,
 )
+
+
+def _history_entries(stored: list[StoredMessage]) -> list[Entry]:
+    """Messages of the history as the pane shows them: their own time (with the date
+    when not today), ours with the mark of their outcome."""
+    entries = []
+    for message in stored:
+        own = message.direction == "out"
+        fragments, indent = message_fragments(
+            message.nick or message.peer, message.text, own, wall=message.sent_at_ms / 1000
+        )
+        if own:
+            mark = STATE_MARKS.get(message.state, "…")
+            fragments.append(("class:state.delivered", f"  {mark}"))
+        entries.append(Entry(fragments, indent))
+    return entries
+
 
 _REPLAYED = 50
 """Lines of the history a conversation opens with."""
@@ -279,20 +297,26 @@ class TerminalUI:
     def _replay(self, pane: Conversation, where: Chat) -> None:
         """Open a conversation with its last lines from the history, and a mark where
         this run starts."""
-        if self._journal is None:
+        journal = self._journal
+        if journal is None:
             return
-        stored = self._journal.recent(self._history_name(where), _REPLAYED)
-        for message in stored:
-            own = message.direction == "out"
-            fragments, indent = message_fragments(
-                message.nick, message.text, own, wall=message.sent_at_ms / 1000
-            )
-            if own:
-                mark = STATE_MARKS.get(message.state, "…")
-                fragments.append(("class:state.delivered", f"  {mark}"))
-            pane.add(Entry(fragments, indent))
-        if stored:
-            pane.add(line_entry("── history above · this run starts here ──", "class:system"))
+        name = self._history_name(where)
+        stored = journal.recent(name, _REPLAYED)
+        for entry in _history_entries(stored):
+            pane.add(entry)
+        if not stored:
+            return
+        pane.add(line_entry("── history above · this run starts here ──", "class:system"))
+        oldest = [stored[0].id]
+
+        def older() -> list[Entry]:
+            """PageUp past the first line: the page of history before it."""
+            earlier = journal.recent(name, _REPLAYED, before=oldest[0])
+            if earlier:
+                oldest[0] = earlier[0].id
+            return _history_entries(earlier)
+
+        pane.older = older
 
     def _switch_to(self, where: Chat) -> None:
         """Put `where`'s conversation on screen; lines typed go there from now on."""

@@ -21,6 +21,7 @@ import re
 import struct
 import subprocess
 import sys
+import tempfile
 import termios
 import threading
 import time
@@ -54,6 +55,10 @@ class ChatProcess:
         # No discovery: the pair names each other, and a chat the user runs on this
         # machine must neither hear the benchmark's chats nor be heard by them.
         command += ["--bind", "127.0.0.1", "--port", "0", "--no-discovery"]
+        # A history of its own, as a user's chat has one (its start-up and memory
+        # include it), in a folder that goes with the chat: never the user's history.
+        self._folder = tempfile.TemporaryDirectory(prefix="udpchat-bench-")
+        command += ["--history", os.path.join(self._folder.name, "history.sqlite3")]
         if peer_port is not None:
             command += ["--peer", f"127.0.0.1:{peer_port}"]
         if not terminal:
@@ -130,6 +135,7 @@ class ChatProcess:
         if self._master is not None:
             os.close(self._master)
             self._master = None
+        self._folder.cleanup()
 
     def _append(self, text: str) -> None:
         with self._changed:

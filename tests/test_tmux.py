@@ -64,9 +64,12 @@ class Tmux:
         status = self.directory / f"{name}.status"
         status.unlink(missing_ok=True)
         state = f"XDG_STATE_HOME={self.directory / 'state'}"
+        # Each chat is a person with a history of their own, never the user's: the tmux
+        # server does not pass on the test's environment.
+        data = f"XDG_DATA_HOME={self.directory / ('data-' + name)}"
         # No discovery: these chats name their peers, and none may announce on the LAN.
         argv = [sys.executable, "-m", "udpchat", "--no-discovery", *args]
-        chat = shlex.join(["env", "TERM=xterm-256color", state, *argv])
+        chat = shlex.join(["env", "TERM=xterm-256color", state, data, *argv])
         command = f"{chat}; echo $? > {shlex.quote(str(status))}"
         self.run(
             "new-session", "-d", "-s", name, "-x", str(WIDTH), "-y", str(HEIGHT),

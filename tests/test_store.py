@@ -271,7 +271,7 @@ def test_a_version_1_file_is_migrated_with_its_messages(path: Path) -> None:
         history.add_received([received("new", dialect="ipmsg")])
         assert history.recent("#lobby")[-1].dialect == "ipmsg"
     connection = sqlite3.connect(path)
-    assert connection.execute("PRAGMA user_version").fetchone() == (2,)
+    assert connection.execute("PRAGMA user_version").fetchone() == (store.SCHEMA_VERSION,)
     indexes = connection.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
     assert ("messages_by_conversation",) in indexes.fetchall()
     connection.close()
@@ -303,13 +303,13 @@ def refused(path: Path, message: str, **options: bool) -> None:
 def test_a_newer_schema_is_refused_and_left_unchanged(path: Path) -> None:
     History.open(path).close()
     connection = sqlite3.connect(path)
-    connection.execute("PRAGMA user_version = 3")
+    connection.execute("PRAGMA user_version = 4")
     connection.commit()
     connection.close()
     for readonly in (False, True):
         refused(
             path,
-            "was written by a newer udpchat \\(schema 3; this one reads up to 2\\)",
+            "was written by a newer udpchat \\(schema 4; this one reads up to 3\\)",
             readonly=readonly,
         )
 
@@ -481,3 +481,43 @@ def test_writers_on_several_threads_never_lose_a_message(path: Path) -> None:
     with History.open(path) as history:
         assert history.count() == 4 * 50 * 2
         assert {m.state for m in history.select(search="reply")} == {"delivered"}
+
+
+def test_search_finds_messages_the_lazy_index_does_not_hold_yet(path: Path) -> None:
+    """Messages are indexed for search at the next search, not as they are stored (a
+    message's write stays cheap); until then a search scans them."""
+    with History.open(path) as history:
+        history.add_received([received("早上好 indexed before")])
+        assert texts(history.search("早上好")) == ["早上好 indexed before"]
+        history.add_received([received("早上好 stored after")])
+        with History.open(path, readonly=True) as reader:  # cannot index: scans the rest
+            assert sorted(texts(reader.search("早上好"))) == [
+                "早上好 indexed before",
+                "早上好 stored after",
+            ]
+        assert len(history.search("早上好")) == 2  # indexes it now
+    connection = sqlite3.connect(path)
+    indexed = connection.execute("SELECT value FROM meta WHERE key = 'indexed_to'").fetchone()
+    assert indexed == ("2",)
+    connection.close()
+
+
+def test_a_version_2_file_is_made_lazy_and_keeps_what_it_indexed(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(path, isolation_level=None)
+    store._migrate(connection, target=2)
+    connection.execute(  # indexed as it is inserted, as version 2 did
+        "INSERT INTO messages (conversation, direction, peer, nick, text, sent_at_ms)"
+        " VALUES ('#lobby', 'in', '10.0.0.2:9000', 'bob', 'before the migration', 0)"
+    )
+    connection.close()
+    with History.open(path) as history:  # version 3 now
+        history.add_received([received("after the migration")])
+        assert sorted(texts(history.search("migration"))) == [
+            "after the migration",
+            "before the migration",
+        ]
+    connection = sqlite3.connect(path)
+    triggers = connection.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+    assert "messages_text_insert" not in {row[0] for row in triggers}
+    connection.close()

@@ -33,9 +33,14 @@ What the file holds (schema version 2):
 - `deliveries(message, peer, state, at_ms)`: for each message we sent, its outcome per
   recipient `host:port`: `pending`, `delivered` (acknowledged), `failed`, or `sent`
   (a raw peer, which acknowledges nothing), and when (our clock).
-- `messages_text`: a full-text index of `messages.text` (FTS5, trigram tokens), kept
-  in step with `messages` by triggers; only where SQLite has FTS5 with trigrams.
-Version 1 had no `dialect`, no index by conversation and no `messages_text`.
+- `messages_text`: a full-text index of `messages.text` (FTS5, trigram tokens), only
+  where SQLite has FTS5 with trigrams. It is built lazily: `meta` row `indexed_to` is
+  the last message id it holds; a search looks up the index up to there and scans the
+  newer messages with LIKE, and a search that may write indexes them first. Indexing
+  on every insert cost most of a message's write (the chat stores each one before it
+  acknowledges it; docs/models.md, "What history costs").
+Version 1 had no `dialect`, no index by conversation and no `messages_text`; version 2
+indexed every message as it was inserted.
 
 Nothing else is stored: no keys, no peer list, no datagrams.
 """
@@ -183,7 +188,43 @@ _SEARCH_INDEX = (
 the index) and the triggers that keep it in step with `messages`."""
 
 
-_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_create_v1, _v1_to_v2]
+def _v2_to_v3(connection: sqlite3.Connection) -> None:
+    """Version 3: the full-text index is built lazily (see the module's docstring)."""
+    if _has_table(connection, "messages_text"):
+        _make_index_lazy(connection)
+
+
+def _make_index_lazy(connection: sqlite3.Connection) -> None:
+    """Stop indexing each message as it is inserted; note what the index holds now. The
+    triggers that remove rows from the index apply only to rows it holds."""
+    for trigger in ("insert", "delete", "update"):
+        connection.execute(f"DROP TRIGGER IF EXISTS messages_text_{trigger}")
+    for statement in _LAZY_TRIGGERS:
+        connection.execute(statement)
+    last = connection.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0]
+    connection.execute("INSERT OR REPLACE INTO meta VALUES ('indexed_to', ?)", (str(last),))
+
+
+_INDEXED_TO = "CAST((SELECT value FROM meta WHERE key = 'indexed_to') AS INTEGER)"
+_INDEXED_OR_ALL = f"COALESCE({_INDEXED_TO}, 9223372036854775807)"
+"""The last message id the index holds; every one in a file without the mark (version
+2 indexed each message as it was inserted)."""
+_LAZY_TRIGGERS = (
+    f"""CREATE TRIGGER messages_text_delete AFTER DELETE ON messages
+        WHEN old.id <= {_INDEXED_TO} BEGIN
+        INSERT INTO messages_text (messages_text, rowid, text)
+        VALUES ('delete', old.id, old.text);
+    END""",
+    f"""CREATE TRIGGER messages_text_update AFTER UPDATE OF text ON messages
+        WHEN old.id <= {_INDEXED_TO} BEGIN
+        INSERT INTO messages_text (messages_text, rowid, text)
+        VALUES ('delete', old.id, old.text);
+        INSERT INTO messages_text (rowid, text) VALUES (new.id, new.text);
+    END""",
+)
+
+
+_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_create_v1, _v1_to_v2, _v2_to_v3]
 """Step i takes the file from version i to i + 1 (version 0: empty)."""
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -290,6 +331,8 @@ class History:
         self._fts = fts
         self._columns = _columns("m.dialect" if dialect_column else "'udpchat'")
         self._mutex = threading.RLock()
+        self._readonly = False
+        """Opened with `readonly`: a search scans what the index lacks, never adds it."""
 
     @classmethod
     def open(
@@ -331,6 +374,7 @@ class History:
                 connection.execute("BEGIN IMMEDIATE")
                 if not _has_table(connection, "messages_text"):
                     _create_search_index(connection)
+                    _make_index_lazy(connection)
                 connection.execute("COMMIT")
             shared = False
             if primary:
@@ -376,7 +420,7 @@ class History:
                 raise NoHistoryYet(f"no history yet at {path}")
             # An older file is read as it is: migrating it is a write.
             fts = trigram_available() and _has_table(connection, "messages_text")
-            return cls(
+            history = cls(
                 connection,
                 path,
                 shared=False,
@@ -384,6 +428,8 @@ class History:
                 fts=fts,
                 dialect_column=version >= 2,
             )
+            history._readonly = True
+            return history
         except BaseException as error:
             connection.close()
             if isinstance(error, sqlite3.Error):
@@ -467,6 +513,7 @@ class History:
     def search(self, text: str, limit: int = 100) -> list[StoredMessage]:
         """Up to `limit` messages holding `text` (ignoring case), newest first, in every
         conversation. Chinese text is found as any other: by substring."""
+        self._index_new()
         where, parameters = self._text_filter(text)
         return self._query(
             f"SELECT {self._columns} FROM messages m WHERE {where} ORDER BY m.id DESC LIMIT ?",
@@ -494,6 +541,7 @@ class History:
             clauses.append("(m.conversation = ? OR m.nick = ?)")
             parameters += [f"@{nick}", nick]
         if search is not None:
+            self._index_new()
             where, more = self._text_filter(search)
             clauses.append(where)
             parameters += more
@@ -542,14 +590,32 @@ class History:
 
     def _text_filter(self, text: str) -> tuple[str, list[object]]:
         """A WHERE clause for messages holding `text`: the trigram index for three
-        characters or more (it has no trigram to look up for fewer), else LIKE."""
+        characters or more (it has no trigram to look up for fewer) over the messages it
+        holds, LIKE over the rest."""
+        like = "m.text LIKE ? ESCAPE '\\'"
         if self._fts and len(text) >= 3:
             phrase = '"' + text.replace('"', '""') + '"'
             return (
-                "m.id IN (SELECT rowid FROM messages_text WHERE messages_text MATCH ?)",
-                [phrase],
+                "(m.id IN (SELECT rowid FROM messages_text WHERE messages_text MATCH ?)"
+                f" OR (m.id > {_INDEXED_OR_ALL} AND {like}))",
+                [phrase, _like_pattern(text)],
             )
-        return "m.text LIKE ? ESCAPE '\\'", [_like_pattern(text)]
+        return like, [_like_pattern(text)]
+
+    def _index_new(self) -> None:
+        """Add the messages stored since the last search to the full-text index (one
+        transaction), where this open may write; a failure leaves them to LIKE."""
+        if not self._fts or self._readonly:
+            return
+        with suppress(HistoryError), self._writing() as connection:
+            connection.execute(
+                "INSERT INTO messages_text (rowid, text)"
+                f" SELECT id, text FROM messages WHERE id > {_INDEXED_OR_ALL} ORDER BY id"
+            )
+            connection.execute(
+                "INSERT OR REPLACE INTO meta VALUES"
+                " ('indexed_to', (SELECT COALESCE(MAX(id), 0) FROM messages))"
+            )
 
     def _query(self, sql: str, parameters: Sequence[object]) -> list[StoredMessage]:
         with self._reading() as connection:

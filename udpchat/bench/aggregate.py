@@ -27,6 +27,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "start_to_ready_ms",
         "open_ms",
     ),
+    "throughput_history": ("messages_per_s", "cpu_s_per_1000"),
     "latency": ("p50_us", "p90_us", "p99_us"),
     "cpu_bound": ("messages_per_s", "cores_used_by_a"),
     "start_line_mode": ("start_to_ready_ms", "counterpart_start_to_ready_ms"),
@@ -101,7 +102,11 @@ def aggregate(run: dict[str, Any]) -> dict[str, Any]:
         if scenario in RATIO_OF:
             baseline = cells.get((scenario, placement, "baseline"), [])
             cell["ratio"] = _ratios(records, baseline, RATIO_OF[scenario])
-        if scenario in ("throughput", "cpu_bound"):
+        if scenario == "throughput_history":
+            # What keeping history leaves of the throughput without it, round by round.
+            without = cells.get(("throughput", placement, subject), [])
+            cell["over_no_history"] = _ratios(records, without, "messages_per_s")
+        if scenario in ("throughput", "throughput_history", "cpu_bound"):
             cell["exactly_once_in_order"] = bool(fine) and all(
                 bool(r["figures"]["exactly_once_in_order"]) for r in fine
             )
@@ -189,6 +194,17 @@ def targets(results: dict[str, Any], models: list[str]) -> list[dict[str, Any]]:
                     model,
                     _median(cell("throughput", placement, model), "ratio"),
                     _THROUGHPUT.get(model, 0.25),
+                    True,
+                    "x",
+                )
+            )
+        for placement in ("same", "split"):
+            found.append(
+                _target(
+                    f"history on, {_where(placement)}, x off",
+                    model,
+                    _median(cell("throughput_history", placement, model), "over_no_history"),
+                    0.5,
                     True,
                     "x",
                 )

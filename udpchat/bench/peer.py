@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..protocol import (
@@ -59,7 +60,7 @@ class Tally:
 class ChatEndpoint:
     """A peer that is a real chat: every message goes through `ChatRuntime`."""
 
-    def __init__(self, model: str, work: HashWork | None) -> None:
+    def __init__(self, model: str, work: HashWork | None, history: Path | None = None) -> None:
         self.model = model
         # The work goes into the core (Config.transform), so each model runs it in its
         # own workers: the threads, the two processes, or the loop and the caller.
@@ -74,6 +75,7 @@ class ChatEndpoint:
             port=0,
             config=Config(transform=work),
             on_event=self._events.put,
+            history=history,
         )
 
     @property
@@ -270,11 +272,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", required=True)
     parser.add_argument("--cpus", default="", help="comma-separated cores to run on")
     parser.add_argument("--work", type=int, default=0, help="SHA-256 rounds per message")
+    parser.add_argument(
+        "--history", default=None, help="keep a history in this file, as a user's chat does"
+    )
     args = parser.parse_args(argv)
     if args.cpus:
         pin(int(cpu) for cpu in args.cpus.split(","))
     work = HashWork(args.work) if args.work > 0 else None
-    endpoint: Any = RawEndpoint() if args.model == "baseline" else ChatEndpoint(args.model, work)
+    history = Path(args.history) if args.history else None
+    endpoint: Any = (
+        RawEndpoint() if args.model == "baseline" else ChatEndpoint(args.model, work, history)
+    )
     started = time.monotonic()
     endpoint.open()
     opened = time.monotonic() - started

@@ -158,8 +158,14 @@ def _pair_round(
                 raise PeerError("skipped: the pair failed in the throughput scenario")
             recorder.attempt("latency", placement, subject, round_index, latency)
             done.append("latency")
+        if not baseline:
+            # The same throughput with B keeping a history, as a user's chat does: B
+            # stores each message before its acknowledgement leaves.
+            with scenarios.pair(subject, cpus[0], cpus[1], history_b=True) as (a, b):
+                recorder.attempt("throughput_history", placement, subject, round_index, throughput)
+            done.append("throughput_history")
     except (PeerError, OSError) as error:
-        for scenario in ("throughput", "latency"):
+        for scenario in ("throughput", "latency", "throughput_history")[: 2 + (not baseline)]:
             if scenario not in done:
                 recorder.records.append(
                     {

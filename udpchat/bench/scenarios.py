@@ -28,9 +28,14 @@ def pair(
     cpus_b: list[int] | None,
     *,
     work_a: int = 0,
+    history_b: bool = False,
 ) -> Iterator[tuple[PeerProcess, PeerProcess]]:
-    """Two peers of `model`, started one after the other and connected both ways."""
-    with PeerProcess(model, cpus=cpus_a, work=work_a) as a, PeerProcess(model, cpus=cpus_b) as b:
+    """Two peers of `model`, started one after the other and connected both ways; with
+    `history_b`, B (the receiver) keeps a history, storing each message before its ACK."""
+    with (
+        PeerProcess(model, cpus=cpus_a, work=work_a) as a,
+        PeerProcess(model, cpus=cpus_b, history=history_b) as b,
+    ):
         a.call("connect", timeout=10.0, peer=["127.0.0.1", b.port])
         b.call("connect", timeout=10.0, peer=["127.0.0.1", a.port])
         yield a, b

@@ -99,6 +99,30 @@ def render(document: dict[str, Any]) -> str:
     )
     out += [
         "",
+        "Throughput with B's history on (each message stored before its acknowledgement):"
+        " messages/s, and the share of the same round without history",
+    ]
+    rows = []
+    for placement, cells in results.get("throughput_history", {}).items():
+        where = "same core" if placement == "same" else "split cores"
+        for subject in settings["models"]:
+            cell = cells.get(subject)
+            if cell is None:
+                continue
+            rows.append(
+                [
+                    f"{placement} core{'s' * (placement != 'same')}",
+                    subject,
+                    spread(cell["messages_per_s"]),
+                    times(cell.get("over_no_history")),
+                    spread(cell["cpu_s_per_1000"], 3, rounds=False),
+                    "yes" if cell.get("exactly_once_in_order") else "NO",
+                    _verdicts(targets, subject, f"history on, {where}"),
+                ]
+            )
+    out += _rows(["placement", "model", "messages/s", "x off", "CPU s/1k", "exact", "target"], rows)
+    out += [
+        "",
         f"Latency: chat round trip (A's message to B, B's answer back), "
         f"{settings['pings']:,} per round, in microseconds",
     ]

@@ -34,14 +34,20 @@ class PeerProcess:
         *,
         cpus: list[int] | None = None,
         work: int = 0,
+        history: bool = False,
         ready_timeout: float = 30.0,
     ) -> None:
+        """`history`: the peer keeps a history (in a folder that goes with it)."""
         self.model = model
         command = [sys.executable, "-m", "udpchat.bench.peer", "--model", model]
         if cpus:
             command += ["--cpus", ",".join(map(str, cpus))]
         if work:
             command += ["--work", str(work)]
+        self._folder: tempfile.TemporaryDirectory[str] | None = None
+        if history:
+            self._folder = tempfile.TemporaryDirectory(prefix="udpchat-bench-")
+            command += ["--history", f"{self._folder.name}/history.sqlite3"]
         # Closed by close(), which leaving the context (or a failed start) calls.
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
         self._messages: queue.SimpleQueue[tuple[float, dict[str, Any] | None]] = queue.SimpleQueue()
@@ -115,6 +121,8 @@ class PeerProcess:
                 stream.close()
         self._reader.join(_EXIT_TIMEOUT)
         self._stderr.close()
+        if self._folder is not None:
+            self._folder.cleanup()
 
     # -- helpers --------------------------------------------------------------
 

@@ -74,11 +74,9 @@ class Inbox:
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         self._path = path
         self._clock = clock
-        self._local = threading.local()
-        """Each thread's own connection (a SQLite connection belongs to its thread; the
-        thread model flushes from both of its threads, one at a time)."""
-        self._opened: list[History] = []
-        self._lock = threading.Lock()
+        self._history: History | None = None
+        """Opened at the first message; a `History` may be used from any thread (the
+        thread model flushes from both of its threads)."""
         self._failed = False
 
     def store(self, events: list[Event]) -> None:
@@ -90,22 +88,18 @@ class Inbox:
         if not rows:
             return
         try:
-            history: History | None = getattr(self._local, "history", None)
-            if history is None:
-                history = self._local.history = History.open(self._path, primary=False)
-                with self._lock:
-                    self._opened.append(history)
-            history.add_received(rows)
+            if self._history is None:
+                self._history = History.open(self._path, primary=False)
+            self._history.add_received(rows)
         except HistoryError as error:
             self._failed = True
             events.append(HistoryFailed(reason=str(error)))
 
     def close(self) -> None:
-        """Close every connection (call it once the runtime's threads have stopped)."""
-        with self._lock:
-            opened, self._opened = self._opened, []
-        for history in opened:
-            history.close()
+        """Close the connection (once the runtime's threads have stopped)."""
+        if self._history is not None:
+            self._history.close()
+            self._history = None
 
 
 class Journal:

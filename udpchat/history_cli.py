@@ -119,16 +119,10 @@ def _run(argv: list[str], out: TextIO) -> int:
                 print(f"exported {count} messages to {escape(args.export)}", file=out)
                 return 0
             for message in messages:
-                print(json_record(message) if args.jsonl else history_line(message), file=out)
+                print(stored_record(message) if args.jsonl else stored_line(message), file=out)
         except HistoryError as error:
             raise UsageError(str(error)) from None
     return 0
-
-
-history_line = stored_line
-"""One message for people (`ui.format.stored_line`, shared with `/search`)."""
-json_record = stored_record
-"""One message as a JSON line (`ui.format.stored_record`)."""
 
 
 def _export(messages: Iterator[StoredMessage], path: Path) -> int:
@@ -144,7 +138,7 @@ def _export(messages: Iterator[StoredMessage], path: Path) -> int:
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as out:
             for message in messages:
-                out.write(json_record(message) + "\n")
+                out.write(stored_record(message) + "\n")
                 count += 1
     except (OSError, HistoryError) as error:
         path.unlink()  # ours, and incomplete

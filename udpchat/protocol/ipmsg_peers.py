@@ -82,10 +82,6 @@ _NAMED_ENCODINGS = {
 """Encodings an entry may name (iptux writes its own after the icon), as we call them."""
 
 
-def session_mark(session: bytes) -> str:
-    return session.hex()
-
-
 @dataclass(slots=True)
 class _Peer:
     nick: str
@@ -118,14 +114,12 @@ class Inbound:
     def __init__(
         self,
         config: Config,
-        session: bytes,
         events: deque[Event],
         notes: deque[Note],
         reject: Callable[[Address, RejectReason, str], None],
         stats: Stats,
     ) -> None:
         self._config = config
-        self._mark = session_mark(session)
         self._events = events
         self._notes = notes
         self._reject = reject
@@ -340,7 +334,8 @@ class Outbound:
     ) -> None:
         self._config = config
         self._stats = stats
-        self._mark = session_mark(session)
+        self._mark = session.hex()
+        """What our entry packets carry under MARK_KEY."""
         self._nick = nick
         self._wall_offset = wall_offset
         self._numbers: ipmsg.PacketNumbers | None = None

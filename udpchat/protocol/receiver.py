@@ -209,7 +209,6 @@ class Receiver:
 
             self._ipmsg = Inbound(
                 config,
-                session,
                 self._events,
                 self._notes,
                 lambda addr, reason, detail: self._reject(addr, reason, detail=detail),
@@ -326,7 +325,10 @@ class Receiver:
         """A datagram that is not udpchat: a plain text peer's message if it reads as
         text (docs/protocol.md, "Plain text peers"); False to drop it as foreign. Not in
         shared-key mode, where nothing unauthenticated is shown."""
-        if self._opener is not None or plain.looks_like_ipmsg(data):
+        if self._opener is not None:
+            return False
+        # With IPMsg on, `_on_ipmsg` has parsed it already and found it is not a packet.
+        if self._ipmsg is None and plain.looks_like_ipmsg(data):
             return False
         raw = self._raw.get(addr)
         if raw is None:

@@ -606,11 +606,14 @@ class Sender:
         if self._ipmsg is not None:
             self._ipmsg.handle_timer(now)
         for addr, target in self._targets.items():
-            for delivery in list(target.deliveries.values()):
+            past_deadline: list[_Delivery] = []
+            for delivery in target.deliveries.values():  # in deadline order, but for graces
                 if delivery.deadline > now:
                     if delivery.waiting:
                         continue  # its grace (below) may outlast later deadlines
                     break
+                past_deadline.append(delivery)
+            for delivery in past_deadline:
                 if delivery.unacked == 0 and not delivery.waiting:
                     # Every fragment arrived, and the peer holds the message behind an
                     # earlier one: once that is given up (a PING tells the new base), the

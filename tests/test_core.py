@@ -31,6 +31,7 @@ from udpchat.protocol import (
     MemberJoined,
     MemberLeft,
     MessageDelivered,
+    MessageHeld,
     MessageReceived,
     NoPeers,
     OutboxFull,
@@ -991,7 +992,7 @@ def test_rejections_are_reported_at_most_once_per_5_seconds_with_a_count() -> No
     bob = lone("bob")
     for second in range(13):
         bob.receive_datagram(b"\x00garbage", CAROL, float(second))  # binary: not a raw peer
-        bob.receive_datagram(b"UC\x02", CAROL, second + 0.5)
+        bob.receive_datagram(b"UC\x03", CAROL, second + 0.5)
     reports = of(DatagramRejected, drain(bob))
     assert [(r.reason, r.count) for r in reports] == [
         (RejectReason.NOT_UDPCHAT, 1),  # t=0
@@ -1080,7 +1081,7 @@ REASSEMBLY_ERRORS = [
         id="new-message-before-the-last-fragment",
     ),
     pytest.param(
-        [data(0, "x" * 1152, count=58)]
+        [data(0, "x" * 1136, count=58)]
         + [data(i, "x" * 1168, index=i, count=58) for i in range(1, 58)],
         RejectReason.MESSAGE_TOO_LONG,
         id="longer-than-65536-bytes",
@@ -1133,6 +1134,7 @@ EVENTS = [
     PeerRenamed(peer=ALICE, old_nick="alice", new_nick="小明"),
     MessageReceived(peer=ALICE, nick="alice", text="你好 👋\x00", sent_at_ms=EPOCH_MS),
     MessageDelivered(message_id=3, peer=BOB, elapsed=0.25),
+    MessageHeld(message_id=6, peer=BOB, nick="bob", reason="bob is away", expires_in=604800.0),
     DeliveryFailed(message_id=4, peer=BOB, elapsed=30.0, reason="no acknowledgement within 30 s"),
     DatagramRejected(
         peer=("::1", 9), reason=RejectReason.NOT_UDPCHAT, count=7, sources=3, preview="你好"

@@ -113,10 +113,10 @@ def test_line_mode_names_each_peer_with_the_same_nickname_apart() -> None:
 def test_a_peer_of_another_protocol_version_is_named_once_with_what_to_do() -> None:
     older = describe(VersionMismatched(peer=BOB_HOME, version=1))
     assert older == (
-        "* 10.0.0.2:9000 runs udpchat protocol version 1; this one speaks version 2,"
+        "* 10.0.0.2:9000 runs udpchat protocol version 1; this one speaks version 3,"
         " and the two cannot chat (that one needs updating)"
     )
-    newer = describe(VersionMismatched(peer=BOB_HOME, version=3))
+    newer = describe(VersionMismatched(peer=BOB_HOME, version=4))
     assert newer is not None and newer.endswith("(this one needs updating)")
 
 

@@ -94,7 +94,7 @@ def test_sealed_example_in_the_spec_is_exact() -> None:
 def test_sealed_datagram_opens_to_the_exact_plaintext() -> None:
     for index, plain in enumerate(PLAIN):
         data = sealed(index)
-        assert data[:4] == b"UC\x02" + bytes((SEALED,)) and len(data) == len(plain) + OVERHEAD
+        assert data[:4] == b"UC\x03" + bytes((SEALED,)) and len(data) == len(plain) + OVERHEAD
         assert plain[12:] not in data or not plain[12:]  # the body is not readable
         assert Opener(KEY, max_skew=60).open(data, EPOCH_MS, BOB_SESSION) == (plain, True)
 

@@ -29,6 +29,7 @@ from .events import (
     MemberJoined,
     MemberLeft,
     MessageDelivered,
+    MessageHeld,
     MessageReceived,
     PeerJoined,
     PeerLeft,
@@ -41,11 +42,12 @@ from .nick import validate_nick
 from .notes import AckNote, Note, PeerNote, PongNote, RefusedNote
 from .receiver import PeerInfo, Receiver
 from .rooms import DEFAULT_ROOM, MAX_ROOMS, validate_room
-from .sender import Sender, TargetInfo, encode_text
+from .sender import CANCELLED, Outboxed, Sender, TargetInfo, encode_text
 from .session import ChatSession, PeerStatus, merge_peers
 from .wire import MAX_DATAGRAM, MAX_MESSAGE_BYTES, MAX_NICK_BYTES
 
 __all__ = [
+    "CANCELLED",
     "DEFAULT_ROOM",
     "MAX_DATAGRAM",
     "MAX_MESSAGE_BYTES",
@@ -69,12 +71,14 @@ __all__ = [
     "MemberJoined",
     "MemberLeft",
     "MessageDelivered",
+    "MessageHeld",
     "MessageReceived",
     "MessageTooLong",
     "MessageTransform",
     "NoPeers",
     "Note",
     "OutboxFull",
+    "Outboxed",
     "PeerInfo",
     "PeerJoined",
     "PeerLeft",

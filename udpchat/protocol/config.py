@@ -60,6 +60,18 @@ class Config:
     exempt: this machine's own chats number as many as its user starts."""
     max_pending: int = 10_000
     """Messages accepted by `send_message` and not yet delivered or failed, all peers."""
+    keep: float = 7 * 86400.0
+    """How long a direct message to a udpchat peer that is away is held for it (the
+    offline outbox), from when it was written; 0 holds none: it fails as a message to
+    any peer that does not answer."""
+    max_held: int = 1000
+    """Direct messages held for peers that are away, all peers together."""
+    max_held_bytes: int = 16 * 1024 * 1024
+    """Their text, in bytes of UTF-8, all peers together."""
+    keys_remembered: int = 4096
+    """Keys of the messages shown last, so that a copy sent again by a restarted sender,
+    or from its outbox, is acknowledged and not shown twice (the history remembers the
+    rest)."""
     retired_sessions: int = 4
     """Old session ids remembered per peer, so late datagrams of a dead session are dropped."""
     reject_report_interval: float = 5.0
@@ -138,6 +150,10 @@ class Config:
             raise ValueError("a shared key and IP Messenger do not mix: IPMsg is not authenticated")
         if self.max_peers_per_host < 1:
             raise ValueError("max_peers_per_host must be positive")
+        if self.keep < 0 or self.max_held < 0 or self.max_held_bytes < 0:
+            raise ValueError("keep, max_held and max_held_bytes must not be negative")
+        if self.keys_remembered < 1:
+            raise ValueError("keys_remembered must be positive")
         if self.give_up_after <= 0 or self.max_peers < 1 or self.max_pending < 1:
             raise ValueError("give_up_after, max_peers and max_pending must be positive")
 
@@ -164,6 +180,9 @@ class Stats:
     acks_received: int = 0
     duplicates_dropped: int = 0
     """DATA datagrams received again (acknowledged again, shown once)."""
+    messages_repeated: int = 0
+    """Whole messages received again under a key already shown (a restarted sender's
+    copy, or one from its outbox): acknowledged, not shown."""
     malformed_dropped: int = 0
     """Datagrams with the udpchat magic that did not decode, or broke the fragment rules."""
     foreign_dropped: int = 0

@@ -32,6 +32,9 @@ class PeerJoined:
     """An IP Messenger user's group."""
     host: str = ""
     """An IP Messenger user's host name, as it gives it."""
+    instance: bytes = b""
+    """Its installation's 8-byte instance id when its HELLO carried one: what the
+    offline outbox holds messages for."""
 
 
 class LeaveReason(Enum):
@@ -113,6 +116,9 @@ class MessageReceived:
     encoding: str = ""
     """For a raw or IPMsg peer: the encoding its text was read in ("utf-8", "gb18030",
     ...)."""
+    key: bytes = b""
+    """The message key (docs/protocol.md, DATA): 16 bytes, the sender's instance id and
+    8 bytes it never reuses; b"" for raw and IPMsg peers, which carry none."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,6 +142,21 @@ class MessageDelivered:
     """The peer that acknowledged every fragment."""
     elapsed: float
     """Seconds from `send_message` to the last acknowledgement."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageHeld:
+    message_id: int
+    """The id `send_message` returned."""
+    peer: Address | None
+    """Where the peer it is for was last reached, or None when it has not been seen in
+    this run (a message sent again from the outbox at start)."""
+    nick: str
+    """That peer's nickname."""
+    reason: str
+    """Why it waits, e.g. "bob is away" or "bob left"."""
+    expires_in: float
+    """Seconds until it fails if the peer is not back by then (`Config.keep`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -217,6 +238,7 @@ Event = (
     | MessageReceived
     | FileOffered
     | MessageDelivered
+    | MessageHeld
     | RawMessageSent
     | DeliveryFailed
     | DatagramRejected

@@ -51,6 +51,8 @@ class PeerNote:
     """The rooms it is in, when this note brings news of them (else None)."""
     announced: bool = False
     """It announces itself on our LAN (see `AnnouncedNote`)."""
+    instance: bytes = b""
+    """Its instance id, once its HELLO or ANNOUNCE carried one (b"": not known)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,6 +69,8 @@ its own PINGs from 1)."""
 _UNVERIFIED_KEPT = 64
 _REFUSED_KIND = bytes((wire.Kind.REFUSED,))
 _VERSION_BYTE = bytes((wire.VERSION,))
+_NO_INSTANCE = bytes(8)
+_NO_KEY = bytes(wire.KEY_BYTES)
 _SOURCES_COUNTED = 1000
 """Distinct sources a rejection report counts; more are reported as this many."""
 
@@ -107,6 +109,9 @@ class _Peer:
     """Its tag -> the keyed room it stands for, for the tags we could check."""
     rooms_version: int = -1
     """The membership version `rooms` came with: older news is ignored."""
+    instance: bytes = b""
+    """Its installation's instance id, as the last HELLO from this address carried it:
+    kept after it leaves, since messages may be held for it (the offline outbox)."""
 
     def restart(self, session: bytes, keep: int) -> None:
         if self.session:
@@ -145,6 +150,8 @@ class PeerInfo:
     """An IPMsg user's group."""
     host: str = ""
     """An IPMsg user's host name."""
+    instance: bytes = b""
+    """A udpchat peer's instance id, when known."""
 
 
 @dataclass(slots=True)
@@ -219,6 +226,8 @@ class Receiver:
         self._refusals_sent: OrderedDict[Address, float] = OrderedDict()
         self._last_report: float | None = None
         self._now = 0.0
+        self._shown_keys: dict[bytes, None] = {}
+        """Keys of the messages shown last, oldest first (see `_repeated`)."""
 
     # -- inputs ---------------------------------------------------------------
 
@@ -462,7 +471,7 @@ class Receiver:
 
     def peers(self) -> list[PeerInfo]:
         rows = [
-            PeerInfo(a, p.nick, p.present, p.last_heard, p.rooms or ())
+            PeerInfo(a, p.nick, p.present, p.last_heard, p.rooms or (), instance=p.instance)
             for a, p in self._peers.items()
         ]
         rows += [
@@ -569,6 +578,7 @@ class Receiver:
         rooms: tuple[str, ...] | None = None,
         rooms_version: int = 0,
         announced: bool = False,
+        instance: bytes = b"",
     ) -> _Peer | None:
         """The peer record for (addr, session), created or restarted as needed.
 
@@ -576,9 +586,12 @@ class Receiver:
         or returning. A `hello` always tells the send half the peer is there (it may
         be waiting for that to send), and may bring back a session that said BYE.
         `rooms` (with its `rooms_version`) is the peer's room list when the datagram
-        carried one; `announced`: it came by discovery. Returns None (and counts the drop)
-        for a retired session or a full table.
+        carried one; `announced`: it came by discovery; `instance`: the instance id a
+        HELLO carried. Returns None (and counts the drop) for a retired session or a full
+        table.
         """
+        if instance == _NO_INSTANCE:
+            instance = b""
         peer = self._peers.get(addr)
         if peer is not None and hello and session == peer.ended:
             peer.retired.remove(session)
@@ -586,6 +599,8 @@ class Receiver:
             self._by_session[session] = addr
         if peer is not None and peer.session == session:
             peer.last_heard = now
+            if instance:
+                peer.instance = instance
             if announced and not peer.announced:
                 peer.announced = True
                 self._notes.append(AnnouncedNote(addr))
@@ -593,7 +608,12 @@ class Receiver:
                 peer.present = True
                 self._take_rooms(addr, peer, rooms, rooms_version, quiet=True)
                 self._events.append(
-                    PeerJoined(peer=addr, nick=nick or peer.nick, rooms=peer.rooms or ())
+                    PeerJoined(
+                        peer=addr,
+                        nick=nick or peer.nick,
+                        rooms=peer.rooms or (),
+                        instance=peer.instance,
+                    )
                 )
                 self._notes.append(self._peer_note(addr, peer, greet or asked))
             else:
@@ -620,9 +640,16 @@ class Receiver:
             peer.nick, peer.last_heard, peer.present = nick or peer.nick, now, True
             peer.ended = b""
             peer.announced = announced
+            peer.instance = instance or peer.instance
             self._take_rooms(addr, peer, rooms, rooms_version, quiet=True)
             self._events.append(
-                PeerJoined(peer=addr, nick=peer.nick, restarted=True, rooms=peer.rooms or ())
+                PeerJoined(
+                    peer=addr,
+                    nick=peer.nick,
+                    restarted=True,
+                    rooms=peer.rooms or (),
+                    instance=peer.instance,
+                )
             )
             self._notes.append(self._peer_note(addr, peer, greet or asked))
             return peer
@@ -635,11 +662,13 @@ class Receiver:
             if at_host >= self.config.max_peers_per_host:
                 self._reject(addr, RejectReason.TOO_MANY_AT_HOST, detail=host)
                 return None
-        peer = _Peer(session, nick, now, addr, announced=announced)
+        peer = _Peer(session, nick, now, addr, announced=announced, instance=instance)
         self._peers[addr] = peer
         self._by_session[session] = addr
         self._take_rooms(addr, peer, rooms, rooms_version, quiet=True)
-        self._events.append(PeerJoined(peer=addr, nick=nick, rooms=peer.rooms or ()))
+        self._events.append(
+            PeerJoined(peer=addr, nick=nick, rooms=peer.rooms or (), instance=instance)
+        )
         self._notes.append(self._peer_note(addr, peer, greet or asked))
         return peer
 
@@ -649,8 +678,10 @@ class Receiver:
             present=True,
             session=peer.session,
             send_hello=send_hello,
+            nick=peer.nick,
             rooms=peer.rooms,
             announced=peer.announced,
+            instance=peer.instance,
         )
 
     def _take_rooms(
@@ -749,7 +780,12 @@ class Receiver:
                         self._notes.append(RoomsNote(known, peer.rooms or ()))
                 return
         hello = wire.Hello(
-            announce.session, announce.nick, True, announce.rooms_version, announce.rooms
+            announce.session,
+            announce.nick,
+            True,
+            announce.rooms_version,
+            announce.rooms,
+            instance=announce.instance,
         )
         if not verified:
             self._verify(hello, addr)
@@ -812,6 +848,7 @@ class Receiver:
             rooms=None if hello.rooms_follow else hello.rooms,
             rooms_version=hello.rooms_version,
             announced=announced,
+            instance=hello.instance,
         )
 
     def _refuse(self, data: bytes, addr: Address, reason: RejectReason, now: float) -> None:
@@ -852,11 +889,17 @@ class Receiver:
         peer.session, peer.ended = b"", bye.session
 
     def _on_ack(self, ack: wire.Ack, addr: Address, now: float) -> None:
-        self._touch(ack.session, addr, now)
+        current = self._touch(ack.session, addr, now)
         if ack.acked_session != self.session:
             self.stats.stale_dropped += 1
             return
         self.stats.acks_received += 1
+        peer = self._peers.get(addr)
+        if not current and peer is not None and ack.session in peer.retired:
+            # Sent before the peer restarted, and late: what it had shown counts, what
+            # it held died with it (docs/protocol.md, "Sending").
+            self._notes.append(AckNote(addr, ack.cumulative, 0, 0))
+            return
         self._notes.append(AckNote(addr, ack.cumulative, ack.selective, ack.duplicate))
 
     def _on_data(self, data: wire.Data, addr: Address, now: float) -> None:
@@ -961,6 +1004,11 @@ class Receiver:
         if conversation is wire.Conversation.MEMBERSHIP or conversation is wire.Conversation.ROSTER:
             self._on_control(addr, peer, first, text)
             return
+        key = first.key
+        if key == _NO_KEY:
+            key = b""
+        elif self._repeated(key):
+            return
         self.stats.messages_received += 1
         self._events.append(
             MessageReceived(
@@ -969,8 +1017,23 @@ class Receiver:
                 text=text,
                 sent_at_ms=first.sent_at_ms,
                 room=room,
+                key=key,
             )
         )
+
+    def _repeated(self, key: bytes) -> bool:
+        """Whether a message with this key was shown lately: a restarted sender sends
+        again what it had no acknowledgement for, and its outbox what waited for us.
+        Acknowledged as any message is, but shown once (the history, where there is
+        one, remembers beyond `Config.keys_remembered`)."""
+        shown = self._shown_keys
+        if key in shown:
+            self.stats.messages_repeated += 1
+            return True
+        shown[key] = None
+        if len(shown) > self.config.keys_remembered:
+            del shown[next(iter(shown))]
+        return False
 
     def _open_keyed(
         self, addr: Address, peer: _Peer, first: wire.Data, raw: bytes

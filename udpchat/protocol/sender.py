@@ -27,13 +27,20 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from . import plain, wire
 from .config import Config, Stats
 from .discovery import Announcer
 from .errors import LocalProtocolError, MessageTooLong, NoPeers, OutboxFull, RejectReason
-from .events import Address, DeliveryFailed, Event, MessageDelivered, RawMessageSent
+from .events import (
+    Address,
+    DeliveryFailed,
+    Event,
+    MessageDelivered,
+    MessageHeld,
+    RawMessageSent,
+)
 from .nick import validate_nick
 from .notes import (
     AckNote,
@@ -84,6 +91,9 @@ after all (`AckNote.duplicate`) can widen the reordering window."""
 _RESENDS_BEFORE_NARROWING = 16
 """Fast resends without such a report after which the reordering window halves."""
 _INTRODUCTION_TRIES = 3
+_NO_KEY = bytes(wire.KEY_BYTES)
+CANCELLED = "cancelled"
+"""The reason of the `DeliveryFailed` of a message taken out of the outbox (`cancel`)."""
 """HELLOs sent to an address a ROSTER named before it is given up on."""
 
 
@@ -105,6 +115,38 @@ class _Delivery:
     """The room a ROOM message was said in."""
     control: bool = False
     """MEMBERSHIP or ROSTER: ours, not the user's, so no delivery events."""
+    message: _Message | None = None
+    """The user's message, to hold it for a peer that is away (the outbox)."""
+    fragments: list[_Fragment] = field(default_factory=list)
+    """Its fragments, until it is delivered: a peer that restarts gets again those
+    it had only acknowledged selectively."""
+
+
+@dataclass(slots=True, eq=False)
+class _Message:
+    """What a user's message is, apart from where it goes: enough to queue it again for
+    a peer that restarted, or to hold it for one that is away (the offline outbox)."""
+
+    raw: bytes
+    """Its text, UTF-8."""
+    sent_at_ms: int
+    key: bytes
+    """Its message key (docs/protocol.md, DATA): the same in every copy, in every run."""
+    conversation: wire.Conversation
+    room: str
+    expires: float
+    """When a direct message held for a peer that is away fails (`Config.keep`)."""
+
+
+@dataclass(slots=True, eq=False)
+class _Held:
+    """A direct message waiting for its peer's installation to be present again."""
+
+    message_id: int
+    message: _Message
+    queued_at: float
+    nick: str
+    peer: Address | None
 
 
 @dataclass(slots=True, eq=False)
@@ -181,11 +223,31 @@ class _Target:
     and those for rooms it turns out not to be in then fail)."""
     introductions: int = 0
     """HELLOs left to send to an address a ROSTER named, until it answers."""
+    instance: bytes = b""
+    """The peer's installation (instance id), once its HELLO said: direct messages to a
+    peer that is away are held for it (`Sender._held`)."""
+    nick: str = ""
+    """Its nickname as last heard, for what the user is told of held messages."""
 
     def base(self) -> int:
-        for seq in self.in_flight:
-            return seq
+        """The first seq of the oldest message neither delivered nor given up (else the
+        next seq): not the oldest in flight, since a fragment the peer acknowledged
+        only selectively is still owed to it should it restart (`Sender._restream`)."""
+        for delivery in self.deliveries.values():
+            return delivery.fragments[0].seq
         return self.unsent[0].seq if self.unsent else self.next_seq
+
+
+class Outboxed(NamedTuple):
+    """A direct message written in an earlier run and kept in the outbox on disk: for
+    whom, and until when (`Sender.send_message`)."""
+
+    instance: bytes
+    """The recipient's installation (8-byte instance id)."""
+    nick: str
+    """Its nickname when the message was written."""
+    expires_at_ms: int
+    """When the message fails if that peer has not been back (wall clock, ms)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +309,17 @@ class Sender:
             from .ipmsg_peers import Outbound
 
             self._ipmsg = Outbound(config, session, self.nick, wall_offset, self.stats)
+        self._held: dict[bytes, list[_Held]] = {}
+        """The offline outbox: direct messages for installations (instance ids) that are
+        away, each list in the order the messages were written."""
+        self._held_count = 0
+        self._held_bytes = 0
+        self._held_expiry: float | None = None
+        """When the first held message expires (None: none held)."""
+        self._key_base = int.from_bytes(session, "big")
+        """Message keys end in this plus a count: unique in the run, and, the session
+        being random, across runs."""
+        self._keys_made = 0
 
     # -- caller's API ---------------------------------------------------------
 
@@ -372,15 +445,24 @@ class Sender:
         to: list[Address] | None = None,
         room: str | None = None,
         message_id: int | None = None,
+        key: bytes | None = None,
+        outboxed: Outboxed | None = None,
     ) -> int:
         """Queue `text` for the members of `room` (by default our first room), or for
         each peer in `to`: as a direct message, or, with `room` too, as said in that room
         (a room message sent again to those it failed for); return the message id.
 
         `message_id` lets a caller that numbers messages itself (the process model's
-        parent) choose it. Raises MessageTooLong, NoPeers or OutboxFull; nothing is
-        queued then.
+        parent) choose it; `key` is the message key when the caller made it (it stored
+        the message under it first), else one is made. A direct message to a udpchat
+        peer that is away is held until its installation is back (`MessageHeld`);
+        `outboxed` sends one held in an earlier run, to that installation, instead of to
+        `to`. Raises MessageTooLong, NoPeers or OutboxFull; nothing is queued then.
         """
+        if key is not None and len(key) != wire.KEY_BYTES:
+            raise ValueError("a message key is 16 bytes")
+        if outboxed is not None:
+            return self._send_outboxed(text, now, sent_at_ms, message_id, key, outboxed)
         if to is not None and room is None:
             foreign = [a for a in dict.fromkeys(to) if a in self._raw or self._is_ipmsg(a)]
             if foreign:
@@ -413,12 +495,211 @@ class Sender:
                 f"a keyed room's line is at most {wire.MAX_MESSAGE_BYTES - ROOM_OVERHEAD}"
                 " bytes of UTF-8"
             )
+        message = _Message(
+            raw, sent_at_ms, key or self._new_key(), conversation, room, now + self.config.keep
+        )
+        away = [t for t in targets if self._holds(t, message)]
+        if away:
+            self._check_held(raw, len(away))
+            targets = [t for t in targets if t not in away]
         if message_id is None:
             message_id = self._next_message_id
         self._next_message_id = max(self._next_message_id, message_id + 1)
-        self._queue(targets, raw, now, sent_at_ms, message_id, conversation, room)
+        if targets:
+            self._queue(
+                targets, raw, now, sent_at_ms, message_id, conversation, room, message=message
+            )
+        for target in away:
+            reason = f"{target.nick or 'the peer'} is away"
+            self._keep(message_id, message, now, target.instance, target.nick, target.addr, reason)
         self.stats.messages_sent += 1
         return message_id
+
+    def _send_outboxed(
+        self,
+        text: str,
+        now: float,
+        sent_at_ms: int,
+        message_id: int | None,
+        key: bytes | None,
+        outboxed: Outboxed,
+    ) -> int:
+        """A direct message held in an earlier run (its outbox entry): to whichever
+        target is that installation now, or held until one is."""
+        if len(outboxed.instance) != 8 or outboxed.instance == bytes(8):
+            raise ValueError("an outboxed message names an 8-byte instance id")
+        raw = encode_text(text)
+        expires = outboxed.expires_at_ms / 1000 - self._wall_offset
+        message = _Message(
+            raw, sent_at_ms, key or self._new_key(), wire.Conversation.DIRECT, "", expires
+        )
+        if message_id is None:
+            message_id = self._next_message_id
+        self._next_message_id = max(self._next_message_id, message_id + 1)
+        self.stats.messages_sent += 1
+        for target in self._targets.values():
+            if message.expires <= now:
+                break  # fails as expired, below
+            if target.instance == outboxed.instance and target.confirmed:
+                conversation = wire.Conversation.DIRECT
+                self._queue(
+                    [target], raw, now, sent_at_ms, message_id, conversation, "", message=message
+                )
+                return message_id
+        nick = outboxed.nick
+        self._keep(message_id, message, now, outboxed.instance, nick, None, f"{nick} is away")
+        return message_id
+
+    def _new_key(self) -> bytes:
+        self._keys_made += 1
+        tail = (self._key_base + self._keys_made) & 0xFFFF_FFFF_FFFF_FFFF
+        return self.config.instance + tail.to_bytes(8, "big")
+
+    def _holds(self, target: _Target, message: _Message) -> bool:
+        """Whether `message` waits in the outbox for `target` rather than on the wire: a
+        direct message to a udpchat peer we know by its installation, that is away."""
+        return (
+            message.conversation is wire.Conversation.DIRECT
+            and bool(target.instance)
+            and self.config.keep > 0
+            and not target.confirmed
+        )
+
+    def _check_held(self, raw: bytes, count: int) -> None:
+        """OutboxFull when `count` more copies of `raw` would not fit in the outbox."""
+        config = self.config
+        if (
+            self._held_count + count > config.max_held
+            or self._held_bytes + count * len(raw) > config.max_held_bytes
+        ):
+            raise OutboxFull(
+                f"outbox full: {self._held_count} messages wait for peers that are away"
+            )
+
+    def _keep(
+        self,
+        message_id: int,
+        message: _Message,
+        now: float,
+        instance: bytes,
+        nick: str,
+        peer: Address | None,
+        reason: str,
+        queued_at: float | None = None,
+    ) -> None:
+        """Hold `message` for the installation `instance` until it is present (see
+        `_release`), or fail it: expired, or no room in the outbox."""
+        queued_at = now if queued_at is None else queued_at
+        failure = None
+        if message.expires <= now:
+            failure = f"{nick or 'the peer'} was not back within {_duration(self.config.keep)}"
+        else:
+            try:
+                self._check_held(message.raw, 1)
+            except OutboxFull as full:
+                failure = str(full)
+        if failure is not None:
+            self.stats.messages_failed += 1
+            self._events.append(
+                DeliveryFailed(
+                    message_id=message_id, peer=peer, elapsed=now - queued_at, reason=failure
+                )
+            )
+            return
+        self._held.setdefault(instance, []).append(
+            _Held(message_id, message, queued_at, nick, peer)
+        )
+        self._held_count += 1
+        self._held_bytes += len(message.raw)
+        if self._held_expiry is None or message.expires < self._held_expiry:
+            self._held_expiry = message.expires
+        self._events.append(
+            MessageHeld(
+                message_id=message_id,
+                peer=peer,
+                nick=nick,
+                reason=reason,
+                expires_in=message.expires - now,
+            )
+        )
+
+    def _release(self, target: _Target, now: float) -> None:
+        """`target` is present: queue what the outbox holds for its installation."""
+        held = self._held.pop(target.instance, None)
+        if not held:
+            return
+        for entry in held:
+            message = entry.message
+            self._held_count -= 1
+            self._held_bytes -= len(message.raw)
+            self._queue(
+                [target],
+                message.raw,
+                now,
+                message.sent_at_ms,
+                entry.message_id,
+                message.conversation,
+                message.room,
+                message=message,
+                queued_at=entry.queued_at,
+            )
+        self._held_expiry = self._first_expiry()
+
+    def _first_expiry(self) -> float | None:
+        return min(
+            (h.message.expires for entries in self._held.values() for h in entries),
+            default=None,
+        )
+
+    def _expire(self, now: float) -> None:
+        """Fail the held messages whose time (`Config.keep`) is up."""
+        for instance, entries in list(self._held.items()):
+            for entry in [h for h in entries if h.message.expires <= now]:
+                entries.remove(entry)
+                self._held_count -= 1
+                self._held_bytes -= len(entry.message.raw)
+                self.stats.messages_failed += 1
+                nick = entry.nick or "the peer"
+                self._events.append(
+                    DeliveryFailed(
+                        message_id=entry.message_id,
+                        peer=entry.peer,
+                        elapsed=now - entry.queued_at,
+                        reason=f"{nick} was not back within {_duration(self.config.keep)}",
+                    )
+                )
+            if not entries:
+                del self._held[instance]
+        self._held_expiry = self._first_expiry()
+
+    def cancel(self, message_id: int, now: float) -> bool:
+        """Take a message the outbox holds out of it (it fails, "cancelled"); False when
+        it holds none of that id (delivered, failed, or on the wire already)."""
+        for instance, entries in self._held.items():
+            for entry in entries:
+                if entry.message_id != message_id:
+                    continue
+                entries.remove(entry)
+                if not entries:
+                    del self._held[instance]
+                self._held_count -= 1
+                self._held_bytes -= len(entry.message.raw)
+                self._held_expiry = self._first_expiry()
+                self.stats.messages_failed += 1
+                self._events.append(
+                    DeliveryFailed(
+                        message_id=message_id,
+                        peer=entry.peer,
+                        elapsed=now - entry.queued_at,
+                        reason=CANCELLED,
+                    )
+                )
+                return True
+        return False
+
+    def held(self) -> int:
+        """Messages the outbox holds for peers that are away."""
+        return self._held_count
 
     def _is_ipmsg(self, addr: Address) -> bool:
         """An IP Messenger user, and not a udpchat that speaks our own protocol there."""
@@ -486,12 +767,15 @@ class Sender:
         room: str,
         *,
         control: bool = False,
+        message: _Message | None = None,
+        queued_at: float | None = None,
     ) -> None:
         keyed = self._room_keys and conversation is wire.Conversation.ROOM
         key = self._room_keys.get(room) if keyed else None
         field = room if key is None else key.tag(self.session)
         payloads = _split(raw, self.nick, self._overhead, field)
         deadline = now + self.config.give_up_after
+        message_key = _NO_KEY if message is None else message.key
         for target in targets:
             if key is not None:
                 # Sealed for this recipient at this seq (crypto.room_associated_data).
@@ -501,12 +785,13 @@ class Sender:
                 payloads = _split(key.seal(raw, associated), self.nick, self._overhead, field)
             delivery = _Delivery(
                 message_id,
-                now,
+                now if queued_at is None else queued_at,
                 deadline,
                 len(payloads),
                 last_seq=target.next_seq + len(payloads) - 1,
                 room=room,
                 control=control,
+                message=message,
             )
             target.deliveries[message_id] = delivery
             for index, payload in enumerate(payloads):
@@ -523,8 +808,11 @@ class Sender:
                     self.nick,
                     conversation,
                     field,
+                    message_key,
                 )
-                target.unsent.append(_Fragment(seq, wire.encode(record), delivery))
+                fragment = _Fragment(seq, wire.encode(record), delivery)
+                delivery.fragments.append(fragment)
+                target.unsent.append(fragment)
         if not control:
             self._pending += len(targets)
         for target in targets:
@@ -603,6 +891,8 @@ class Sender:
         due announcement."""
         if self._announcer.due(now):
             self._announce()
+        if self._held_expiry is not None and self._held_expiry <= now:
+            self._expire(now)
         if self._ipmsg is not None:
             self._ipmsg.handle_timer(now)
         for addr, target in self._targets.items():
@@ -627,7 +917,7 @@ class Sender:
                     reason = "the peer got it but never showed it (held behind a lost message)"
                 if target.refused is not None:
                     reason += f"; it could not authenticate our datagrams ({target.refused.value})"
-                self._fail(addr, target, delivery, now, reason)
+                self._fail_or_hold(addr, target, delivery, now, reason)
             heap, due_now = target.retransmit_heap, []
             while heap and heap[0][0] <= now:
                 due, seq = heapq.heappop(heap)
@@ -676,6 +966,8 @@ class Sender:
         """The earliest deadline, probe, retransmission or announcement; None when there
         is none."""
         soonest = self._announcer.next_at
+        if self._held_expiry is not None and (soonest is None or self._held_expiry < soonest):
+            soonest = self._held_expiry
         ipmsg_at = self._ipmsg.get_timer() if self._ipmsg is not None else None
         if ipmsg_at is not None and (soonest is None or ipmsg_at < soonest):
             soonest = ipmsg_at
@@ -865,10 +1157,53 @@ class Sender:
     def _fail(
         self, addr: Address, target: _Target, delivery: _Delivery, now: float, reason: str
     ) -> None:
+        self._drop(target, delivery, now)
+        if delivery.control:
+            return
+        self.stats.messages_failed += 1
+        self._events.append(
+            DeliveryFailed(
+                message_id=delivery.message_id,
+                peer=addr,
+                elapsed=now - delivery.queued_at,
+                reason=reason,
+            )
+        )
+
+    def _fail_or_hold(
+        self, addr: Address, target: _Target, delivery: _Delivery, now: float, reason: str
+    ) -> None:
+        """A delivery that cannot go on now: a direct message to a udpchat peer waits in
+        the outbox for its installation to be back; anything else fails."""
+        message = delivery.message
+        holds = (
+            message is not None
+            and message.conversation is wire.Conversation.DIRECT
+            and bool(target.instance)
+            and self.config.keep > 0
+        )
+        if not holds:
+            self._fail(addr, target, delivery, now, reason)
+            return
+        assert message is not None
+        self._drop(target, delivery, now)
+        self._keep(
+            delivery.message_id,
+            message,
+            now,
+            target.instance,
+            target.nick,
+            target.addr,
+            reason,
+            queued_at=delivery.queued_at,
+        )
+
+    def _drop(self, target: _Target, delivery: _Delivery, now: float) -> None:
+        """Take `delivery` off the wire: its fragments leave flight, and base moves past
+        them."""
         del target.deliveries[delivery.message_id]
         if not delivery.control:
             self._pending -= 1
-            self.stats.messages_failed += 1
         for seq in [s for s, f in target.in_flight.items() if f.delivery is delivery]:
             del target.in_flight[seq]
         if any(f.delivery is delivery for f in target.unsent):
@@ -880,16 +1215,6 @@ class Sender:
         target.probe_backoff = max(target.rto, self.config.min_rto)
         if target.confirmed:
             target.next_probe = now
-        if delivery.control:
-            return
-        self._events.append(
-            DeliveryFailed(
-                message_id=delivery.message_id,
-                peer=addr,
-                elapsed=now - delivery.queued_at,
-                reason=reason,
-            )
-        )
 
     def _on_peer(self, note: PeerNote, now: float) -> None:
         target = self._targets.get(note.peer)
@@ -901,9 +1226,15 @@ class Sender:
             target = _Target(False, True, note.peer, rto=self.config.initial_rto)
             self._targets[note.peer] = target
         was_confirmed, target.confirmed = target.confirmed, note.present
+        if note.instance:
+            target.instance = note.instance
+        if note.nick:
+            target.nick = note.nick
         if note.present and note.session:
             if note.session != target.session:
                 target.rooms = None  # a new session: its rooms come with it
+                if target.session != ANYONE:
+                    self._restream(note.peer, target, now)
             target.session = note.session
         if note.announced:
             target.announced = True
@@ -921,16 +1252,43 @@ class Sender:
             target.active = target.configured
             target.probe_backoff = _HELLO_RETRY_FIRST * 2
             target.next_probe = now + _HELLO_RETRY_FIRST if target.configured else None
-            if note.bye:
-                # It said BYE: what still waits for it will never be acknowledged.
-                reason = f"{note.nick or 'the peer'} left"
-                for delivery in list(target.deliveries.values()):
-                    self._fail(note.peer, target, delivery, now, reason)
+            # Direct messages wait for it in the outbox; after a BYE, what else still
+            # waits for it will never be acknowledged.
+            reason = f"{note.nick or 'the peer'} " + ("left" if note.bye else "is away")
+            for delivery in list(target.deliveries.values()):
+                message = delivery.message
+                direct = message is not None and message.conversation is wire.Conversation.DIRECT
+                if note.bye or (direct and target.instance and self.config.keep > 0):
+                    self._fail_or_hold(note.peer, target, delivery, now, reason)
         if note.send_hello:
             # A peer whose rooms we do not know is asked for its HELLO in turn.
             self._send_hello(target, wants_reply=note.rooms is None, answering_at=now)
         if note.present and note.rooms is not None:
             self._on_rooms(note.peer, target, note.rooms, now)
+        if note.present and target.instance and self._held:
+            self._release(target, now)
+
+    def _restream(self, addr: Address, target: _Target, now: float) -> None:
+        """The peer restarted: what it held unshown died with it, although it may have
+        acknowledged that selectively. Send every fragment not yet passed by its
+        cumulative point again, now, in seq order: the new session starts at our base
+        and gets the rest of the stream whole. A message the old session had shown (its
+        cumulative ACK lost) comes again under its key and is shown once. The clock of
+        each message still owed starts again, as for a message sent now."""
+        if not target.deliveries:
+            return
+        flight = target.in_flight
+        deadline = now + self.config.give_up_after
+        for delivery in target.deliveries.values():
+            delivery.deadline, delivery.waiting = deadline, False
+            for fragment in delivery.fragments:
+                if fragment.transmissions and fragment.seq not in flight:
+                    flight[fragment.seq] = fragment
+                    delivery.unacked += 1
+        target.in_flight = dict(sorted(flight.items()))
+        target.backoff = 0
+        for fragment in list(target.in_flight.values()):
+            self._transmit(addr, target, fragment, now)
 
     def _probe(self, addr: Address, target: _Target, now: float) -> None:
         if target.confirmed and target.rooms is None:
@@ -1009,7 +1367,14 @@ class Sender:
 
     def _hello(self, wants_reply: bool) -> wire.Hello:
         rooms = self._wire_rooms()
-        return wire.Hello(self.session, self.nick, wants_reply, self._rooms_version, rooms)
+        return wire.Hello(
+            self.session,
+            self.nick,
+            wants_reply,
+            self._rooms_version,
+            rooms,
+            instance=self.config.instance,
+        )
 
     def _on_rooms(self, addr: Address, target: _Target, rooms: tuple[str, ...], now: float) -> None:
         """`target` is in `rooms` now. Messages waiting for it in rooms it is not in fail;
@@ -1086,6 +1451,7 @@ class Sender:
             fragment.seq, target.next_seq = target.next_seq, target.next_seq + 1
             fragment.datagram = wire.encode(record._replace(seq=fragment.seq))
             fragment.transmissions = 0
+            delivery.last_seq = fragment.seq  # fragments come in seq order: the last wins
             target.unsent.append(fragment)
         self._pending -= sum(
             1
@@ -1100,6 +1466,15 @@ class Sender:
                 del self._targets[addr]
                 return True
         return False
+
+
+def _duration(seconds: float) -> str:
+    """`Config.keep` as people say it: "7 days", "12 h", "30 min", "45 s"."""
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f"{count} {'day' if unit == 'days' and count == 1 else unit}"
+    return f"{seconds:g} s"
 
 
 def encode_text(text: str) -> bytes:

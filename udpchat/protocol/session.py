@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from .config import Config, Stats
 from .events import Address, Event
 from .receiver import PeerInfo, Receiver
-from .sender import Sender, TargetInfo
+from .sender import Outboxed, Sender, TargetInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +44,9 @@ class PeerStatus:
     """An IPMsg user's group."""
     host: str = ""
     """An IPMsg user's host name."""
+    instance: bytes = b""
+    """A udpchat peer's installation (instance id), when known: what a direct message
+    to it is held for while it is away."""
 
 
 def merge_peers(
@@ -70,6 +73,7 @@ def merge_peers(
                 encoding=info.encoding if info else "",
                 group=info.group if info else "",
                 host=info.host if info else "",
+                instance=info.instance if info else b"",
             )
         )
     return rows
@@ -151,12 +155,25 @@ class ChatSession:
         to: list[Address] | None = None,
         room: str | None = None,
         message_id: int | None = None,
+        key: bytes | None = None,
+        outboxed: Outboxed | None = None,
     ) -> int:
         """Queue a message for a room's members, or for the peers in `to`; see
         `Sender.send_message`."""
         return self.sender.send_message(
-            text, now, sent_at_ms=sent_at_ms, to=to, room=room, message_id=message_id
+            text,
+            now,
+            sent_at_ms=sent_at_ms,
+            to=to,
+            room=room,
+            message_id=message_id,
+            key=key,
+            outboxed=outboxed,
         )
+
+    def cancel(self, message_id: int, now: float) -> bool:
+        """Take a held message out of the outbox; see `Sender.cancel`."""
+        return self.sender.cancel(message_id, now)
 
     def receive_datagram(
         self, data: bytes, addr: Address, now: float, *, announced: bool = False

@@ -24,6 +24,7 @@ __all__ = [
     "FIRST_FRAGMENT_OVERHEAD",
     "HEADER",
     "HELLO_MIN_SIZE",
+    "KEY_BYTES",
     "MAGIC",
     "MAX_DATAGRAM",
     "MAX_FRAGMENTS",
@@ -49,9 +50,9 @@ __all__ = [
     "with_base",
 ]
 
-# "Every datagram starts with the two bytes `UC` (0x55 0x43) and the version byte 0x02."
+# "Every datagram starts with the two bytes `UC` (0x55 0x43) and the version byte 0x03."
 MAGIC = b"UC"
-VERSION = 2
+VERSION = 3
 # "No datagram is longer than 1200 bytes", so one crosses any LAN without IP fragmentation.
 MAX_DATAGRAM = 1200
 # "A message's text is at most 65,536 bytes of UTF-8."
@@ -64,12 +65,12 @@ HELLO_MIN_SIZE = 64
 # magic, version, kind, session id
 HEADER = struct.Struct("!2sBB8s")
 _DATA = struct.Struct("!QQHH")  # seq, base, fragment index, fragment count
-_FIRST = struct.Struct("!QB")  # sent-at (ms since the Unix epoch), nick length
+_FIRST = struct.Struct("!Q16sB")  # sent-at (ms since the Unix epoch), message key, nick length
 _ACK = struct.Struct("!8sQQQ")  # acknowledged session, cumulative, selective, duplicate
 _TOKEN = struct.Struct("!Q")
 _PING = struct.Struct("!QQ")  # token, base
 _BYE_ACK = struct.Struct("!8sQQ")  # acknowledged session, cumulative, selective
-_HELLO = struct.Struct("!BB")  # flags, nick length
+_HELLO = struct.Struct("!B8sB")  # flags, instance id, nick length
 _ROOMS = struct.Struct("!IB")  # membership version, room count
 _CONVERSATION = struct.Struct("!BB")  # conversation kind, room name length
 _ANNOUNCE = struct.Struct("!8sB")  # instance id, nick length
@@ -90,12 +91,15 @@ FRAGMENT_PAYLOAD = MAX_DATAGRAM - DATA_HEADER_SIZE
 # Upper bound on fragments of one message: the first carries the least text.
 MAX_FRAGMENTS = 1 + -(-MAX_MESSAGE_BYTES // FRAGMENT_PAYLOAD)
 
+KEY_BYTES = 16
+"""A message key: the sender's instance id, then 8 bytes it never uses for another."""
+
 HELLO_WANTS_REPLY = 0x01
 HELLO_ROOMS_FOLLOW = 0x02
 
 
 class Kind(IntEnum):
-    """The datagram kinds of protocol version 2."""
+    """The datagram kinds of protocol version 3."""
 
     HELLO = 1
     """Announce a nickname; may ask the receiver to answer with its own HELLO."""
@@ -147,6 +151,8 @@ class Hello(NamedTuple):
     rooms_follow: bool = False
     """The rooms did not fit (a reply is never larger than what it answers): they
     follow in a MEMBERSHIP message, and `rooms` is empty."""
+    instance: bytes = bytes(8)
+    """Sender's 8-byte instance id, as in ANNOUNCE (eight zero bytes: none)."""
 
 
 class Announce(NamedTuple):
@@ -213,6 +219,9 @@ class Data(NamedTuple):
     """First fragment only: what the message belongs to."""
     room: str = ""
     """First fragment only: the room, for ROOM and ROSTER; else empty."""
+    key: bytes = bytes(KEY_BYTES)
+    """First fragment only: the message key, the same in every copy of the message
+    sent to anyone, also from a later run of the sender (all zero: none)."""
 
 
 class Ack(NamedTuple):
@@ -274,7 +283,9 @@ def encode(datagram: Datagram) -> bytes:
             room = datagram.room.encode("utf-8")
             if bool(room) != (datagram.conversation in _ROOM_KINDS):
                 raise ValueError("ROOM and ROSTER name a room; the others do not")
-            head += _FIRST.pack(datagram.sent_at_ms, len(nick)) + nick
+            if len(datagram.key) != KEY_BYTES:
+                raise ValueError("message key must be 16 bytes")
+            head += _FIRST.pack(datagram.sent_at_ms, datagram.key, len(nick)) + nick
             head += _CONVERSATION.pack(datagram.conversation, len(room)) + room
         out = head + datagram.payload
         if len(out) > MAX_DATAGRAM:
@@ -305,7 +316,10 @@ def encode(datagram: Datagram) -> bytes:
         flags = HELLO_WANTS_REPLY if datagram.wants_reply else 0
         if datagram.rooms_follow:
             flags |= HELLO_ROOMS_FOLLOW
-        out = _header(Kind.HELLO, datagram.session) + _HELLO.pack(flags, len(nick)) + nick
+        if len(datagram.instance) != 8:
+            raise ValueError("instance id must be 8 bytes")
+        out = _header(Kind.HELLO, datagram.session)
+        out += _HELLO.pack(flags, datagram.instance, len(nick)) + nick
         out += encode_rooms(datagram.rooms_version, datagram.rooms)
         if datagram.wants_reply and len(out) < HELLO_MIN_SIZE:
             out += bytes(HELLO_MIN_SIZE - len(out))
@@ -400,12 +414,13 @@ def decode(data: bytes) -> Datagram:
             raise WireError(RejectReason.BAD_LENGTH, "PONG")
         return Pong(session, *_TOKEN.unpack_from(data, at))
     if kind == Kind.HELLO:
-        (flags, nick_len), nick = _fields_then_nick(_HELLO, data, at, "HELLO")
+        (flags, instance, nick_len), nick = _fields_then_nick(_HELLO, data, at, "HELLO")
         version, rooms = _decode_rooms(data, at + _HELLO.size + nick_len, "HELLO")
         follow = bool(flags & HELLO_ROOMS_FOLLOW)
         if follow and rooms:
             raise WireError(RejectReason.BAD_VALUE, "HELLO rooms")
-        return Hello(session, nick, bool(flags & HELLO_WANTS_REPLY), version, rooms, follow)
+        wants_reply = bool(flags & HELLO_WANTS_REPLY)
+        return Hello(session, nick, wants_reply, version, rooms, follow, instance)
     if kind == Kind.BYE:
         if size == at:
             return Bye(session)
@@ -475,7 +490,7 @@ def _decode_data(session: bytes, data: bytes, at: int) -> Data:
         return Data(session, seq, base, index, count, data[at:])
     if len(data) - at < _FIRST.size:
         raise WireError(RejectReason.TRUNCATED, "DATA")
-    sent_at_ms, nick_len = _FIRST.unpack_from(data, at)
+    sent_at_ms, key, nick_len = _FIRST.unpack_from(data, at)
     at += _FIRST.size
     if len(data) < at + nick_len:
         raise WireError(RejectReason.TRUNCATED, "DATA")
@@ -501,4 +516,6 @@ def _decode_data(session: bytes, data: bytes, at: int) -> Data:
     else:
         room = ""
     payload = data[at:]
-    return Data(session, seq, base, index, count, payload, sent_at_ms, nick, conversation, room)
+    return Data(
+        session, seq, base, index, count, payload, sent_at_ms, nick, conversation, room, key
+    )

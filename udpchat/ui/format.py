@@ -32,6 +32,7 @@ from ..protocol import (
     MemberJoined,
     MemberLeft,
     MessageDelivered,
+    MessageHeld,
     MessageReceived,
     PeerJoined,
     PeerLeft,
@@ -216,6 +217,15 @@ def duration(seconds: float) -> str:
     return f"{seconds:.1f} s"
 
 
+def span(seconds: float) -> str:
+    """How long a message is kept yet, roughly: "7 days", "5 h", "12 min", "40 s"."""
+    for unit, length in (("day", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= length:
+            count = round(seconds / length)
+            return f"{count} {unit}s" if unit == "day" and count != 1 else f"{count} {unit}"
+    return f"{max(0, round(seconds))} s"
+
+
 def size(count: int) -> str:
     """A file size as people read it: "900 B", "12.5 KiB", "3.1 MiB"."""
     value, unit = float(count), "B"
@@ -333,6 +343,14 @@ def describe(
             f"* message {event.message_id}{quoted}{to}"
             f" failed after {event.elapsed:.1f} s: {event.reason}"
         )
+    if isinstance(event, MessageHeld):
+        text = (texts or {}).get(event.message_id)
+        quoted = f' "{escape(_shorten(text))}"' if text is not None else ""
+        name = escape(shown(event.peer, event.nick)) if event.peer else escape(event.nick)
+        return (
+            f"* queued{quoted}: {escape(event.reason)}; it goes when {name or 'the peer'} is"
+            f" back (kept {span(event.expires_in)})"
+        )
     if isinstance(event, DatagramRejected):
         return describe_rejection(event)
     if isinstance(event, DatagramsRefused):
@@ -392,6 +410,7 @@ _NAMES = {
     MessageReceived: "message_received",
     FileOffered: "file_offered",
     MessageDelivered: "message_delivered",
+    MessageHeld: "message_queued",
     RawMessageSent: "raw_message_sent",
     DeliveryFailed: "delivery_failed",
     PeerJoined: "peer_joined",
@@ -407,8 +426,11 @@ _NAMES = {
 }
 
 
-def to_json(event: Event, wall: float | None = None) -> str:
-    """One JSON object (one line) for `--jsonl`: the event's fields plus its name and time."""
+def to_json(
+    event: Event, wall: float | None = None, extra: dict[str, Any] | None = None
+) -> str:
+    """One JSON object (one line) for `--jsonl`: the event's fields plus its name and
+    time (and `extra` fields). Bytes (a message key, an instance id) are written in hex."""
     record: dict[str, Any] = {"event": _NAMES[type(event)], "time": _iso(wall)}
     for name in event.__slots__:
         value = getattr(event, name)
@@ -416,7 +438,10 @@ def to_json(event: Event, wall: float | None = None) -> str:
             value = value.value
         elif isinstance(value, tuple) and name != "peer":
             value = list(value)
+        elif isinstance(value, bytes):
+            value = value.hex()
         record[name] = format_address(value) if name == "peer" and value else value
+    record.update(extra or {})
     if isinstance(event, MessageReceived) and not event.room:
         # A direct message: `direct` names the conversation, as `room` names a room's.
         del record["room"]

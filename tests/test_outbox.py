@@ -6,8 +6,8 @@ selectively. All on the in-memory network, with virtual time."""
 from __future__ import annotations
 
 import os
-from typing import Any
 import random
+from typing import Any
 
 import pytest
 from memnet import ALICE, ALICE_SESSION, BOB, BOB_SESSION, EPOCH_MS, MemNet
@@ -22,8 +22,8 @@ from udpchat.protocol import (
     Outboxed,
     OutboxFull,
     PeerLeft,
+    wire,
 )
-from udpchat.protocol import wire
 
 ALICE_INSTANCE = b"\xaa" * 8
 BOB_INSTANCE = b"\xbb" * 8

@@ -14,7 +14,15 @@ from pathlib import Path
 import pytest
 
 from udpchat import store
-from udpchat.store import History, HistoryError, NoHistoryYet, Received, StoredMessage
+from udpchat.store import (
+    History,
+    HistoryError,
+    NoHistoryYet,
+    OutboxEntry,
+    Queued,
+    Received,
+    StoredMessage,
+)
 
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 ROOT_SKIP = "root bypasses file permissions, so a read-only file or folder stays writable"
@@ -27,8 +35,10 @@ def received(
     at_ms: int = 1_000,
     peer: str = "10.0.0.5:9000",
     dialect: str = "udpchat",
+    key: bytes | None = None,
+    chat_port: int | None = 9000,
 ) -> Received:
-    return Received(conversation, peer, nick, text, at_ms, at_ms + 5, dialect)
+    return Received(conversation, peer, nick, text, at_ms, at_ms + 5, dialect, key, chat_port)
 
 
 @pytest.fixture
@@ -302,14 +312,16 @@ def refused(path: Path, message: str, **options: bool) -> None:
 
 def test_a_newer_schema_is_refused_and_left_unchanged(path: Path) -> None:
     History.open(path).close()
+    newer = store.SCHEMA_VERSION + 1
     connection = sqlite3.connect(path)
-    connection.execute("PRAGMA user_version = 4")
+    connection.execute(f"PRAGMA user_version = {newer}")
     connection.commit()
     connection.close()
     for readonly in (False, True):
         refused(
             path,
-            "was written by a newer udpchat \\(schema 4; this one reads up to 3\\)",
+            f"was written by a newer udpchat \\(schema {newer};"
+            f" this one reads up to {store.SCHEMA_VERSION}\\)",
             readonly=readonly,
         )
 
@@ -521,3 +533,185 @@ def test_a_version_2_file_is_made_lazy_and_keeps_what_it_indexed(path: Path) -> 
     triggers = connection.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
     assert "messages_text_insert" not in {row[0] for row in triggers}
     connection.close()
+
+
+# --- message keys and the outbox (schema version 4) -----------------------------------
+
+BOB = b"bob-inst"
+"""Bob's instance id: the first 8 bytes of each of his message keys."""
+
+
+def key(n: int) -> bytes:
+    return BOB + n.to_bytes(8, "big")
+
+
+def test_a_message_sent_again_is_stored_once(path: Path) -> None:
+    with History.open(path) as history:
+        assert history.add_received(
+            [received("hi", key=key(1)), received("hi", key=key(1)), received("yo", key=key(2))]
+        ) == [True, False, True]
+        assert history.add_received([received("yo", key=key(2)), received("new", key=key(3))]) == [
+            False,
+            True,
+        ]
+    with History.open(path) as history:  # a restarted receiver
+        assert history.add_received([received("hi", key=key(1))]) == [False]
+        assert texts(history.recent("#lobby")) == ["hi", "yo", "new"]
+
+
+def test_a_key_is_stored_once_per_chat_port(history: History) -> None:
+    """Two chats sharing the file each show a room message both get."""
+    assert history.add_received([received("hi", key=key(1), chat_port=9000)]) == [True]
+    assert history.add_received([received("hi", key=key(1), chat_port=9001)]) == [True]
+    assert history.add_received([received("hi", key=key(1), chat_port=9001)]) == [False]
+    assert history.count() == 2
+
+
+def test_messages_without_a_key_or_a_port_are_always_stored(history: History) -> None:
+    raw = received("raw", "@10.0.0.9:8080", "", dialect="raw")
+    assert history.add_received([raw, raw]) == [True, True]
+    assert history.add_received([raw]) == [True]
+    portless = received("hi", key=key(1), chat_port=None)
+    assert history.add_received([portless, portless]) == [True, True]
+    assert history.count() == 5
+
+
+def test_our_own_key_is_no_copy_of_a_received_message(history: History) -> None:
+    history.add_sent("#lobby", "me", "mine", 1, key=key(1))
+    assert history.add_received([received("looped back", key=key(1))]) == [True]
+
+
+def test_a_failing_batch_with_copies_stores_none_of_its_messages(history: History) -> None:
+    history.add_received([received("first", key=key(1))])
+    bad = Received("#lobby", "10.0.0.5:9000", "bob", None, 1, 2, "udpchat", key(2), 9000)  # type: ignore[arg-type]
+    with pytest.raises(HistoryError, match=r"^history not written: "):
+        history.add_received([received("first", key=key(1)), received("x", key=key(3)), bad])
+    assert history.count() == 1
+    assert history.add_received([received("x", key=key(3))]) == [True]
+
+
+def entry(expires_at_ms: int = 10_000) -> OutboxEntry:
+    return OutboxEntry(BOB, "bob", expires_at_ms)
+
+
+def test_a_direct_message_waits_in_the_outbox(history: History) -> None:
+    row = history.add_sent("@bob", "me", "are you there?", 1_000, key=key(7), outbox=entry())
+    history.add_sent("#lobby", "me", "room line, no entry", 1_001, key=key(8))
+    assert history.outbox() == [
+        Queued(row, key(7), BOB, "bob", "@bob", "are you there?", 1_000, 10_000)
+    ]
+
+
+@pytest.mark.parametrize("state", ["pending", "sent"])
+def test_an_unsettled_message_stays_in_the_outbox(history: History, state: str) -> None:
+    row = history.add_sent("@bob", "me", "hi", 1, key=key(1), outbox=entry())
+    history.set_delivery(row, "10.0.0.5:9000", state, 2)
+    assert [queued.message for queued in history.outbox()] == [row]
+
+
+@pytest.mark.parametrize("state", ["delivered", "failed"])
+def test_a_settled_message_leaves_the_outbox(history: History, state: str) -> None:
+    first = history.add_sent("@bob", "me", "one", 1, key=key(1), outbox=entry())
+    second = history.add_sent("@bob", "me", "two", 2, key=key(2), outbox=entry())
+    history.set_delivery(first, "10.0.0.5:9000", state, 3)
+    assert [queued.message for queued in history.outbox()] == [second]
+    [one, _] = history.recent("@bob")
+    assert one.state == state
+
+
+def test_a_withdrawn_message_is_gone_with_its_outbox_entry(history: History) -> None:
+    row = history.add_sent("@bob", "me", "refused", 1, key=key(1), outbox=entry())
+    history.add_received([received("theirs", "@bob", key=key(2))])
+    [_, theirs] = history.recent("@bob")
+    history.withdraw(row)
+    history.withdraw(theirs.id)  # only ever one of ours
+    assert history.outbox() == []
+    assert texts(history.recent("@bob")) == ["theirs"]
+
+
+def test_an_outbox_entry_needs_the_messages_key(history: History) -> None:
+    with pytest.raises(ValueError, match="key"):
+        history.add_sent("@bob", "me", "hi", 1, outbox=entry())
+
+
+def test_a_failing_add_sent_writes_neither_the_message_nor_its_entry(history: History) -> None:
+    connection = history._connection
+    assert connection is not None
+    pages = connection.execute("PRAGMA page_count").fetchone()[0]
+    connection.execute(f"PRAGMA max_page_count = {pages}")
+    # The message fits in the pages the file has; its entry (a huge nick) does not.
+    big = OutboxEntry(BOB, "b" * 100_000, 10_000)
+    with pytest.raises(HistoryError, match=r"^history not written: database or disk is full$"):
+        history.add_sent("@bob", "me", "hi", 1, key=key(1), outbox=big)
+    assert history.count() == 0
+    assert history.outbox() == []
+    history.add_sent("@bob", "me", "hi", 1, key=key(1))  # the message alone fits
+    assert history.count() == 1
+
+
+def test_the_outbox_survives_a_restart(path: Path) -> None:
+    with History.open(path) as history:
+        first = history.add_sent("@bob", "me", "one", 1, key=key(1), outbox=entry(5_000))
+        second = history.add_sent("@carol", "me", "two", 2, key=key(2), outbox=entry(6_000))
+    with History.open(path) as history:
+        assert [(q.message, q.text, q.expires_at_ms) for q in history.outbox()] == [
+            (first, "one", 5_000),
+            (second, "two", 6_000),
+        ]
+
+
+def write_v3(path: Path) -> None:
+    """A history as version 3 wrote it: a received message and one of ours, delivered."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(path, isolation_level=None)
+    store._migrate(connection, target=3)
+    connection.execute(
+        "INSERT INTO messages (conversation, direction, peer, nick, text, sent_at_ms,"
+        " received_at_ms) VALUES ('#lobby', 'in', '10.0.0.5:9000', 'bob', 'from v3', 1, 2)"
+    )
+    connection.execute(
+        "INSERT INTO messages (conversation, direction, peer, nick, text, sent_at_ms)"
+        " VALUES ('@bob', 'out', '', 'me', 'reply in v3', 3)"
+    )
+    connection.execute("INSERT INTO deliveries VALUES (2, '10.0.0.5:9000', 'delivered', 4)")
+    assert connection.execute("PRAGMA user_version").fetchone() == (3,)
+    connection.close()
+
+
+def test_a_version_3_file_gains_keys_and_an_outbox(path: Path) -> None:
+    write_v3(path)
+    with History.open(path) as history:
+        assert [(m.text, m.state) for m in history.select()] == [
+            ("from v3", "shown"),
+            ("reply in v3", "delivered"),
+        ]
+        assert history.outbox() == []
+        assert history.add_received([received("keyed", key=key(1))] * 2) == [True, False]
+        row = history.add_sent("@bob", "me", "queued", 5, key=key(2), outbox=entry())
+        assert [queued.message for queued in history.outbox()] == [row]
+    connection = sqlite3.connect(path)
+    assert connection.execute("PRAGMA user_version").fetchone() == (4,)
+    names = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+    assert {"messages_by_key", "outbox"} <= names
+    old = connection.execute("SELECT key, chat_port FROM messages WHERE id <= 2").fetchall()
+    assert old == [(None, None), (None, None)]
+    connection.close()
+
+
+@pytest.mark.parametrize("version", range(1, store.SCHEMA_VERSION + 1))
+def test_every_version_is_read_as_it_is_when_reading_only(path: Path, version: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(path, isolation_level=None)
+    store._migrate(connection, target=version)
+    connection.execute(
+        "INSERT INTO messages (conversation, direction, peer, nick, text, sent_at_ms)"
+        " VALUES ('#lobby', 'in', '10.0.0.2:9000', 'bob', 'still here', 1)"
+    )
+    connection.close()
+    before = path.read_bytes()
+    with History.open(path, readonly=True) as history:
+        assert [(m.text, m.dialect) for m in history.select(search="still")] == [
+            ("still here", "udpchat")
+        ]
+        assert texts(history.recent("#lobby")) == ["still here"]
+    assert path.read_bytes() == before

@@ -34,6 +34,7 @@ from prompt_toolkit.utils import get_cwidth
 
 from udpchat.archive import Journal
 from udpchat.protocol import (
+    CANCELLED,
     Address,
     DatagramRejected,
     DeliveryFailed,
@@ -43,8 +44,10 @@ from udpchat.protocol import (
     LocalProtocolError,
     MemberJoined,
     MessageDelivered,
+    MessageHeld,
     MessageReceived,
     NoPeers,
+    Outboxed,
     PeerJoined,
     PeerLeft,
     PeerRenamed,
@@ -93,6 +96,11 @@ class FakeRuntime:
         self.rows: list[PeerStatus] = []
         self.refuse: LocalProtocolError | None = None
         self.pending_count = 0
+        self.keys_sent: list[bytes | None] = []
+        self.outboxed: list[Outboxed | None] = []
+        self.cancelled: list[int] = []
+        self.held_ids: set[int] = set()
+        """Messages `cancel` takes back (the test says which are held)."""
         self.hold_delivery = False
         """When set, wait_delivered blocks until `release` is set (or its timeout)."""
         self.release = threading.Event()
@@ -123,10 +131,19 @@ class FakeRuntime:
         self.close()
 
     def send(
-        self, text: str, to: Sequence[Address] | None = None, *, room: str | None = None
+        self,
+        text: str,
+        to: Sequence[Address] | None = None,
+        *,
+        room: str | None = None,
+        key: bytes | None = None,
+        outboxed: Outboxed | None = None,
+        sent_at_ms: int | None = None,
     ) -> int:
         if self.refuse is not None:
             raise self.refuse
+        self.keys_sent.append(key)
+        self.outboxed.append(outboxed)
         self.sent.append(text)
         self.sent_to.append(None if to is None else list(to))
         self.sent_in.append(room)
@@ -175,6 +192,14 @@ class FakeRuntime:
 
     def pending(self) -> int:
         return self.pending_count
+
+    def cancel(self, message_id: int) -> bool:
+        if message_id not in self.held_ids:
+            return False
+        self.held_ids.discard(message_id)
+        self.cancelled.append(message_id)
+        self.push(DeliveryFailed(message_id=message_id, peer=None, elapsed=1.0, reason=CANCELLED))
+        return True
 
     def stats(self) -> Stats:
         return Stats(
@@ -259,12 +284,19 @@ async def running(
     handle_signals: bool = False,
     shared_key: str | None = None,
     journal: Journal | None = None,
+    keep: float = 0.0,
 ) -> AsyncIterator[Driver]:
     with (
         create_pipe_input() as pipe,
         create_app_session(input=pipe, output=output or DummyOutput()),
     ):
-        ui = TerminalUI(drain_timeout=TIMEOUT, shared_key=shared_key, journal=journal)
+        ui = TerminalUI(
+            drain_timeout=TIMEOUT,
+            shared_key=shared_key,
+            journal=journal,
+            instance=ALICE_INSTANCE,
+            keep=keep,
+        )
         runtime.on_event = ui.on_event
         task = asyncio.create_task(ui.run_async(runtime, handle_signals=handle_signals))
         driver = Driver(ui, pipe, task)
@@ -1206,3 +1238,74 @@ async def test_tabs_in_a_message_become_spaces() -> None:
     async with running(runtime) as chat:
         runtime.push(MessageReceived(peer=BOB, nick="bob", text="a\tb", sent_at_ms=0, room="lobby"))
         await chat.shows(r"bob: a    b$")
+
+
+ALICE_INSTANCE = b"\xaa" * 8
+BOB_INSTANCE = b"\xbb" * 8
+WEEK = 7 * 86400.0
+
+
+def away_bob() -> PeerStatus:
+    """Bob, seen in this run and gone: a udpchat peer whose installation we know."""
+    return PeerStatus(BOB, "bob", False, False, 60.0, None, 0, instance=BOB_INSTANCE)
+
+
+@pytest.mark.asyncio
+async def test_a_message_for_someone_away_is_queued_on_disk_listed_and_can_be_cancelled(
+    tmp_path: Path,
+) -> None:
+    history = History.open(tmp_path / "history.sqlite3")
+    runtime = FakeRuntime()
+    runtime.rows = [away_bob()]
+    async with running(runtime, journal=Journal(history), keep=WEEK) as chat:
+        chat.say("/query bob")
+        await chat.shows(r"lines you type go to .* alone")
+        chat.say("see you tomorrow")
+        await chat.until(lambda: runtime.sent == ["see you tomorrow"], "the message sent")
+        key = runtime.keys_sent[0]
+        assert key is not None and key[:8] == ALICE_INSTANCE
+        (queued,) = history.outbox()  # on disk before the runtime had it
+        assert (queued.key, queued.instance, queued.peer_nick) == (key, BOB_INSTANCE, "bob")
+        runtime.held_ids.add(1)
+        runtime.push(
+            MessageHeld(message_id=1, peer=BOB, nick="bob", reason="bob is away", expires_in=WEEK)
+        )
+        await chat.shows(r"see you tomorrow  queued: bob is away — /queue$")
+        chat.say("/queue")
+        await chat.shows(r"1 queued \(/cancel N takes one back\):")
+        await chat.shows(r"1\. to bob: 'see you tomorrow' — bob is away; kept 7 days more")
+        chat.say("/cancel 2")
+        await chat.shows(r"usage: /cancel N, where N is a number /queue lists \(1 to 1\)")
+        chat.say("/cancel 1")
+        await chat.shows(r"see you tomorrow  cancelled$")
+        await chat.shows(r"\* cancelled: it will not be sent")
+        assert history.outbox() == []
+        chat.say("/queue")
+        await chat.shows(r"nothing is queued")
+        chat.say("/cancel 1")
+        await chat.shows(r"\* nothing is queued")
+
+
+@pytest.mark.asyncio
+async def test_the_outbox_of_an_earlier_run_is_handed_to_the_runtime_at_start(
+    tmp_path: Path,
+) -> None:
+    from udpchat.store import OutboxEntry
+
+    history = History.open(tmp_path / "history.sqlite3")
+    key = ALICE_INSTANCE + bytes(8)
+    expires = 1_764_000_000_000 + int(WEEK * 1000)
+    row = history.add_sent(
+        "@bob", "alice", "from yesterday", 1_764_000_000_000, key=key,
+        outbox=OutboxEntry(BOB_INSTANCE, "bob", expires),
+    )  # fmt: skip
+    runtime = FakeRuntime()
+    async with running(runtime, journal=Journal(history), keep=WEEK) as chat:
+        await chat.shows(r"1 message from an earlier run still to be delivered — /queue lists")
+        assert runtime.sent == ["from yesterday"]
+        assert runtime.keys_sent == [key]
+        assert runtime.outboxed == [Outboxed(BOB_INSTANCE, "bob", expires)]
+        runtime.push(MessageDelivered(message_id=1, peer=BOB, elapsed=0.2))
+        await chat.shows(r"✓ delivered to .*: from yesterday \(it waited in the outbox\)")
+    assert history.outbox() == []
+    assert [m.state for m in history.select() if m.id == row] == ["delivered"]

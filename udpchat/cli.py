@@ -184,6 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long to retry a message before reporting it failed (default: 30)",
     )
+    parser.add_argument(
+        "--keep",
+        default="7d",
+        metavar="TIME",
+        help=(
+            "how long a direct message waits for a peer that is away, in the history's"
+            " outbox, also across restarts: 90s, 30m, 12h, 7d (default: 7d); 0 keeps none"
+        ),
+    )
     key = parser.add_mutually_exclusive_group()
     key.add_argument(
         "--key-file",
@@ -288,6 +297,26 @@ def _seconds(text: str) -> float:
     return value
 
 
+_KEEP_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_KEEP_MAX = 365 * 86400
+
+
+def _keep(text: str) -> float:
+    """--keep: a number with an optional unit (s, m, h, d), at most a year."""
+    number, unit = text.strip().lower(), ""
+    if number[-1:] in ("s", "m", "h", "d"):
+        number, unit = number[:-1], number[-1]
+    try:
+        value = float(number) * _KEEP_UNITS[unit]
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= _KEEP_MAX:
+        raise UsageError(
+            f"--keep needs a time from 0 to 365d, such as 90s, 30m, 12h or 7d, not {text!r}"
+        )
+    return value
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Parse `argv` and chat; return the exit status. Raises UsageError or AddressError."""
     args = build_parser().parse_args(argv)
@@ -296,6 +325,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     nick = _nick(args.name)
     rooms = _rooms(args.room)
     give_up = _seconds(args.give_up)
+    keep = _keep(args.keep)
     port = parse_port(args.port if args.port is not None else str(DEFAULT_PORT))
     if args.ipmsg:
         if args.port is not None and port != IPMSG_PORT:
@@ -322,29 +352,6 @@ def run(argv: Sequence[str] | None = None) -> int:
     ui_class = _terminal_ui_class() if in_terminal and not (args.plain or args.jsonl) else None
     shared_key = _shared_key(args)
     key_source = shared_key[1] if shared_key else None
-    journal, history_notes = _open_history(args)
-    ui: TerminalUI | LineMode
-    if ui_class is not None:
-        ui = ui_class(
-            drain_timeout=give_up + 5,
-            shared_key=key_source,
-            quiet=args.quiet,
-            ipmsg=args.ipmsg,
-            journal=journal,
-            notes=history_notes,
-        )
-    else:
-        for note in history_notes:
-            print(f"udpchat: {note}", file=sys.stderr)
-        stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
-        ui = LineMode(
-            jsonl=args.jsonl,
-            drain_timeout=give_up + 5,
-            stdin=stdin,
-            shared_key=key_source,
-            ipmsg=args.ipmsg,
-            journal=journal,
-        )
     room_keys: tuple[tuple[str, bytes], ...] = ()
     if args.room_key_file is not None:
         passphrase = _read_key_file(args.room_key_file, "--room-key-file")
@@ -362,11 +369,39 @@ def run(argv: Sequence[str] | None = None) -> int:
         raw_encoding=args.encoding,
         raw_line_end=_line_end(args.line_end),
         ipmsg=args.ipmsg and not shared_key,
+        keep=keep,
     )
     if raw_peers and config.key is not None:
         raise UsageError("--raw-peer and a shared key do not mix: plain text is not authenticated")
     if args.ipmsg and config.key is not None:
         raise UsageError("--ipmsg and a shared key do not mix: IP Messenger is not authenticated")
+    journal, history_notes = _open_history(args)
+    ui: TerminalUI | LineMode
+    if ui_class is not None:
+        ui = ui_class(
+            drain_timeout=give_up + 5,
+            shared_key=key_source,
+            quiet=args.quiet,
+            ipmsg=args.ipmsg,
+            journal=journal,
+            notes=history_notes,
+            instance=config.instance,
+            keep=config.keep,
+        )
+    else:
+        for note in history_notes:
+            print(f"udpchat: {note}", file=sys.stderr)
+        stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+        ui = LineMode(
+            jsonl=args.jsonl,
+            drain_timeout=give_up + 5,
+            stdin=stdin,
+            shared_key=key_source,
+            ipmsg=args.ipmsg,
+            journal=journal,
+            instance=config.instance,
+            keep=config.keep,
+        )
 
     def runtime_on(port: int) -> ChatRuntime:
         runtime = create_runtime(

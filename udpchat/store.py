@@ -20,7 +20,7 @@ keeps it safe on disk. Its rules:
 - The schema version is `PRAGMA user_version`; `_MIGRATIONS` takes a file from each
   version to the next, each step in a transaction of its own.
 
-What the file holds (schema version 2):
+What the file holds (schema version 4):
 - `meta(key, value)`: `application` = `udpchat`, marking the file as udpchat's history.
 - `messages`: one row per message, received or sent:
   `id` (order of storing), `conversation` (`#room`, or `@nick` / `@host:port` for a
@@ -29,10 +29,22 @@ What the file holds (schema version 2):
   the time: ours for `out`, empty for a raw peer), `text` (the message as received or
   typed, unaltered), `sent_at_ms` (the sender's clock, ms since the Unix epoch),
   `received_at_ms` (our clock at receipt; NULL for `out`), `dialect` (`udpchat`, `raw`,
-  `ipmsg`: how the peer talks).
+  `ipmsg`: how the peer talks), `key` (the message key, docs/protocol.md, DATA: 16 bytes
+  naming the message across restarts of either side; NULL for raw and IPMsg messages and
+  for rows older than version 4), `chat_port` (for `in`: the UDP port of the chat that
+  received it; NULL for `out`).
+  A received message is stored once per chat: an `in` row with the same key and chat
+  port is a copy sent again (by a restarted sender, or to a receiver killed before its
+  ACK left), and is not stored again (`add_received`). Scoped to the port because two
+  chats of one user may share the file, and each must show a room message both get.
 - `deliveries(message, peer, state, at_ms)`: for each message we sent, its outcome per
   recipient `host:port`: `pending`, `delivered` (acknowledged), `failed`, or `sent`
   (a raw peer, which acknowledges nothing), and when (our clock).
+- `outbox(message, key, instance, peer_nick, expires_at_ms)`: our direct messages to a
+  udpchat peer not yet delivered: the recipient's installation (its 8-byte instance id),
+  its nickname when written, and until when to keep trying (our clock). Written with
+  the message, before its first datagram; removed when it is delivered or fails (or
+  with the message, `withdraw`). A chat sends again, at start, what it holds.
 - `messages_text`: a full-text index of `messages.text` (FTS5, trigram tokens), only
   where SQLite has FTS5 with trigrams. It is built lazily: `meta` row `indexed_to` is
   the last message id it holds; a search looks up the index up to there and scans the
@@ -40,9 +52,9 @@ What the file holds (schema version 2):
   on every insert cost most of a message's write (the chat stores each one before it
   acknowledges it; docs/models.md, "What history costs").
 Version 1 had no `dialect`, no index by conversation and no `messages_text`; version 2
-indexed every message as it was inserted.
+indexed every message as it was inserted; version 3 had no message keys and no outbox.
 
-Nothing else is stored: no keys, no peer list, no datagrams.
+Nothing else is stored: no secret keys, no peer list, no datagrams.
 """
 
 from __future__ import annotations
@@ -62,6 +74,16 @@ from typing import NamedTuple
 APPLICATION = "udpchat"
 BUSY_TIMEOUT_MS = 5000
 DELIVERY_STATES = ("pending", "delivered", "failed", "sent")
+_SETTLED = ("delivered", "failed")
+"""Outcomes that end a message's wait in the outbox."""
+_INSERT_RECEIVED = (
+    "INSERT INTO messages (conversation, peer, nick, text, sent_at_ms, received_at_ms,"
+    " dialect, key, chat_port, direction) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'in')"
+    " ON CONFLICT DO NOTHING"
+)
+"""A received message (`Received`'s fields in order); a copy (the unique index
+`messages_by_key`) is skipped. Only uniqueness is skipped: a row that breaks another
+constraint fails the batch."""
 _PAGE = 500
 """Rows fetched per query by `select`, which never keeps a read open between pages."""
 
@@ -100,6 +122,37 @@ class Received(NamedTuple):
     received_at_ms: int
     dialect: str
     """"udpchat", "raw" or "ipmsg"."""
+    key: bytes | None = None
+    """The message key (16 bytes); None for raw and IPMsg messages, which carry none
+    (such a message is always stored)."""
+    chat_port: int | None = None
+    """The UDP port of the chat that received it: a key is stored once per port (two
+    chats sharing the file each show a room message both get). None: never a copy."""
+
+
+class OutboxEntry(NamedTuple):
+    """Where a direct message of ours waits to go while its recipient is away."""
+
+    instance: bytes
+    """The recipient's installation: its 8-byte instance id."""
+    peer_nick: str
+    """The recipient's nickname when the message was written."""
+    expires_at_ms: int
+    """Until when to keep trying (our clock, ms since the Unix epoch)."""
+
+
+class Queued(NamedTuple):
+    """An outbox entry as read back: what to send again, to whom, until when."""
+
+    message: int
+    """The message's row id (for `set_delivery` and `withdraw`)."""
+    key: bytes
+    instance: bytes
+    peer_nick: str
+    conversation: str
+    text: str
+    sent_at_ms: int
+    expires_at_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +277,32 @@ _LAZY_TRIGGERS = (
 )
 
 
-_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_create_v1, _v1_to_v2, _v2_to_v3]
+def _v3_to_v4(connection: sqlite3.Connection) -> None:
+    """Version 4: message keys, so that a message sent again is stored (and shown) once,
+    and the offline outbox. Older rows keep no key: they are never taken for copies."""
+    connection.execute("ALTER TABLE messages ADD COLUMN key BLOB")
+    connection.execute("ALTER TABLE messages ADD COLUMN chat_port INTEGER")
+    connection.execute(
+        "CREATE UNIQUE INDEX messages_by_key ON messages (key, chat_port)"
+        " WHERE direction = 'in' AND key IS NOT NULL"
+    )
+    connection.execute(
+        """CREATE TABLE outbox (
+            message INTEGER PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
+            key BLOB NOT NULL,
+            instance BLOB NOT NULL,
+            peer_nick TEXT NOT NULL,
+            expires_at_ms INTEGER NOT NULL
+        )"""
+    )
+
+
+_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _create_v1,
+    _v1_to_v2,
+    _v2_to_v3,
+    _v3_to_v4,
+]
 """Step i takes the file from version i to i + 1 (version 0: empty)."""
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -443,35 +521,73 @@ class History:
 
     # --- writing ---
 
-    def add_received(self, messages: Sequence[Received]) -> None:
+    def add_received(self, messages: Sequence[Received]) -> list[bool]:
         """Store `messages`, all or none, in one transaction (one disk sync, however many
-        the batch holds)."""
+        the batch holds), but for copies: for each, whether it was stored. A copy has the
+        key and chat port of an `in` row stored before, or of an earlier message of the
+        batch; a message without a key or a chat port is never one."""
         if not messages:
-            return
+            return []
         with self._writing() as connection:
-            connection.executemany(
-                "INSERT INTO messages (conversation, peer, nick, text, sent_at_ms,"
-                " received_at_ms, dialect, direction) VALUES (?, ?, ?, ?, ?, ?, ?, 'in')",
-                messages,
+            last = connection.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0]
+            # The unique index `messages_by_key` finds the copies as it takes the keys: no
+            # lookup of its own on the path every batch takes.
+            inserted = connection.executemany(_INSERT_RECEIVED, messages).rowcount
+            if inserted == len(messages):
+                return [True] * len(messages)
+            added = set(
+                connection.execute(
+                    "SELECT key, chat_port FROM messages WHERE id > ? AND key IS NOT NULL",
+                    (last,),
+                )
             )
+        return [_stored_now(message, added) for message in messages]
 
     def add_sent(
-        self, conversation: str, nick: str, text: str, sent_at_ms: int, dialect: str = "udpchat"
+        self,
+        conversation: str,
+        nick: str,
+        text: str,
+        sent_at_ms: int,
+        dialect: str = "udpchat",
+        *,
+        key: bytes | None = None,
+        outbox: OutboxEntry | None = None,
     ) -> int:
-        """Store a message of ours (pending until `set_delivery`); its row id."""
+        """Store a message of ours (pending until `set_delivery`) under its `key`, and
+        with it, when given, its `outbox` entry: both or neither. Its row id."""
+        if outbox is not None and key is None:
+            raise ValueError("an outbox entry needs the message's key")
         with self._writing() as connection:
             cursor = connection.execute(
                 "INSERT INTO messages (conversation, direction, peer, nick, text, sent_at_ms,"
-                " received_at_ms, dialect) VALUES (?, 'out', '', ?, ?, ?, NULL, ?)",
-                (conversation, nick, text, sent_at_ms, dialect),
+                " received_at_ms, dialect, key) VALUES (?, 'out', '', ?, ?, ?, NULL, ?, ?)",
+                (conversation, nick, text, sent_at_ms, dialect, key),
             )
             row = cursor.lastrowid
+            if outbox is not None:
+                connection.execute(
+                    "INSERT INTO outbox (message, key, instance, peer_nick, expires_at_ms)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (row, key, *outbox),
+                )
         assert row is not None
         return row
 
+    def withdraw(self, message: int) -> None:
+        """Delete our message `message`, which the runtime refused (so it never left),
+        with its outbox entry and deliveries."""
+        with self._writing() as connection:
+            # The outbox row and deliveries go by their foreign keys' ON DELETE CASCADE.
+            connection.execute(
+                "DELETE FROM messages WHERE id = ? AND direction = 'out'", (message,)
+            )
+
     def set_delivery(self, message: int, peer: str, state: str, at_ms: int) -> None:
         """Record what became of our message `message` for the recipient `peer`
-        ("host:port"), replacing what was recorded before for that recipient."""
+        ("host:port"), replacing what was recorded before for that recipient. Delivered
+        or failed, it leaves the outbox in the same transaction: killed between the two,
+        a chat would send again a message already settled."""
         if state not in DELIVERY_STATES:
             raise ValueError(f"delivery state {state!r} is not one of {DELIVERY_STATES}")
         with self._writing() as connection:
@@ -481,6 +597,8 @@ class History:
                 " at_ms = excluded.at_ms",
                 (message, peer, state, at_ms),
             )
+            if state in _SETTLED:
+                connection.execute("DELETE FROM outbox WHERE message = ?", (message,))
 
     # --- reading ---
 
@@ -559,6 +677,32 @@ class History:
             if len(page) < _PAGE:
                 return
             after = page[-1].id
+
+    def outbox(self) -> list[Queued]:
+        """Every outbox entry, oldest first, expired ones too: the core fails those at
+        once, which removes them (`set_delivery`)."""
+        with self._reading() as connection:
+            return [
+                Queued(*row)
+                for row in connection.execute(
+                    "SELECT o.message, o.key, o.instance, o.peer_nick, m.conversation, m.text,"
+                    " m.sent_at_ms, o.expires_at_ms FROM outbox o"
+                    " JOIN messages m ON m.id = o.message ORDER BY o.message"
+                )
+            ]
+
+    def instance_of(self, nick: str) -> bytes | None:
+        """The installation (instance id) of the udpchat peer that last wrote to us as
+        `nick`, from its messages' keys; None when none did."""
+        with self._reading() as connection:
+            row = connection.execute(
+                "SELECT substr(key, 1, 8) FROM messages WHERE direction = 'in' AND nick = ?"
+                " AND key IS NOT NULL AND dialect = 'udpchat' ORDER BY id DESC LIMIT 1",
+                (nick,),
+            ).fetchone()
+        if row is None or bytes(row[0]) == bytes(8):
+            return None
+        return bytes(row[0])
 
     def count(self) -> int:
         """How many messages the history holds."""
@@ -733,6 +877,19 @@ def _pragmas(connection: sqlite3.Connection, path: Path) -> None:
         )
     connection.execute("PRAGMA synchronous = NORMAL")
     connection.execute("PRAGMA foreign_keys = ON")
+
+
+def _stored_now(message: Received, added: set[tuple[bytes, int]]) -> bool:
+    """Whether `add_received` stored `message`, given the keys and chat ports of the rows
+    its batch added: a message without a key or a chat port always is; of the messages
+    that share a key and port, only the first (which takes them out of `added`)."""
+    if message.key is None or message.chat_port is None:
+        return True
+    identity = (message.key, message.chat_port)
+    if identity not in added:
+        return False
+    added.remove(identity)
+    return True
 
 
 def _has_table(connection: sqlite3.Connection, name: str) -> bool:

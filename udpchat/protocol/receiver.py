@@ -226,8 +226,8 @@ class Receiver:
         self._refusals_sent: OrderedDict[Address, float] = OrderedDict()
         self._last_report: float | None = None
         self._now = 0.0
-        self._shown_keys: dict[bytes, None] = {}
-        """Keys of the messages shown last, oldest first (see `_repeated`)."""
+        self._shown_keys: OrderedDict[bytes, None] = OrderedDict()
+        """Keys of the messages shown last, oldest first (see `_feed`)."""
 
     # -- inputs ---------------------------------------------------------------
 
@@ -1007,8 +1007,18 @@ class Receiver:
         key = first.key
         if key == _NO_KEY:
             key = b""
-        elif self._repeated(key):
-            return
+        else:
+            # A message whose key was shown lately: a restarted sender sends again what
+            # it had no acknowledgement for, and its outbox what waited for us. It is
+            # acknowledged as any message is, but shown once (the history, where there
+            # is one, remembers beyond `Config.keys_remembered`).
+            shown = self._shown_keys
+            if key in shown:
+                self.stats.messages_repeated += 1
+                return
+            shown[key] = None
+            if len(shown) > self.config.keys_remembered:
+                shown.popitem(last=False)
         self.stats.messages_received += 1
         self._events.append(
             MessageReceived(
@@ -1020,20 +1030,6 @@ class Receiver:
                 key=key,
             )
         )
-
-    def _repeated(self, key: bytes) -> bool:
-        """Whether a message with this key was shown lately: a restarted sender sends
-        again what it had no acknowledgement for, and its outbox what waited for us.
-        Acknowledged as any message is, but shown once (the history, where there is
-        one, remembers beyond `Config.keys_remembered`)."""
-        shown = self._shown_keys
-        if key in shown:
-            self.stats.messages_repeated += 1
-            return True
-        shown[key] = None
-        if len(shown) > self.config.keys_remembered:
-            del shown[next(iter(shown))]
-        return False
 
     def _open_keyed(
         self, addr: Address, peer: _Peer, first: wire.Data, raw: bytes

@@ -25,6 +25,7 @@ not to wait for them.
 from __future__ import annotations
 
 import heapq
+import struct
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
@@ -92,6 +93,8 @@ _RESENDS_BEFORE_NARROWING = 16
 """Fast resends without such a report after which the reordering window halves."""
 _INTRODUCTION_TRIES = 3
 _NO_KEY = bytes(wire.KEY_BYTES)
+_KEY_TAIL = struct.Struct("!Q")
+_U64 = 0xFFFF_FFFF_FFFF_FFFF
 CANCELLED = "cancelled"
 """The reason of the `DeliveryFailed` of a message taken out of the outbox (`cancel`)."""
 """HELLOs sent to an address a ROSTER named before it is given up on."""
@@ -316,6 +319,7 @@ class Sender:
         self._held_bytes = 0
         self._held_expiry: float | None = None
         """When the first held message expires (None: none held)."""
+        self._key_prefix = config.instance
         self._key_base = int.from_bytes(session, "big")
         """Message keys end in this plus a count: unique in the run, and, the session
         being random, across runs."""
@@ -495,21 +499,25 @@ class Sender:
                 f"a keyed room's line is at most {wire.MAX_MESSAGE_BYTES - ROOM_OVERHEAD}"
                 " bytes of UTF-8"
             )
-        message = _Message(
-            raw, sent_at_ms, key or self._new_key(), conversation, room, now + self.config.keep
-        )
-        away = [t for t in targets if self._holds(t, message)]
-        if away:
-            self._check_held(raw, len(away))
-            targets = [t for t in targets if t not in away]
+        key = key or self._new_key()
+        message = None
+        away: list[_Target] = []
+        if conversation is wire.Conversation.DIRECT:
+            # Only a direct message may wait in the outbox: it needs what it is kept as.
+            message = _Message(raw, sent_at_ms, key, conversation, room, now + self.config.keep)
+            away = [t for t in targets if self._holds(t, message)]
+            if away:
+                self._check_held(raw, len(away))
+                targets = [t for t in targets if t not in away]
         if message_id is None:
             message_id = self._next_message_id
         self._next_message_id = max(self._next_message_id, message_id + 1)
         if targets:
             self._queue(
-                targets, raw, now, sent_at_ms, message_id, conversation, room, message=message
+                targets, raw, now, sent_at_ms, message_id, conversation, room, key, message=message
             )
         for target in away:
+            assert message is not None
             reason = f"{target.nick or 'the peer'} is away"
             self._keep(message_id, message, now, target.instance, target.nick, target.addr, reason)
         self.stats.messages_sent += 1
@@ -543,7 +551,15 @@ class Sender:
             if target.instance == outboxed.instance and target.confirmed:
                 conversation = wire.Conversation.DIRECT
                 self._queue(
-                    [target], raw, now, sent_at_ms, message_id, conversation, "", message=message
+                    [target],
+                    raw,
+                    now,
+                    sent_at_ms,
+                    message_id,
+                    conversation,
+                    "",
+                    message.key,
+                    message=message,
                 )
                 return message_id
         nick = outboxed.nick
@@ -552,8 +568,7 @@ class Sender:
 
     def _new_key(self) -> bytes:
         self._keys_made += 1
-        tail = (self._key_base + self._keys_made) & 0xFFFF_FFFF_FFFF_FFFF
-        return self.config.instance + tail.to_bytes(8, "big")
+        return self._key_prefix + _KEY_TAIL.pack((self._key_base + self._keys_made) & _U64)
 
     def _holds(self, target: _Target, message: _Message) -> bool:
         """Whether `message` waits in the outbox for `target` rather than on the wire: a
@@ -640,6 +655,7 @@ class Sender:
                 entry.message_id,
                 message.conversation,
                 message.room,
+                message.key,
                 message=message,
                 queued_at=entry.queued_at,
             )
@@ -765,6 +781,7 @@ class Sender:
         message_id: int,
         conversation: wire.Conversation,
         room: str,
+        message_key: bytes = _NO_KEY,
         *,
         control: bool = False,
         message: _Message | None = None,
@@ -775,7 +792,6 @@ class Sender:
         field = room if key is None else key.tag(self.session)
         payloads = _split(raw, self.nick, self._overhead, field)
         deadline = now + self.config.give_up_after
-        message_key = _NO_KEY if message is None else message.key
         for target in targets:
             if key is not None:
                 # Sealed for this recipient at this seq (crypto.room_associated_data).

@@ -42,6 +42,7 @@ from ..protocol import (
     Address,
     ChatSession,
     Event,
+    Outboxed,
     PeerJoined,
     PeerLeft,
     PeerStatus,
@@ -186,10 +187,14 @@ class AsyncioChat(asyncio.DatagramProtocol, Endpoint):
         *,
         room: str | None = None,
         message_id: int | None = None,
+        key: bytes | None = None,
+        outboxed: Outboxed | None = None,
+        sent_at_ms: int | None = None,
     ) -> int:
         """Say `text` in `room` (by default our first room), or send it directly to the
         peers in `to`; return its id for the delivery events (`message_id` when the
-        caller numbers its messages itself).
+        caller numbers its messages itself). `key`, `outboxed` and `sent_at_ms` as in
+        `ChatRuntime.send`.
 
         Raises MessageTooLong, NoPeers or OutboxFull (all LocalProtocolError).
         """
@@ -197,13 +202,22 @@ class AsyncioChat(asyncio.DatagramProtocol, Endpoint):
         message_id = self._core.send_message(
             text,
             now,
-            sent_at_ms=base.wall_clock_ms(),
+            sent_at_ms=base.wall_clock_ms() if sent_at_ms is None else sent_at_ms,
             to=base.as_targets(to),
             room=room,
             message_id=message_id,
+            key=key,
+            outboxed=outboxed,
         )
         self._transmit(now)
         return message_id
+
+    def cancel(self, message_id: int) -> bool:
+        """Take a held message out of the outbox (see `ChatRuntime.cancel`)."""
+        now = self._now()
+        cancelled = self._core.cancel(message_id, now)
+        self._transmit(now)
+        return cancelled
 
     def join(self, room: str, key: bytes | None = None) -> str:
         """Join `room` (keyed with `key`) and tell the peers; its name as known."""
@@ -531,10 +545,17 @@ class AsyncioRuntime(RuntimeBase):
         self._outlet.shut()
 
     def send(
-        self, text: str, to: Sequence[Address] | None = None, *, room: str | None = None
+        self,
+        text: str,
+        to: Sequence[Address] | None = None,
+        *,
+        room: str | None = None,
+        key: bytes | None = None,
+        outboxed: Outboxed | None = None,
+        sent_at_ms: int | None = None,
     ) -> int:
         """Say `text` in `room` (by default our first room), or send it directly to the
-        peers in `to`; return its id for the delivery events.
+        peers in `to`; return its id for the delivery events (see `ChatRuntime.send`).
 
         Raises MessageTooLong, NoPeers or OutboxFull (all LocalProtocolError) here, in the
         caller's thread. RuntimeError before `open` or after `close`. A message to the
@@ -543,13 +564,14 @@ class AsyncioRuntime(RuntimeBase):
         knows its peers and their rooms.
         """
         encode_text(text)  # MessageTooLong at once, as in every model
-        default = to is None and room is None
+        default = to is None and room is None and outboxed is None
         if default:
             self._check_room()
         with self._handing:
             if not self._taking_calls:
                 raise RuntimeError("not open")
-            message = SendText(self._next_message_id, text, base.wall_clock_ms(), None)
+            stamp = base.wall_clock_ms() if sent_at_ms is None else sent_at_ms
+            message = SendText(self._next_message_id, text, stamp, None, key=key)
             self._next_message_id += 1
             if default:
                 self._queued.append(message)
@@ -559,8 +581,19 @@ class AsyncioRuntime(RuntimeBase):
                     self._loop.call_soon_threadsafe(self._take_queued)
                 return message.message_id
         return self._call(
-            lambda: self._chat.send(text, to, room=room, message_id=message.message_id)
+            lambda: self._chat.send(
+                text,
+                to,
+                room=room,
+                message_id=message.message_id,
+                key=key,
+                outboxed=outboxed,
+                sent_at_ms=stamp,
+            )
         )
+
+    def cancel(self, message_id: int) -> bool:
+        return self._call(lambda: self._chat.cancel(message_id))
 
     def join(self, room: str, key: bytes | None = None) -> str:
         joined = self._call(lambda: self._chat.join(room, key))

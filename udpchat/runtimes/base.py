@@ -49,6 +49,7 @@ from ..protocol import (
     Event,
     LocalProtocolError,
     NoPeers,
+    Outboxed,
     OutboxFull,
     PeerStatus,
     SendFailed,
@@ -106,11 +107,25 @@ class ChatRuntime(Protocol):
     def __exit__(self, *exc_info: object) -> None: ...
 
     def send(
-        self, text: str, to: Sequence[Address] | None = None, *, room: str | None = None
+        self,
+        text: str,
+        to: Sequence[Address] | None = None,
+        *,
+        room: str | None = None,
+        key: bytes | None = None,
+        outboxed: Outboxed | None = None,
+        sent_at_ms: int | None = None,
     ) -> int:
         """Say `text` in `room` (by default the first room we are in: `rooms[0]`), or
         send it as a direct message to each peer in `to`; return its id for the delivery
-        events (one `MessageDelivered` or `DeliveryFailed` per peer).
+        events (one `MessageDelivered` or `DeliveryFailed` per peer). A direct message
+        to a udpchat peer that is away is held for it (`MessageHeld`), and goes when it
+        is back.
+
+        `key` is the message key when the caller stored the message under it before
+        handing it over (else the core makes one); `outboxed` sends a message held in
+        an earlier run's outbox to the installation it names, with its `sent_at_ms`
+        (default: now).
 
         Every model refuses at once, by raising a LocalProtocolError, and then sends
         nothing and reports nothing more: MessageTooLong for a text over the protocol's
@@ -157,7 +172,14 @@ class ChatRuntime(Protocol):
 
     def wait_delivered(self, timeout: float) -> bool:
         """Wait until every message sent so far is delivered or has failed: True then,
-        False at the timeout. After `close`, at once: whether nothing is pending."""
+        False at the timeout. After `close`, at once: whether nothing is pending.
+        Messages held for peers that are away are not waited for."""
+        ...
+
+    def cancel(self, message_id: int) -> bool:
+        """Take a message held for a peer that is away out of the outbox: it fails
+        ("cancelled") and True; False when none of that id is held (it is on the wire,
+        delivered, or failed)."""
         ...
 
     def pending(self) -> int:
@@ -255,7 +277,9 @@ class Endpoint:
             return None
         from ..archive import Inbox  # sqlite3 only for a chat that keeps history
 
-        return Inbox(self._history)
+        # Keyed by our port: a message shown once is not shown again by a restart of
+        # this chat on its port, while another chat sharing the file shows its own copy.
+        return Inbox(self._history, chat_port=self.local_address[1])
 
     def _close_discovery(self) -> None:
         if self._discovery is not None:
@@ -484,13 +508,23 @@ class SendText:
     sent_at_ms: int
     to: list[Address] | None
     room: str | None = None
+    key: bytes | None = None
+    """The message key, when the caller stored the message under it first."""
+    outboxed: Outboxed | None = None
+    """For a message from the outbox of an earlier run: whom it is for."""
 
-    def __reduce__(
-        self,
-    ) -> tuple[type[SendText], tuple[int, str, int, list[Address] | None, str | None]]:
+    def __reduce__(self) -> tuple[type[SendText], tuple[object, ...]]:
         # Class and fields, as a tuple would pickle: one crosses the process model's pipe
         # per message, and a slotted dataclass's default pickling costs about twice as much.
-        return SendText, (self.message_id, self.text, self.sent_at_ms, self.to, self.room)
+        return SendText, (
+            self.message_id,
+            self.text,
+            self.sent_at_ms,
+            self.to,
+            self.room,
+            self.key,
+            self.outboxed,
+        )
 
 
 class Outbox(Protocol):
@@ -505,6 +539,8 @@ class Outbox(Protocol):
         to: list[Address] | None = None,
         room: str | None = None,
         message_id: int | None = None,
+        key: bytes | None = None,
+        outboxed: Outboxed | None = None,
     ) -> int: ...
 
 
@@ -534,8 +570,12 @@ def queue_message(outbox: Outbox, message: SendText, now: float) -> LocalProtoco
             to=message.to,
             room=message.room,
             message_id=message.message_id,
+            key=message.key,
+            outboxed=message.outboxed,
         )
-    except LocalProtocolError as error:
+    except (LocalProtocolError, ValueError) as error:
+        if isinstance(error, ValueError):  # a malformed key or outbox entry
+            return LocalProtocolError(str(error))
         return error
     return None
 

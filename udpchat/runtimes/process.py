@@ -49,6 +49,7 @@ from ..protocol import (
     Config,
     Event,
     LocalProtocolError,
+    Outboxed,
     PeerStatus,
     Receiver,
     Sender,
@@ -94,6 +95,12 @@ class AddPeer:
 @dataclass(frozen=True, slots=True)
 class RemovePeer:
     peer: Address
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    message_id: int
+    """A message held for a peer that is away (`Sender.cancel`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +151,7 @@ class Question(Enum):
     """Answered (True) once nothing is pending: `wait_delivered`."""
 
 
-Call = SendText | AddPeer | RemovePeer | SetNick | Join | Leave | Question
+Call = SendText | AddPeer | RemovePeer | SetNick | Join | Leave | Cancel | Question
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,12 +312,19 @@ class ProcessRuntime(RuntimeBase):
         self._outlet.shut()
 
     def send(
-        self, text: str, to: Sequence[Address] | None = None, *, room: str | None = None
+        self,
+        text: str,
+        to: Sequence[Address] | None = None,
+        *,
+        room: str | None = None,
+        key: bytes | None = None,
+        outboxed: Outboxed | None = None,
+        sent_at_ms: int | None = None,
     ) -> int:
         if self._sock is None or self._closing:
             raise RuntimeError("not open")
         encode_text(text)  # MessageTooLong, before anything crosses a pipe
-        default = to is None and room is None
+        default = to is None and room is None and outboxed is None
         if default:
             self._check_room()
         with self._send_lock:
@@ -318,7 +332,8 @@ class ProcessRuntime(RuntimeBase):
             self._next_message_id += 1
             self._sends_issued += 1
             targets = base.as_targets(to)
-            message = SendText(message_id, text, base.wall_clock_ms(), targets, room)
+            stamp = base.wall_clock_ms() if sent_at_ms is None else sent_at_ms
+            message = SendText(message_id, text, stamp, targets, room, key, outboxed)
             if default:
                 self._commands.send(message)
                 return message_id
@@ -358,6 +373,9 @@ class ProcessRuntime(RuntimeBase):
 
     def remove_peer(self, addr: Address) -> None:
         self._call(self._commands, RemovePeer(addr))
+
+    def cancel(self, message_id: int) -> bool:
+        return bool(self._call(self._commands, Cancel(message_id), default=False))
 
     def set_nick(self, nick: str) -> None:
         self._call(self._commands, SetNick(nick))
@@ -514,7 +532,7 @@ def _receiver_main(
     if history is not None:
         from ..archive import Inbox  # this process's own connection to the history
 
-        inbox = Inbox(history)
+        inbox = Inbox(history, chat_port=sock.getsockname()[1])
     try:
         receiver = Receiver(session, config, wall_offset=base.wall_offset())
         _receive_loop(sock, listener, receiver, pipes, inbox)
@@ -719,6 +737,8 @@ def _answer(sender: Sender, call: Call, now: float) -> object:
                 sender.add_peer(peer, now)
             case RemovePeer(peer):
                 sender.remove_peer(peer, now)
+            case Cancel(message_id):
+                return sender.cancel(message_id, now)
             case SetNick(nick):
                 sender.set_nick(nick)
             case Join(room, key):

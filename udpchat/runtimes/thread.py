@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ..protocol import Address, ChatSession, PeerStatus, Stats
+from ..protocol import Address, ChatSession, Outboxed, PeerStatus, Stats
 from . import base
 from .base import CLOSED, Flushed, RuntimeBase, Transmitter
 from .sockets import Reader, normalize
@@ -106,7 +106,14 @@ class ThreadRuntime(RuntimeBase):
             self._lock.notify_all()  # wakes wait_delivered: nothing more will be delivered
 
     def send(
-        self, text: str, to: Sequence[Address] | None = None, *, room: str | None = None
+        self,
+        text: str,
+        to: Sequence[Address] | None = None,
+        *,
+        room: str | None = None,
+        key: bytes | None = None,
+        outboxed: Outboxed | None = None,
+        sent_at_ms: int | None = None,
     ) -> int:
         if self._sock is None or self._closing:
             raise RuntimeError("not open")
@@ -114,12 +121,20 @@ class ThreadRuntime(RuntimeBase):
             message_id = self._core.send_message(
                 text,
                 time.monotonic(),
-                sent_at_ms=base.wall_clock_ms(),
+                sent_at_ms=base.wall_clock_ms() if sent_at_ms is None else sent_at_ms,
                 to=base.as_targets(to),
                 room=room,
+                key=key,
+                outboxed=outboxed,
             )
         self._work.put(None)
         return message_id
+
+    def cancel(self, message_id: int) -> bool:
+        with self._lock:
+            cancelled = self._core.cancel(message_id, time.monotonic())
+        self._work.put(None)
+        return cancelled
 
     def join(self, room: str, key: bytes | None = None) -> str:
         with self._lock:

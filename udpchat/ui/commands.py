@@ -39,6 +39,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "read and write a plain peer as utf-8, gbk, gb18030, cp932 or hex",
     ),
     "search": ("/search TEXT", "find messages in the history, in every conversation"),
+    "queue": ("/queue", "direct messages waiting for peers that are away"),
+    "cancel": ("/cancel N", "take back message N of /queue before it goes"),
     "quit": ("/quit, /q, /exit", "wait for deliveries, say goodbye, leave (or Ctrl-D, Ctrl-C)"),
 }
 """Command name -> (usage, what it does), in the order /help lists them."""

@@ -64,6 +64,14 @@ def find_peer(name: str, rows: Iterable[PeerStatus], names: Names) -> Address | 
     if by_nick:
         choices = ", ".join(f"{escape(names.of(p, name))} ({format_address(p)})" for p in by_nick)
         return f"{len(by_nick)} peers are called {escape(name)}: {choices}; name one"
+    # A udpchat peer seen in this run that is away: its messages wait for it.
+    away = {
+        row.instance: row.peer
+        for row in rows
+        if not row.present and row.instance and row.nick == name and row.dialect == "udpchat"
+    }
+    if len(away) == 1:
+        return next(iter(away.values()))
     return f"nobody called {escape(name)} is here — /peers lists who is"
 
 

@@ -22,8 +22,8 @@ from collections import OrderedDict
 
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 
-from ..protocol import Address, DeliveryFailed, MessageDelivered, RawMessageSent
-from .format import describe, duration
+from ..protocol import Address, DeliveryFailed, MessageDelivered, MessageHeld, RawMessageSent
+from .format import describe, duration, escape
 from .pane import Entry
 
 _OWN_REMEMBERED = 10_000
@@ -57,6 +57,9 @@ class OwnMessage(Entry):
         self.resent = False
         self.raw = False
         """Sent to a plain text peer, which cannot acknowledge: no ✓ and no failure."""
+        self.held = ""
+        """Why it waits in the outbox for a peer that is away ("" when it does not)."""
+        self.cancelled = False
         self._marker = self._render_marker()
 
     def row(self, index: int) -> StyleAndTextTuples:
@@ -71,13 +74,21 @@ class OwnMessage(Entry):
     def settled(self) -> bool:
         """Nothing more will change: it failed, or every expected peer has it."""
         return (
-            bool(self.failed) or self.raw or self.complete or len(self.delivered) >= self.expected
+            bool(self.failed)
+            or self.raw
+            or self.cancelled
+            or self.complete
+            or len(self.delivered) >= self.expected
         )
 
     def _render_marker(self) -> StyleAndTextTuples:
         if self.raw:
             return [("", "  "), ("class:state.pending", "sent (raw peer, no receipt)")]
+        if self.cancelled:
+            return [("", "  "), ("class:state.failed", "cancelled")]
         delivered = len(self.delivered)
+        if self.held and not delivered and not self.failed:
+            return [("", "  "), ("class:state.pending", f"queued: {self.held} — /queue")]
         if self.failed:
             text = f"✗ failed after {max(self.failed.values()):.1f} s — /resend {self.number}"
             if delivered:
@@ -137,6 +148,28 @@ class Deliveries:
         own = self._by_id.get(event.message_id)
         if own is not None:
             own.delivered[event.peer] = event.elapsed
+            own.changed()
+
+    def text(self, message_id: int) -> str | None:
+        """The text of our message `message_id`, if it is still remembered."""
+        own = self._by_id.get(message_id)
+        return None if own is None else own.text
+
+    def held(self, event: MessageHeld) -> bool:
+        """The message waits for a peer that is away; False if it is not one of ours
+        in this run (sent again from the outbox at start)."""
+        own = self._by_id.get(event.message_id)
+        if own is None:
+            return False
+        own.held = escape(event.reason)
+        own.changed()
+        return True
+
+    def cancelled(self, event: DeliveryFailed) -> None:
+        """The user took the message out of the outbox: not a failure."""
+        own = self._by_id.get(event.message_id)
+        if own is not None:
+            own.cancelled = True
             own.changed()
 
     def raw_sent(self, event: RawMessageSent) -> None:

@@ -426,9 +426,7 @@ _NAMES = {
 }
 
 
-def to_json(
-    event: Event, wall: float | None = None, extra: dict[str, Any] | None = None
-) -> str:
+def to_json(event: Event, wall: float | None = None, extra: dict[str, Any] | None = None) -> str:
     """One JSON object (one line) for `--jsonl`: the event's fields plus its name and
     time (and `extra` fields). Bytes (a message key, an instance id) are written in hex."""
     record: dict[str, Any] = {"event": _NAMES[type(event)], "time": _iso(wall)}

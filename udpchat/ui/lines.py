@@ -27,6 +27,7 @@ from typing import TextIO
 
 from ..archive import Journal, conversation_of
 from ..protocol import (
+    CANCELLED,
     Address,
     DeliveryFailed,
     Event,
@@ -35,7 +36,9 @@ from ..protocol import (
     MemberJoined,
     MemberLeft,
     MessageDelivered,
+    MessageHeld,
     MessageReceived,
+    PeerStatus,
     RawMessageSent,
 )
 from ..runtimes import ChatRuntime
@@ -57,6 +60,7 @@ from .format import (
     stored_record,
     to_json,
 )
+from .outbox import Outbox, Queue
 
 EXIT_OK = 0
 EXIT_UNDELIVERED = 1
@@ -83,7 +87,11 @@ class LineMode:
         shared_key: str | None = None,
         ipmsg: bool = False,
         journal: Journal | None = None,
+        instance: bytes = bytes(8),
+        keep: float = 0.0,
     ) -> None:
+        """`instance` and `keep`: this installation's id and how long a direct message
+        waits for a peer that is away (`Config.instance`, `Config.keep`)."""
         self.shared_key = shared_key
         """Where the shared key came from ("--key-file"), for the ready line; None: no key."""
         self.ipmsg = ipmsg
@@ -91,6 +99,9 @@ class LineMode:
         self.journal = journal
         """Where our messages and their outcomes are stored, and `/search` looks; None
         without history."""
+        self._outbox = Outbox(journal, instance, keep)
+        self._queue = Queue()
+        """What waits for peers that are away (`/queue`, `/cancel N`)."""
         self.jsonl = jsonl
         self.drain_timeout = drain_timeout
         self.stdin = stdin or sys.stdin
@@ -180,6 +191,64 @@ class LineMode:
             for event in self._early or ():
                 self._show(event)
             self._early = None
+        self._resend_outbox()
+
+    def _resend_outbox(self) -> None:
+        """What the outbox kept from earlier runs goes to the runtime again (each is
+        held until its peer is here: a `message_queued` line)."""
+        with self._sending_lock:
+            self._sending = True
+        try:
+            for message_id, queued in self._outbox.resend(self.runtime):
+                self._remember(message_id, queued.text)
+                if self.jsonl:
+                    line = json_line(
+                        "message_sent",
+                        message_id=message_id,
+                        text=queued.text,
+                        direct=True,
+                        to=queued.peer_nick,
+                        from_outbox=True,
+                    )
+                else:
+                    line = (
+                        f"{clock()} * sending again to {escape(queued.peer_nick)}, from an"
+                        f' earlier run: "{escape(queued.text)}"'
+                    )
+                self._emit(line)
+        except LocalProtocolError as error:
+            self._note(f"the outbox could not be sent again: {error}")
+        with self._sending_lock:
+            self._sending = False
+            held, self._held = self._held, []
+        for event in held:
+            self._show(event)
+
+    def _remember(self, message_id: int, text: str) -> None:
+        self._texts[message_id] = text
+        if len(self._texts) > _TEXTS_REMEMBERED:
+            self._texts.popitem(last=False)
+
+    def _list_queue(self) -> None:
+        """/queue: what waits for peers that are away."""
+        if self.jsonl:
+            self._emit(json_line("queue", messages=self._queue.records()))
+            return
+        for line in self._queue.lines():
+            self._emit(f"{clock()} * {line}")
+
+    def _cancel(self, argument: str) -> None:
+        """/cancel N: take the Nth queued message back (it fails, "cancelled")."""
+        found = self._queue.message_id(argument)
+        if isinstance(found, str):
+            self._command_refused(f"/cancel{argument}", found)
+            return
+        if not self.runtime.cancel(found):
+            reason = "it is on its way already: too late to cancel"
+            self._command_refused(f"/cancel{argument}", reason)
+            return
+        if not self.jsonl:
+            self._emit(f"{clock()} * cancelled: it will not be sent")
 
     def _read_input(self) -> None:
         rooms = self.runtime.rooms
@@ -197,6 +266,12 @@ class LineMode:
             elif text.startswith("/search ") or text == "/search":
                 self._search(text[len("/search") :].strip())
                 continue
+            elif text == "/queue":
+                self._list_queue()
+                continue
+            elif text.startswith("/cancel ") or text == "/cancel":
+                self._cancel(text[len("/cancel") :])
+                continue
             elif text.startswith("/msg ") or text == "/msg":
                 parsed = split_msg(text[4:])
                 if parsed is None:
@@ -205,35 +280,38 @@ class LineMode:
                 rows = self.runtime.peers()
                 found = find_peer(parsed[0], rows, self._names)
                 if isinstance(found, str):
-                    self._refuse(text, found)
+                    if not self._send_to_history_peer(parsed[0], parsed[1]):
+                        self._refuse(text, found)
                     continue
                 to, text = found, parsed[1]
+                recipient: PeerStatus | None = None
                 for row in rows:
                     if row.peer == found:
                         nick, dialect = ("" if row.dialect == "raw" else row.nick), row.dialect
+                        recipient = row
                 self._strangers.answered(found)
             with self._sending_lock:
                 self._sending = True
             try:
-                if to is None:  # the default room: the runtimes' fast path
-                    message_id: int | None = self.runtime.send(text)
-                else:
-                    message_id = self.runtime.send(text, to=[to])
+                handed = self._outbox.send(
+                    self.runtime,
+                    text,
+                    to=to,
+                    room=None,
+                    conversation=conversation_of("", to, nick) if to else f"#{room}",
+                    nick=self.runtime.nick,
+                    dialect=dialect,
+                    recipient=recipient if to else None,
+                )
+                message_id: int | None = handed.message_id
+                if handed.history_failed is not None:
+                    self._history_off(handed.history_failed)
             except LocalProtocolError as error:
                 self._refuse(text, str(error))
                 message_id = None
             with self._sending_lock:
-                if message_id is not None and self.journal is not None:
-                    where_to = conversation_of("", to, nick) if to else f"#{room}"
-                    failed = self.journal.sent(
-                        message_id, where_to, self.runtime.nick, text, dialect
-                    )
-                    if failed is not None:
-                        self._history_off(failed)
                 if message_id is not None:
-                    self._texts[message_id] = text
-                    if len(self._texts) > _TEXTS_REMEMBERED:
-                        self._texts.popitem(last=False)
+                    self._remember(message_id, text)
                     if self.jsonl:
                         where = {"room": room} if to is None else {"direct": format_address(to)}
                         sent = json_line("message_sent", message_id=message_id, text=text, **where)
@@ -242,6 +320,50 @@ class LineMode:
                 held, self._held = self._held, []
             for event in held:
                 self._show(event)
+
+    def _send_to_history_peer(self, name: str, text: str) -> bool:
+        """`/msg NAME text` to a udpchat peer not here in this run but known to the
+        history: it waits in the outbox for that installation. False when the history
+        knows no one of that name."""
+        instance = self.journal.instance_of(name) if self.journal is not None else None
+        if instance is None:
+            return False
+        with self._sending_lock:
+            self._sending = True
+        try:
+            handed = self._outbox.send_to_installation(
+                self.runtime, text, nick=self.runtime.nick, peer_nick=name, instance=instance
+            )
+            if handed is None:
+                self._refuse(text, f"{escape(name)} is not here, and --keep 0 keeps nothing")
+        except LocalProtocolError as error:
+            handed = None
+            self._refuse(text, str(error))
+        with self._sending_lock:
+            if handed is not None:
+                if handed.history_failed is not None:
+                    self._history_off(handed.history_failed)
+                self._remember(handed.message_id, text)
+                if self.jsonl:
+                    sent = json_line(
+                        "message_sent",
+                        message_id=handed.message_id,
+                        text=text,
+                        direct=True,
+                        to=name,
+                    )
+                    self._emit(sent)
+            self._sending = False
+            held, self._held = self._held, []
+        for event in held:
+            self._show(event)
+        return True
+
+    def _command_refused(self, command: str, reason: str) -> None:
+        """A command that could not be done (nothing was sent, so no failure)."""
+        self._note(f"{command.split()[0]}: {reason}")
+        if self.jsonl:
+            self._emit(json_line("command_refused", command=command, reason=reason))
 
     def _refuse(self, text: str, reason: str) -> None:
         self.failures += 1
@@ -256,9 +378,18 @@ class LineMode:
                 self._emit(f"{clock()} * waiting for {deliveries(pending)}...")
             if not self.runtime.wait_delivered(self.drain_timeout):
                 self._note(f"gave up waiting for {deliveries(self.runtime.pending())}")
+        queued = len(self._queue)
+        if queued:
+            many = "1 message waits" if queued == 1 else f"{queued} messages wait"
+            if self._outbox.keeps:
+                self._note(f"{many} for peers that are away; it goes when udpchat next runs")
+            else:
+                # Nothing keeps them past this run: not delivered, so not a success.
+                self.failures += queued
+                self._note(f"{many} for peers that are away, and is lost: no history keeps it")
 
     def _show(self, event: Event) -> None:
-        if isinstance(event, MessageDelivered | DeliveryFailed | RawMessageSent):
+        if isinstance(event, MessageDelivered | DeliveryFailed | RawMessageSent | MessageHeld):
             with self._sending_lock:
                 if self._sending and event.message_id not in self._texts:
                     self._held.append(event)  # after its message_sent line
@@ -267,9 +398,16 @@ class LineMode:
                     failed = self.journal.outcome(event)
                     if failed is not None:
                         self._history_off(failed)
-        if isinstance(event, DeliveryFailed):
-            self.failures += 1
+                self._queue.see(event, self._texts.get(event.message_id, ""))
+        if isinstance(event, DeliveryFailed) and event.reason != CANCELLED:
+            self.failures += 1  # a message the user cancelled did not fail them
         if not self._track(event):
+            return
+        if self.jsonl and isinstance(event, MessageHeld):
+            # With the text and the nickname: a script can tell which of its messages
+            # waits, also for those sent again from the outbox at start.
+            fields = {"text": self._texts.get(event.message_id, ""), "to": event.nick}
+            self._emit(to_json(event, extra=fields))
             return
         if self.jsonl:
             self._emit(to_json(event))

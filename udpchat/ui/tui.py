@@ -62,6 +62,7 @@ from prompt_toolkit.styles import Style
 from ..archive import Journal, conversation_of
 from ..keyfile import KeyFileError, read_key_file
 from ..protocol import (
+    CANCELLED,
     Address,
     DatagramRejected,
     DeliveryFailed,
@@ -72,6 +73,7 @@ from ..protocol import (
     MemberJoined,
     MemberLeft,
     MessageDelivered,
+    MessageHeld,
     MessageReceived,
     PeerJoined,
     PeerLeft,
@@ -109,6 +111,7 @@ from .format import (
     ready_text,
     stored_line,
 )
+from .outbox import Outbox, Queue
 from .pane import (
     PANE_STYLE,
     Conversation,
@@ -156,10 +159,20 @@ class TerminalUI:
         ipmsg: bool = False,
         journal: Journal | None = None,
         notes: Sequence[str] = (),
+        instance: bytes = bytes(8),
+        keep: float = 0.0,
     ) -> None:
+        """`instance` and `keep`: this installation's id and how long a direct message
+        waits for a peer that is away (`Config.instance`, `Config.keep`)."""
         self._shared_key = shared_key
         self._ipmsg_on = ipmsg
         self._journal = journal
+        self._outbox = Outbox(journal, instance, keep)
+        self._queue = Queue()
+        """What waits for peers that are away (`/queue`, `/cancel N`)."""
+        self._restored: dict[int, str] = {}
+        """Messages with no line in a pane of this run -> their text: those sent again
+        from the outbox at start, and those for peers known only to the history."""
         self._notes = tuple(notes)
         """Lines about this run to show after the ready lines (the history's state)."""
         """The history: our messages and their outcomes go there, each pane opens with
@@ -247,6 +260,7 @@ class TerminalUI:
             self._system(IPMSG_TEXT)
         for note in self._notes:
             self._line(f"* {note}", "class:warning")
+        self._resend_outbox()
         loop = asyncio.get_running_loop()
         with self._inbox_lock:
             self._loop = loop
@@ -459,10 +473,25 @@ class TerminalUI:
             if shown:
                 self._add_message(name, event.text, where)
             return
+        if isinstance(event, MessageHeld | MessageDelivered | DeliveryFailed):
+            text = self._restored.get(event.message_id) or self._deliveries.text(event.message_id)
+            self._queue.see(event, text or "")
+        if isinstance(event, MessageHeld):
+            if not self._deliveries.held(event):
+                self._line(describe(event, {event.message_id: text or ""}) or "", "class:system")
+            return
         if isinstance(event, MessageDelivered):
+            restored = self._restored.pop(event.message_id, None)
+            if restored is not None:
+                name = self._names.of(event.peer, self._nick_of.get(event.peer, ""))
+                self._system(f"✓ delivered to {name}: {escape(restored)} (it waited in the outbox)")
             self._deliveries.delivered(event)
             return
         if isinstance(event, DeliveryFailed):
+            self._restored.pop(event.message_id, None)
+            if event.reason == CANCELLED:
+                self._deliveries.cancelled(event)
+                return
             self._line(self._deliveries.failed(event), "class:error")
             return
         text = describe(event, names=self._names)
@@ -556,29 +585,60 @@ class TerminalUI:
     def _send(self, text: str, where: Chat | None = None) -> bool:
         """Send `text` to `where` (by default the current conversation)."""
         current = where or self._current
+        dialect = "raw" if current.peer in self._raw else "udpchat"
+        if current.peer in self._ipmsg:
+            dialect = "ipmsg"
+        recipient = None
+        if current.peer is not None and dialect == "udpchat" and self._journal is not None:
+            # Its installation, for the outbox entry should it be away.
+            rows = [r for r in self.runtime.peers() if r.peer == current.peer]
+            recipient = rows[0] if rows else None
+        default = current.peer is None and current.room == (self.runtime.rooms or ("",))[0]
         try:
-            if current.peer is not None:
-                message_id = self.runtime.send(text, to=[current.peer])
-                self._strangers.answered(current.peer)
-            elif current.room == (self.runtime.rooms or ("",))[0]:
-                message_id = self.runtime.send(text)  # the default room: the fast path
-            else:
-                message_id = self.runtime.send(text, room=current.room)
+            sent = self._outbox.send(
+                self.runtime,
+                text,
+                to=current.peer,
+                room=None if default else current.room,
+                conversation=self._history_name(current),
+                nick=self._nick,
+                dialect=dialect,
+                recipient=recipient,
+            )
         except LocalProtocolError as error:
             self._error(f"not sent: {error} — the text is still in the input line")
             return False
-        self._add_own(message_id, text, current)
+        if current.peer is not None:
+            self._strangers.answered(current.peer)
+        self._add_own(sent.message_id, text, current)
         self._pane(current).follow()
-        if self._journal is not None:
-            dialect = "raw" if current.peer in self._raw else "udpchat"
-            if current.peer in self._ipmsg:
-                dialect = "ipmsg"
-            failed = self._journal.sent(
-                message_id, self._history_name(current), self._nick, text, dialect
-            )
-            if failed is not None:
-                self._show(HistoryFailed(reason=failed))
+        if sent.history_failed is not None:
+            self._show(HistoryFailed(reason=sent.history_failed))
         return True
+
+    def _resend_outbox(self) -> None:
+        """What the outbox kept from earlier runs goes to the runtime again."""
+        try:
+            restored = self._outbox.resend(self.runtime)
+        except LocalProtocolError as error:
+            self._error(f"the outbox could not be sent again: {error}")
+            return
+        self._restored.update((message_id, queued.text) for message_id, queued in restored)
+        if restored:
+            many = "1 message" if len(restored) == 1 else f"{len(restored)} messages"
+            self._system(f"{many} from an earlier run still to be delivered — /queue lists them")
+
+    def _list_queue(self, _: str) -> None:
+        self._lines(self._queue.lines())
+
+    def _cancel(self, argument: str) -> None:
+        found = self._queue.message_id(argument)
+        if isinstance(found, str):
+            self._error(found)
+        elif not self.runtime.cancel(found):
+            self._error("it is on its way already: too late to cancel")
+        else:
+            self._system("cancelled: it will not be sent")
 
     def _search(self, argument: str) -> None:
         text = argument.strip()
@@ -611,6 +671,8 @@ class TerminalUI:
             "switch": self._switch,
             "raw": self._raw_command,
             "search": self._search,
+            "queue": self._list_queue,
+            "cancel": self._cancel,
             "encoding": self._encoding,
             "quit": lambda _: self.request_quit(),
         }
@@ -716,8 +778,13 @@ class TerminalUI:
         if parsed is None:
             self._error("usage: /msg NICK text")
             return
-        peer = self._find(parsed[0])
-        if peer is not None and self._send(parsed[1], direct(peer)) and self._current.peer != peer:
+        found = find_peer(parsed[0], self.runtime.peers(), self._names)
+        if isinstance(found, str):
+            if not self._send_to_history_peer(parsed[0], parsed[1]):
+                self._error(found)
+            return
+        peer = found
+        if self._send(parsed[1], direct(peer)) and self._current.peer != peer:
             number = list(self._panes).index(direct(peer)) + 1
             self._system(f"sent to {self._name_of(direct(peer))} — Alt-{number} shows it")
 
@@ -787,6 +854,28 @@ class TerminalUI:
         else:
             self._raw[peer] = encoding
         self._system(f"{format_address(peer)} is read and written as {encoding}")
+
+    def _send_to_history_peer(self, name: str, text: str) -> bool:
+        """`/msg NAME text` to a udpchat peer not here in this run but known to the
+        history: it waits in the outbox for that installation (shown in the system
+        lines, as it has no pane yet). False when the history knows no one of that name."""
+        instance = self._journal.instance_of(name) if self._journal is not None else None
+        if instance is None:
+            return False
+        try:
+            sent = self._outbox.send_to_installation(
+                self.runtime, text, nick=self._nick, peer_nick=name, instance=instance
+            )
+        except LocalProtocolError as error:
+            self._error(f"not sent: {error}")
+            return True
+        if sent is None:
+            self._error(f"{escape(name)} is not here, and --keep 0 keeps nothing")
+            return True
+        self._restored[sent.message_id] = text
+        if sent.history_failed is not None:
+            self._show(HistoryFailed(reason=sent.history_failed))
+        return True
 
     def _find(self, name: str) -> Address | None:
         found = find_peer(name, self.runtime.peers(), self._names)

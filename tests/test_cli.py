@@ -361,7 +361,7 @@ def run_error(*args: str) -> tuple[int, str]:
         (["--model", "fibers"], "unknown model 'fibers'; choose from"),
         (["--give-up", "-1"], "--give-up needs a number of seconds"),
         (["--keep", "soon"], "--keep needs a time from 0 to 365d, such as 90s, 30m, 12h or 7d"),
-        (["--keep", "-1h"], "--keep needs a time from 0 to 365d"),
+        (["--keep=-1h"], "--keep needs a time from 0 to 365d"),
         (["--keep", "400d"], "not '400d'"),
         (["--keep", ""], "not ''"),
         (["--keep", "nand"], "not 'nand'"),

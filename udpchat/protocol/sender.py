@@ -545,25 +545,17 @@ class Sender:
             message_id = self._next_message_id
         self._next_message_id = max(self._next_message_id, message_id + 1)
         self.stats.messages_sent += 1
-        for target in self._targets.values():
-            if message.expires <= now:
-                break  # fails as expired, below
-            if target.instance == outboxed.instance and target.confirmed:
-                conversation = wire.Conversation.DIRECT
-                self._queue(
-                    [target],
-                    raw,
-                    now,
-                    sent_at_ms,
-                    message_id,
-                    conversation,
-                    "",
-                    message.key,
-                    message=message,
-                )
-                return message_id
-        nick = outboxed.nick
-        self._keep(message_id, message, now, outboxed.instance, nick, None, f"{nick} is away")
+        here = [t for t in self._targets.values() if t.instance == outboxed.instance]
+        here = [t for t in here if t.confirmed and message.expires > now]
+        if here:
+            conversation = wire.Conversation.DIRECT
+            self._queue(
+                here[:1], raw, now, sent_at_ms, message_id, conversation, "", message.key,
+                message=message,
+            )  # fmt: skip
+        else:  # held, or failed at once when its time is up
+            nick = outboxed.nick
+            self._keep(message_id, message, now, outboxed.instance, nick, None, f"{nick} is away")
         return message_id
 
     def _new_key(self) -> bytes:
@@ -607,7 +599,7 @@ class Sender:
         queued_at = now if queued_at is None else queued_at
         failure = None
         if message.expires <= now:
-            failure = f"{nick or 'the peer'} was not back within {_duration(self.config.keep)}"
+            failure = self._too_long(nick)
         else:
             try:
                 self._check_held(message.raw, 1)
@@ -667,55 +659,43 @@ class Sender:
             default=None,
         )
 
+    def _too_long(self, nick: str) -> str:
+        return f"{nick or 'the peer'} was not back within {_duration(self.config.keep)}"
+
     def _expire(self, now: float) -> None:
         """Fail the held messages whose time (`Config.keep`) is up."""
         for instance, entries in list(self._held.items()):
             for entry in [h for h in entries if h.message.expires <= now]:
-                entries.remove(entry)
-                self._held_count -= 1
-                self._held_bytes -= len(entry.message.raw)
-                self.stats.messages_failed += 1
-                nick = entry.nick or "the peer"
-                self._events.append(
-                    DeliveryFailed(
-                        message_id=entry.message_id,
-                        peer=entry.peer,
-                        elapsed=now - entry.queued_at,
-                        reason=f"{nick} was not back within {_duration(self.config.keep)}",
-                    )
-                )
-            if not entries:
-                del self._held[instance]
-        self._held_expiry = self._first_expiry()
+                self._unhold(instance, entry, now, self._too_long(entry.nick))
 
     def cancel(self, message_id: int, now: float) -> bool:
         """Take a message the outbox holds out of it (it fails, "cancelled"); False when
         it holds none of that id (delivered, failed, or on the wire already)."""
         for instance, entries in self._held.items():
             for entry in entries:
-                if entry.message_id != message_id:
-                    continue
-                entries.remove(entry)
-                if not entries:
-                    del self._held[instance]
-                self._held_count -= 1
-                self._held_bytes -= len(entry.message.raw)
-                self._held_expiry = self._first_expiry()
-                self.stats.messages_failed += 1
-                self._events.append(
-                    DeliveryFailed(
-                        message_id=message_id,
-                        peer=entry.peer,
-                        elapsed=now - entry.queued_at,
-                        reason=CANCELLED,
-                    )
-                )
-                return True
+                if entry.message_id == message_id:
+                    self._unhold(instance, entry, now, CANCELLED)
+                    return True
         return False
 
-    def held(self) -> int:
-        """Messages the outbox holds for peers that are away."""
-        return self._held_count
+    def _unhold(self, instance: bytes, entry: _Held, now: float, reason: str) -> None:
+        """Take `entry` out of the outbox as failed, for `reason`."""
+        entries = self._held[instance]
+        entries.remove(entry)
+        if not entries:
+            del self._held[instance]
+        self._held_count -= 1
+        self._held_bytes -= len(entry.message.raw)
+        self._held_expiry = self._first_expiry()
+        self.stats.messages_failed += 1
+        self._events.append(
+            DeliveryFailed(
+                message_id=entry.message_id,
+                peer=entry.peer,
+                elapsed=now - entry.queued_at,
+                reason=reason,
+            )
+        )
 
     def _is_ipmsg(self, addr: Address) -> bool:
         """An IP Messenger user, and not a udpchat that speaks our own protocol there."""

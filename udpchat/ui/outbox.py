@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..archive import Journal
@@ -29,7 +30,7 @@ from ..protocol import (
     PeerStatus,
 )
 from ..runtimes import ChatRuntime
-from ..store import Queued
+from ..store import OutboxEntry, Queued
 from .format import span
 
 NO_INSTANCE = bytes(8)
@@ -78,28 +79,16 @@ class Outbox:
         journal = self.journal
         if journal is None or journal.history is None:
             return Sent(_hand_over(runtime, text, to, room, None), None)
-        key = self._instance + os.urandom(8)
         entry = None
-        if (
-            recipient is not None
-            and recipient.dialect == "udpchat"
-            and recipient.instance
-            and self._keep > 0
-        ):
-            from ..store import OutboxEntry
-
-            expires = int((time.time() + self._keep) * 1000)
-            entry = OutboxEntry(recipient.instance, recipient.nick, expires)
-        row, failed = journal.sent(conversation, nick, text, dialect, key=key, outbox=entry)
-        try:
-            message_id = _hand_over(runtime, text, to, room, key)
-        except BaseException:
-            if row is not None:
-                journal.withdraw(row)
-            raise
-        if row is not None:
-            journal.bind(message_id, row)
-        return Sent(message_id, failed)
+        if recipient is not None and recipient.dialect == "udpchat" and recipient.instance:
+            entry = self._entry(recipient.instance, recipient.nick)
+        return self._stored(
+            runtime,
+            journal,
+            (conversation, nick, text, dialect),
+            entry,
+            lambda key: _hand_over(runtime, text, to, room, key),
+        )
 
     def send_to_installation(
         self, runtime: ChatRuntime, text: str, *, nick: str, peer_nick: str, instance: bytes
@@ -109,24 +98,46 @@ class Outbox:
         runtime, which holds it until that peer is here. None when this chat cannot keep
         it (no history, or `keep` 0)."""
         journal = self.journal
-        if journal is None or journal.history is None or self._keep <= 0:
+        entry = self._entry(instance, peer_nick)
+        if journal is None or journal.history is None or entry is None:
             return None
-        from ..store import OutboxEntry
+        outboxed = Outboxed(instance, peer_nick, entry.expires_at_ms)
+        return self._stored(
+            runtime,
+            journal,
+            (f"@{peer_nick}", nick, text, "udpchat"),
+            entry,
+            lambda key: runtime.send(text, key=key, outboxed=outboxed),
+        )
 
+    def _entry(self, instance: bytes, peer_nick: str) -> OutboxEntry | None:
+        """The outbox entry of a direct message to that installation (None: `keep` 0)."""
+        if self._keep <= 0:
+            return None
+        return OutboxEntry(instance, peer_nick, int((time.time() + self._keep) * 1000))
+
+    def _stored(
+        self,
+        runtime: ChatRuntime,
+        journal: Journal,
+        row: tuple[str, str, str, str],
+        entry: OutboxEntry | None,
+        hand_over: Callable[[bytes], int],
+    ) -> Sent:
+        """Store the message (`row`: conversation, nick, text, dialect) and its outbox
+        `entry` under a new key, then `hand_over` it to the runtime under that key; take
+        it out again if the runtime refuses it."""
         key = self._instance + os.urandom(8)
-        expires = int((time.time() + self._keep) * 1000)
-        entry = OutboxEntry(instance, peer_nick, expires)
-        row, failed = journal.sent(f"@{peer_nick}", nick, text, "udpchat", key=key, outbox=entry)
+        conversation, nick, text, dialect = row
+        stored, failed = journal.sent(conversation, nick, text, dialect, key=key, outbox=entry)
         try:
-            message_id = runtime.send(
-                text, key=key, outboxed=Outboxed(instance, peer_nick, expires)
-            )
+            message_id = hand_over(key)
         except BaseException:
-            if row is not None:
-                journal.withdraw(row)
+            if stored is not None:
+                journal.withdraw(stored)
             raise
-        if row is not None:
-            journal.bind(message_id, row)
+        if stored is not None:
+            journal.bind(message_id, stored)
         return Sent(message_id, failed)
 
     def resend(self, runtime: ChatRuntime) -> list[tuple[int, Queued]]:

@@ -196,33 +196,43 @@ class LineMode:
     def _resend_outbox(self) -> None:
         """What the outbox kept from earlier runs goes to the runtime again (each is
         held until its peer is here: a `message_queued` line)."""
+        with self._handing_over():
+            try:
+                for message_id, queued in self._outbox.resend(self.runtime):
+                    if self.jsonl:
+                        line = json_line(
+                            "message_sent",
+                            message_id=message_id,
+                            text=queued.text,
+                            direct=True,
+                            to=queued.peer_nick,
+                            from_outbox=True,
+                        )
+                    else:
+                        line = (
+                            f"{clock()} * sending again to {escape(queued.peer_nick)}, from"
+                            f' an earlier run: "{escape(queued.text)}"'
+                        )
+                    self._emit(line)
+                    self._remember(message_id, queued.text)
+            except LocalProtocolError as error:
+                self._note(f"the outbox could not be sent again: {error}")
+
+    @contextlib.contextmanager
+    def _handing_over(self) -> Iterator[None]:
+        """While a message is handed to the runtime: its outcome, which can come before
+        `send` returns (a LAN answers in well under a millisecond), waits until its
+        `message_sent` line is out (print that line, then `_remember` the message)."""
         with self._sending_lock:
             self._sending = True
         try:
-            for message_id, queued in self._outbox.resend(self.runtime):
-                self._remember(message_id, queued.text)
-                if self.jsonl:
-                    line = json_line(
-                        "message_sent",
-                        message_id=message_id,
-                        text=queued.text,
-                        direct=True,
-                        to=queued.peer_nick,
-                        from_outbox=True,
-                    )
-                else:
-                    line = (
-                        f"{clock()} * sending again to {escape(queued.peer_nick)}, from an"
-                        f' earlier run: "{escape(queued.text)}"'
-                    )
-                self._emit(line)
-        except LocalProtocolError as error:
-            self._note(f"the outbox could not be sent again: {error}")
-        with self._sending_lock:
-            self._sending = False
-            held, self._held = self._held, []
-        for event in held:
-            self._show(event)
+            yield
+        finally:
+            with self._sending_lock:
+                self._sending = False
+                held, self._held = self._held, []
+            for event in held:
+                self._show(event)
 
     def _remember(self, message_id: int, text: str) -> None:
         self._texts[message_id] = text
@@ -290,36 +300,30 @@ class LineMode:
                         nick, dialect = ("" if row.dialect == "raw" else row.nick), row.dialect
                         recipient = row
                 self._strangers.answered(found)
-            with self._sending_lock:
-                self._sending = True
-            try:
-                handed = self._outbox.send(
-                    self.runtime,
-                    text,
-                    to=to,
-                    room=None,
-                    conversation=conversation_of("", to, nick) if to else f"#{room}",
-                    nick=self.runtime.nick,
-                    dialect=dialect,
-                    recipient=recipient if to else None,
-                )
-                message_id: int | None = handed.message_id
+            with self._handing_over():
+                try:
+                    handed = self._outbox.send(
+                        self.runtime,
+                        text,
+                        to=to,
+                        room=None,
+                        conversation=conversation_of("", to, nick) if to else f"#{room}",
+                        nick=self.runtime.nick,
+                        dialect=dialect,
+                        recipient=recipient if to else None,
+                    )
+                except LocalProtocolError as error:
+                    self._refuse(text, str(error))
+                    continue
                 if handed.history_failed is not None:
                     self._history_off(handed.history_failed)
-            except LocalProtocolError as error:
-                self._refuse(text, str(error))
-                message_id = None
-            with self._sending_lock:
-                if message_id is not None:
-                    self._remember(message_id, text)
-                    if self.jsonl:
-                        where = {"room": room} if to is None else {"direct": format_address(to)}
-                        sent = json_line("message_sent", message_id=message_id, text=text, **where)
-                        self._emit(sent)
-                self._sending = False
-                held, self._held = self._held, []
-            for event in held:
-                self._show(event)
+                if self.jsonl:
+                    where = {"room": room} if to is None else {"direct": format_address(to)}
+                    sent = json_line(
+                        "message_sent", message_id=handed.message_id, text=text, **where
+                    )
+                    self._emit(sent)
+                self._remember(handed.message_id, text)
 
     def _send_to_history_peer(self, name: str, text: str) -> bool:
         """`/msg NAME text` to a udpchat peer not here in this run but known to the
@@ -328,35 +332,25 @@ class LineMode:
         instance = self.journal.instance_of(name) if self.journal is not None else None
         if instance is None:
             return False
-        with self._sending_lock:
-            self._sending = True
-        try:
-            handed = self._outbox.send_to_installation(
-                self.runtime, text, nick=self.runtime.nick, peer_nick=name, instance=instance
-            )
+        with self._handing_over():
+            try:
+                handed = self._outbox.send_to_installation(
+                    self.runtime, text, nick=self.runtime.nick, peer_nick=name, instance=instance
+                )
+            except LocalProtocolError as error:
+                self._refuse(text, str(error))
+                return True
             if handed is None:
                 self._refuse(text, f"{escape(name)} is not here, and --keep 0 keeps nothing")
-        except LocalProtocolError as error:
-            handed = None
-            self._refuse(text, str(error))
-        with self._sending_lock:
-            if handed is not None:
-                if handed.history_failed is not None:
-                    self._history_off(handed.history_failed)
-                self._remember(handed.message_id, text)
-                if self.jsonl:
-                    sent = json_line(
-                        "message_sent",
-                        message_id=handed.message_id,
-                        text=text,
-                        direct=True,
-                        to=name,
-                    )
-                    self._emit(sent)
-            self._sending = False
-            held, self._held = self._held, []
-        for event in held:
-            self._show(event)
+                return True
+            if handed.history_failed is not None:
+                self._history_off(handed.history_failed)
+            if self.jsonl:
+                sent = json_line(
+                    "message_sent", message_id=handed.message_id, text=text, direct=True, to=name
+                )
+                self._emit(sent)
+            self._remember(handed.message_id, text)
         return True
 
     def _command_refused(self, command: str, reason: str) -> None:
@@ -378,15 +372,12 @@ class LineMode:
                 self._emit(f"{clock()} * waiting for {deliveries(pending)}...")
             if not self.runtime.wait_delivered(self.drain_timeout):
                 self._note(f"gave up waiting for {deliveries(self.runtime.pending())}")
-        queued = len(self._queue)
-        if queued:
-            many = "1 message waits" if queued == 1 else f"{queued} messages wait"
-            if self._outbox.keeps:
-                self._note(f"{many} for peers that are away; it goes when udpchat next runs")
-            else:
+        waiting = self._queue.farewell(self._outbox.keeps)
+        if waiting is not None:
+            self._note(waiting)
+            if not self._outbox.keeps:
                 # Nothing keeps them past this run: not delivered, so not a success.
-                self.failures += queued
-                self._note(f"{many} for peers that are away, and is lost: no history keeps it")
+                self.failures += len(self._queue)
 
     def _show(self, event: Event) -> None:
         if isinstance(event, MessageDelivered | DeliveryFailed | RawMessageSent | MessageHeld):

@@ -195,6 +195,18 @@ class Queue:
     def __len__(self) -> int:
         return len(self._held)
 
+    def farewell(self, kept: bool) -> str | None:
+        """What to say of the messages still waiting when the chat quits (None: there
+        are none): that they go at the next run (`kept` on disk), or are lost."""
+        count = len(self._held)
+        if not count:
+            return None
+        many = "1 message waits" if count == 1 else f"{count} messages wait"
+        it, goes, does = ("it", "goes", "is") if count == 1 else ("they", "go", "are")
+        if kept:
+            return f"{many} for peers that are away; {it} {goes} when udpchat next runs"
+        return f"{many} for peers that are away, and {does} lost: no history keeps {it}"
+
     def message_id(self, argument: str) -> int | str:
         """The runtime's id of the message `/cancel N` names, or a one-line reason."""
         number = argument.strip()

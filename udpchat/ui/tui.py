@@ -288,7 +288,12 @@ class TerminalUI:
             print(f"udpchat: gave up waiting for {deliveries(self._gave_up)}", file=sys.stderr)
         elif unconfirmed:
             print(f"udpchat: quit with {deliveries(unconfirmed)} unconfirmed", file=sys.stderr)
-        return EXIT_UNDELIVERED if self._deliveries.unresolved or unconfirmed else EXIT_OK
+        waiting = self._queue.farewell(self._outbox.keeps)
+        if waiting is not None:
+            print(f"udpchat: {waiting}", file=sys.stderr)
+        lost = 0 if self._outbox.keeps else len(self._queue)
+        failed = self._deliveries.unresolved or unconfirmed or lost
+        return EXIT_UNDELIVERED if failed else EXIT_OK
 
     @property
     def conversation(self) -> Conversation:

@@ -239,3 +239,28 @@ def test_a_receiver_restarting_mid_stream_loses_nothing_and_keeps_the_order(seed
     assert net.events(ALICE, DeliveryFailed) == []
     delivered = {d.message_id for d in net.events(ALICE, MessageDelivered)}
     assert delivered == set(ids)
+
+
+def test_a_keyed_room_line_owed_to_a_peer_that_restarted_fails_rather_than_lie() -> None:
+    """A keyed room's line is sealed for the recipient's session: the new session could
+    not open it and would only acknowledge it. So it fails, and is not delivered."""
+    key = bytes(range(32))
+    net = chatting(MemNet())
+    net.session(ALICE).join("dev", net.now, key=key)
+    net.session(BOB).join("dev", net.now, key=key)
+    net.flush(ALICE)
+    net.flush(BOB)
+    net.run_for(2)
+    net.cut(ALICE, BOB, both_ways=False)
+    line = net.send(ALICE, "sealed", room="dev")
+    net.run_for(1)
+    net.detach(BOB)
+    # Back in both rooms from its start, so that its HELLO lists #dev at once.
+    net.attach(BOB, bob(b"bob-s002", rooms=("lobby", "dev"), room_keys=(("dev", key),)))
+    net.add_peer(BOB, ALICE)
+    net.heal()
+    net.run_until_settled()
+    (failed,) = net.events(ALICE, DeliveryFailed)
+    assert failed.message_id == line and "restarted before showing it" in failed.reason
+    assert line not in [d.message_id for d in net.events(ALICE, MessageDelivered)]
+    assert net.texts(BOB) == []

@@ -1273,6 +1273,13 @@ class Sender:
         each message still owed starts again, as for a message sent now."""
         if not target.deliveries:
             return
+        for delivery in list(target.deliveries.values()):
+            if delivery.room in self._room_keys and not delivery.control:
+                # Sealed for the old session (docs/protocol.md, "Keyed rooms"): the new
+                # one cannot open it, and would acknowledge what it could not show.
+                who = target.nick or "the peer"
+                reason = f"{who} restarted before showing it, and it was sealed for its old run"
+                self._fail(addr, target, delivery, now, reason)
         flight = target.in_flight
         deadline = now + self.config.give_up_after
         for delivery in target.deliveries.values():

@@ -897,7 +897,7 @@ class Receiver:
         peer = self._peers.get(addr)
         if not current and peer is not None and ack.session in peer.retired:
             # Sent before the peer restarted, and late: what it had shown counts, what
-            # it held died with it (docs/protocol.md, "Sending").
+            # it held died with it (docs/protocol.md, "Restarts and the offline outbox").
             self._notes.append(AckNote(addr, ack.cumulative, 0, 0))
             return
         self._notes.append(AckNote(addr, ack.cumulative, ack.selective, ack.duplicate))

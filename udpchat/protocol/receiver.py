@@ -894,8 +894,9 @@ class Receiver:
             self.stats.stale_dropped += 1
             return
         self.stats.acks_received += 1
-        peer = self._peers.get(addr)
-        if not current and peer is not None and ack.session in peer.retired:
+        # (Looked up only off the common path: every ACK of a current session skips it.)
+        peer = None if current else self._peers.get(addr)
+        if peer is not None and ack.session in peer.retired:
             # Sent before the peer restarted, and late: what it had shown counts, what
             # it held died with it (docs/protocol.md, "Restarts and the offline outbox").
             self._notes.append(AckNote(addr, ack.cumulative, 0, 0))

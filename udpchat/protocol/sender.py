@@ -606,12 +606,7 @@ class Sender:
             except OutboxFull as full:
                 failure = str(full)
         if failure is not None:
-            self.stats.messages_failed += 1
-            self._events.append(
-                DeliveryFailed(
-                    message_id=message_id, peer=peer, elapsed=now - queued_at, reason=failure
-                )
-            )
+            self._failed(message_id, peer, now - queued_at, failure)
             return
         self._held.setdefault(instance, []).append(
             _Held(message_id, message, queued_at, nick, peer)
@@ -687,15 +682,7 @@ class Sender:
         self._held_count -= 1
         self._held_bytes -= len(entry.message.raw)
         self._held_expiry = self._first_expiry()
-        self.stats.messages_failed += 1
-        self._events.append(
-            DeliveryFailed(
-                message_id=entry.message_id,
-                peer=entry.peer,
-                elapsed=now - entry.queued_at,
-                reason=reason,
-            )
-        )
+        self._failed(entry.message_id, entry.peer, now - entry.queued_at, reason)
 
     def _is_ipmsg(self, addr: Address) -> bool:
         """An IP Messenger user, and not a udpchat that speaks our own protocol there."""
@@ -1154,16 +1141,14 @@ class Sender:
         self, addr: Address, target: _Target, delivery: _Delivery, now: float, reason: str
     ) -> None:
         self._drop(target, delivery, now)
-        if delivery.control:
-            return
+        if not delivery.control:
+            self._failed(delivery.message_id, addr, now - delivery.queued_at, reason)
+
+    def _failed(self, message_id: int, peer: Address | None, elapsed: float, reason: str) -> None:
+        """Count one delivery failed and report it."""
         self.stats.messages_failed += 1
         self._events.append(
-            DeliveryFailed(
-                message_id=delivery.message_id,
-                peer=addr,
-                elapsed=now - delivery.queued_at,
-                reason=reason,
-            )
+            DeliveryFailed(message_id=message_id, peer=peer, elapsed=elapsed, reason=reason)
         )
 
     def _fail_or_hold(

@@ -329,19 +329,18 @@ class LineMode:
         """`/msg NAME text` to a udpchat peer not here in this run but known to the
         history: it waits in the outbox for that installation. False when the history
         knows no one of that name."""
-        instance = self.journal.instance_of(name) if self.journal is not None else None
-        if instance is None:
-            return False
         with self._handing_over():
             try:
-                handed = self._outbox.send_to_installation(
-                    self.runtime, text, nick=self.runtime.nick, peer_nick=name, instance=instance
+                handed = self._outbox.send_to_known(
+                    self.runtime, text, nick=self.runtime.nick, peer_nick=name
                 )
             except LocalProtocolError as error:
                 self._refuse(text, str(error))
                 return True
             if handed is None:
-                self._refuse(text, f"{escape(name)} is not here, and --keep 0 keeps nothing")
+                return False
+            if isinstance(handed, str):
+                self._refuse(text, handed)
                 return True
             if handed.history_failed is not None:
                 self._history_off(handed.history_failed)

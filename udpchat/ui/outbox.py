@@ -31,7 +31,7 @@ from ..protocol import (
 )
 from ..runtimes import ChatRuntime
 from ..store import OutboxEntry, Queued
-from .format import span
+from .format import escape, span
 
 NO_INSTANCE = bytes(8)
 
@@ -90,17 +90,21 @@ class Outbox:
             lambda key: _hand_over(runtime, text, to, room, key),
         )
 
-    def send_to_installation(
-        self, runtime: ChatRuntime, text: str, *, nick: str, peer_nick: str, instance: bytes
-    ) -> Sent | None:
-        """A direct message to `peer_nick`, not seen in this run but known to the history
-        as the installation `instance`: stored with its outbox entry, then handed to the
-        runtime, which holds it until that peer is here. None when this chat cannot keep
-        it (no history, or `keep` 0)."""
+    def send_to_known(
+        self, runtime: ChatRuntime, text: str, *, nick: str, peer_nick: str
+    ) -> Sent | str | None:
+        """`/msg peer_nick text` to a udpchat peer not here in this run but known to the
+        history (its installation, from the keys of its messages): stored with its outbox
+        entry, then handed to the runtime, which holds it until that peer is here. None
+        when the history knows no one so named; a one-line reason when this chat keeps
+        nothing for later (`keep` 0). Raises what `runtime.send` raises."""
         journal = self.journal
-        entry = self._entry(instance, peer_nick)
-        if journal is None or journal.history is None or entry is None:
+        instance = journal.instance_of(peer_nick) if journal is not None else None
+        if journal is None or instance is None:
             return None
+        entry = self._entry(instance, peer_nick)
+        if entry is None:
+            return f"{escape(peer_nick)} is not here, and --keep 0 keeps nothing"
         outboxed = Outboxed(instance, peer_nick, entry.expires_at_ms)
         return self._stored(
             runtime,

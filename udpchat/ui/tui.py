@@ -864,18 +864,15 @@ class TerminalUI:
         """`/msg NAME text` to a udpchat peer not here in this run but known to the
         history: it waits in the outbox for that installation (shown in the system
         lines, as it has no pane yet). False when the history knows no one of that name."""
-        instance = self._journal.instance_of(name) if self._journal is not None else None
-        if instance is None:
-            return False
         try:
-            sent = self._outbox.send_to_installation(
-                self.runtime, text, nick=self._nick, peer_nick=name, instance=instance
-            )
+            sent = self._outbox.send_to_known(self.runtime, text, nick=self._nick, peer_nick=name)
         except LocalProtocolError as error:
             self._error(f"not sent: {error}")
             return True
         if sent is None:
-            self._error(f"{escape(name)} is not here, and --keep 0 keeps nothing")
+            return False
+        if isinstance(sent, str):
+            self._error(sent)
             return True
         self._restored[sent.message_id] = text
         if sent.history_failed is not None:
